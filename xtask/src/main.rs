@@ -1,0 +1,138 @@
+//! `cargo xtask`: the project's tasks, written in Rust so they run wherever cargo does.
+//!
+//! - `cargo xtask test`: formatting check, clippy with warnings denied, and every test of the workspace.
+//!   This is the command CI runs (`.ci/run`). When the shared tools are present (see [`shared_dir`]),
+//!   it first fetches the real test model (SmolLM2-135M-Instruct, cached) so the real-model tests run;
+//!   without them those tests skip and say why.
+//! - `cargo xtask bench [NAME...]`: the benchmarks in `benches/` (all, or the named ones), with the
+//!   real model fetched the same way.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "lmsi project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Check formatting, run clippy with warnings denied, and run every test.
+    Test,
+    /// Run criterion benchmarks (all of them, or the ones named).
+    Bench {
+        /// Benchmark names (files in benches/benches/ without `.rs`).
+        names: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Test => test(),
+        Task::Bench { names } => bench(&names),
+    }
+}
+
+fn test() -> Result<()> {
+    cargo(&["fmt", "--all", "--check"], &[])?;
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    let env = real_model_env()?;
+    cargo(&["test", "--workspace"], &env)
+}
+
+fn bench(names: &[String]) -> Result<()> {
+    let mut args = vec!["bench", "-p", "lmsi-benches"];
+    for name in names {
+        args.extend(["--bench", name]);
+    }
+    let env = real_model_env()?;
+    cargo(&args, &env)
+}
+
+/// The folder of tools and data shared by the project's machines: `LMSI_SHARED`, else `../shared`
+/// beside the workspace, else `/work/shared`.
+fn shared_dir() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("LMSI_SHARED").map(PathBuf::from),
+        Some(workspace_root().join("../shared")),
+        Some(PathBuf::from("/work/shared")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|dir| dir.join("tools/fetch-smollm2.sh").exists())
+}
+
+/// Fetches SmolLM2-135M-Instruct (cached) and returns the variables that point the real-model tests
+/// and benchmarks at it and at the NumPy reference. Empty when the shared tools are absent.
+fn real_model_env() -> Result<Vec<(String, PathBuf)>> {
+    let Some(shared) = shared_dir() else {
+        eprintln!("xtask: shared tools not found (set LMSI_SHARED): real-model tests will skip");
+        return Ok(Vec::new());
+    };
+    let fetch = shared.join("tools/fetch-smollm2.sh");
+    eprintln!("xtask: {} (cached after the first run)", fetch.display());
+    let output = Command::new("bash")
+        .arg(&fetch)
+        .output()
+        .with_context(|| format!("could not run {}", fetch.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} failed:\n{}",
+            fetch.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let model = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim().to_string());
+    let models_root = model.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(vec![
+        ("LMSI_TEST_MODEL".into(), model.clone()),
+        ("LMSI_BENCH_MODEL".into(), model),
+        (
+            "LMSI_TEST_PYTHON".into(),
+            models_root.join(".venv/bin/python"),
+        ),
+        (
+            "LMSI_NP_GENERATE".into(),
+            shared.join("tools/realmodel/np_generate.py"),
+        ),
+    ])
+}
+
+/// Runs cargo with `args` (and extra environment) in the workspace root, failing when it fails.
+fn cargo(args: &[&str], env: &[(String, PathBuf)]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("could not run {cargo}"))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
