@@ -1,0 +1,143 @@
+//! Answer markers: the phrases after which a completion states its final answer.
+//!
+//! The markers are `answer is` and `answer:` (any case, `answer` starting a word), `####` (GSM8K;
+//! any longer run of `#` too) and `\boxed{`. Each marker owns the text from its end up to the start
+//! of the next marker (or the end of the text); a `\boxed{` span also stops at its closing brace.
+//! Bounding spans this way keeps every extraction linear in the length of the text.
+
+/// The span after every answer marker in `text`, in the order the markers appear.
+pub(crate) fn answer_spans(text: &str) -> Vec<&str> {
+    let found = find_markers(text);
+    found
+        .iter()
+        .enumerate()
+        .map(|(n, marker)| {
+            let limit = found.get(n + 1).map_or(text.len(), |next| next.start);
+            let span = &text[marker.end..limit];
+            if marker.boxed {
+                box_content(span)
+            } else {
+                span
+            }
+        })
+        .collect()
+}
+
+struct Marker {
+    start: usize,
+    end: usize,
+    boxed: bool,
+}
+
+fn find_markers(text: &str) -> Vec<Marker> {
+    const BOXED: &[u8] = b"\\boxed{";
+    let bytes = text.as_bytes();
+    let mut markers = Vec::new();
+    // Every marker begins with an ASCII byte, and ASCII bytes never occur inside a multi-byte UTF-8
+    // sequence, so scanning bytes only ever matches at char boundaries.
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(end) = phrase_end(text, i) {
+            markers.push(Marker {
+                start: i,
+                end,
+                boxed: false,
+            });
+            i = end;
+        } else if bytes[i..].starts_with(BOXED) {
+            markers.push(Marker {
+                start: i,
+                end: i + BOXED.len(),
+                boxed: true,
+            });
+            i += BOXED.len();
+        } else {
+            i += 1;
+        }
+    }
+    markers
+}
+
+/// The end of an `answer is` / `answer:` / `####` marker starting at byte `i`, if one does.
+fn phrase_end(text: &str, i: usize) -> Option<usize> {
+    let bytes = &text.as_bytes()[i..];
+    let hashes = bytes.iter().take_while(|&&b| b == b'#').count();
+    if hashes >= 4 {
+        return Some(i + hashes);
+    }
+    let word = bytes.get(..6)?;
+    if !word.eq_ignore_ascii_case(b"answer") || text[..i].chars().next_back().is_some_and(is_word) {
+        return None;
+    }
+    let spaces = bytes[6..]
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    let k = 6 + spaces;
+    if bytes.get(k) == Some(&b':') {
+        return Some(i + k + 1);
+    }
+    // `is` must be a whole word: "the answer isn't 5" states no answer.
+    let is_word_is = bytes
+        .get(k..k + 2)
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"is"))
+        && !text[i + k + 2..].chars().next().is_some_and(is_word);
+    (spaces > 0 && is_word_is).then_some(i + k + 2)
+}
+
+/// The start of `span` up to the brace that closes the `\boxed{` before it (all of it if unclosed).
+fn box_content(span: &str) -> &str {
+    let mut depth = 1usize;
+    for (i, b) in span.bytes().enumerate() {
+        match b {
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return &span[..i];
+                }
+            }
+            _ => {}
+        }
+    }
+    span
+}
+
+/// Characters that continue a word: a marker or an answer never starts right after one.
+pub(crate) fn is_word(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phrases_and_boxes() {
+        assert_eq!(answer_spans("The answer is 7."), [" 7."]);
+        assert_eq!(answer_spans("ANSWER: 7"), [" 7"]);
+        assert_eq!(answer_spans("Final answer :7"), ["7"]);
+        assert_eq!(answer_spans("##### 12"), [" 12"]);
+        assert_eq!(answer_spans("### 12"), Vec::<&str>::new());
+        assert_eq!(answer_spans(r"so \boxed{3/4} is it"), ["3/4"]);
+        assert_eq!(answer_spans(r"\boxed{\frac{1}{2}}"), [r"\frac{1}{2}"]);
+        assert_eq!(answer_spans(r"\boxed{5"), ["5"]);
+    }
+
+    #[test]
+    fn spans_end_at_the_next_marker() {
+        assert_eq!(answer_spans("answer is 1, answer is 2"), [" 1, ", " 2"]);
+        assert_eq!(answer_spans(r"The answer is $\boxed{18}$."), [" $", "18"]);
+        assert_eq!(answer_spans(r"\boxed{\boxed{4}}"), ["", "4"]);
+    }
+
+    #[test]
+    fn words_that_are_not_markers() {
+        assert!(answer_spans("the answers are 5").is_empty());
+        assert!(answer_spans("reanswer is 5").is_empty());
+        assert!(answer_spans("the answer isn't 5").is_empty());
+        assert!(answer_spans("the answeris 5").is_empty());
+        assert!(answer_spans("éanswer is 5").is_empty());
+        assert_eq!(answer_spans("é answer is 5"), [" 5"]);
+    }
+}
