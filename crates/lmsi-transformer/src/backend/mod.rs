@@ -1,0 +1,349 @@
+//! The primitive operations a model runs on, and the CPU reference implementation.
+//!
+//! The model ([`crate::Model`]) is written once over [`Backend`]: every tensor lives in a backend buffer
+//! and every computation is one of the operations below. The CPU backend ([`CpuBackend`]) is the
+//! reference; other backends (CUDA) must agree with it within stated tolerances on the same inputs.
+//!
+//! Conventions shared by every operation:
+//! - Buffers hold f32 in row-major order. A matrix "`[m, n]`" is `m` rows of `n` values.
+//! - Weights are stored as Hugging Face stores them, `[out_features, in_features]`, so a linear layer is
+//!   `y = x · Wᵀ`.
+//! - The q, k and v projections are fused into one matrix whose output row is `q | k | v`
+//!   (`num_heads`, `num_kv_heads`, `num_kv_heads` heads of `head_dim`), and gate and up projections into
+//!   one whose output row is `gate | up`.
+//! - A step's tokens are packed: all sequences' new tokens one after the other, described by a
+//!   [`BatchLayout`].
+
+mod cpu;
+
+pub use cpu::CpuBackend;
+
+use crate::Error;
+
+/// A device that stores f32 buffers and runs the model's operations on them.
+pub trait Backend: Send + Sync + Sized + 'static {
+    /// An f32 buffer on the device.
+    type Buf: Send + Sync;
+    /// A [`BatchLayout`] made ready for the device (uploaded, for an accelerator).
+    type Layout: Send + Sync;
+
+    /// A short description of the device for logs, e.g. `cpu (2 threads)`.
+    fn describe(&self) -> String;
+    /// A zero-filled buffer of `len` values.
+    fn zeros(&self, len: usize) -> Result<Self::Buf, Error>;
+    /// A buffer holding a copy of `data`.
+    fn upload(&self, data: &[f32]) -> Result<Self::Buf, Error>;
+    /// The contents of `buf`.
+    fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>, Error>;
+    /// The number of values in `buf`.
+    fn len(&self, buf: &Self::Buf) -> usize;
+    /// Makes `layout` ready for the operations of one step.
+    fn prepare(&self, layout: &BatchLayout) -> Result<Self::Layout, Error>;
+
+    /// `out[t, :] = table[token_ids[t], :]` for every token of the layout; `table` is `[vocab, dim]`.
+    fn embedding(
+        &self,
+        out: &mut Self::Buf,
+        table: &Self::Buf,
+        layout: &Self::Layout,
+        dim: usize,
+    ) -> Result<(), Error>;
+
+    /// RMSNorm of each of `rows` rows of `x`: `out = x / sqrt(mean(x²) + eps) * weight`.
+    fn rmsnorm(
+        &self,
+        out: &mut Self::Buf,
+        x: &Self::Buf,
+        weight: &Self::Buf,
+        rows: usize,
+        eps: f32,
+    ) -> Result<(), Error>;
+
+    /// `out[m, n] (+)= x[m, k] · w[n, k]ᵀ (+ bias[n])`. With `accumulate` the product is added to
+    /// `out` (a residual connection); otherwise `out` is overwritten.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(
+        &self,
+        out: &mut Self::Buf,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        bias: Option<&Self::Buf>,
+        m: usize,
+        n: usize,
+        k: usize,
+        accumulate: bool,
+    ) -> Result<(), Error>;
+
+    /// Rotates the q and k heads of the fused `qkv` rows in place by each token's position
+    /// (Hugging Face's rotate-half convention: dimension `i` pairs with `i + head_dim / 2`).
+    fn rope(
+        &self,
+        qkv: &mut Self::Buf,
+        layout: &Self::Layout,
+        dims: &AttentionDims,
+        inv_freq: &Self::Buf,
+    ) -> Result<(), Error>;
+
+    /// Stores every token's k and v (from the fused `qkv` rows) in the paged cache of one layer, at the
+    /// token's slot. A value cache is `[blocks, block_size, num_kv_heads, head_dim]`; a key cache holds
+    /// each block transposed, `[blocks, num_kv_heads, head_dim, block_size]`, so that the scores of a
+    /// block's positions are computed across positions.
+    fn kv_store(
+        &self,
+        k_cache: &mut Self::Buf,
+        v_cache: &mut Self::Buf,
+        qkv: &Self::Buf,
+        layout: &Self::Layout,
+        dims: &AttentionDims,
+    ) -> Result<(), Error>;
+
+    /// Causal attention of every token's query heads over its sequence's cached keys and values
+    /// (positions `0..=position`, or the sliding window), read through the sequence's block table.
+    /// `out` is `[tokens, num_heads * head_dim]`.
+    fn paged_attention(
+        &self,
+        out: &mut Self::Buf,
+        qkv: &Self::Buf,
+        k_cache: &Self::Buf,
+        v_cache: &Self::Buf,
+        layout: &Self::Layout,
+        dims: &AttentionDims,
+    ) -> Result<(), Error>;
+
+    /// `out[r, i] = silu(gate[r, i]) * up[r, i]` where `gate_up` rows are `gate | up`, each `inter` wide.
+    fn swiglu(
+        &self,
+        out: &mut Self::Buf,
+        gate_up: &Self::Buf,
+        rows: usize,
+        inter: usize,
+    ) -> Result<(), Error>;
+
+    /// `out[i, :] = x[layout.logit_rows[first + i], :]` for `i < count`: rows whose logits are wanted.
+    fn gather_logit_rows(
+        &self,
+        out: &mut Self::Buf,
+        x: &Self::Buf,
+        layout: &Self::Layout,
+        rows: std::ops::Range<usize>,
+        dim: usize,
+    ) -> Result<(), Error>;
+
+    /// Copies block `src` of a paged cache to block `dst` (copy-on-write of a shared, partly filled block).
+    fn copy_block(
+        &self,
+        cache: &mut Self::Buf,
+        src: usize,
+        dst: usize,
+        block_len: usize,
+    ) -> Result<(), Error>;
+
+    // ---- Training: the forward operations that keep what backward needs, and the backward passes.
+
+    /// A new buffer holding a copy of `buf`.
+    fn copy(&self, buf: &Self::Buf) -> Result<Self::Buf, Error>;
+
+    /// Sets every value of `buf` to zero.
+    fn zero(&self, buf: &mut Self::Buf) -> Result<(), Error>;
+
+    /// `x += y`, element-wise over the first `len` values.
+    fn add_assign(&self, x: &mut Self::Buf, y: &Self::Buf, len: usize) -> Result<(), Error>;
+
+    /// Causal self-attention within each sequence of the layout, whose tokens are all new and
+    /// contiguous (a training batch: no cache). Also writes `lse[t, h]`, the log-sum-exp of each
+    /// token's scores per head, which the backward pass uses to recompute the attention weights.
+    fn causal_attention(
+        &self,
+        out: &mut Self::Buf,
+        lse: &mut Self::Buf,
+        qkv: &Self::Buf,
+        layout: &Self::Layout,
+        dims: &AttentionDims,
+    ) -> Result<(), Error>;
+
+    /// Backward of [`Backend::causal_attention`]: overwrites `d_qkv` with the gradients of q, k and v
+    /// (after RoPE) given `d_out`, the forward's `out`, `lse` and `qkv`.
+    #[allow(clippy::too_many_arguments)]
+    fn causal_attention_backward(
+        &self,
+        d_qkv: &mut Self::Buf,
+        d_out: &Self::Buf,
+        out: &Self::Buf,
+        lse: &Self::Buf,
+        qkv: &Self::Buf,
+        layout: &Self::Layout,
+        dims: &AttentionDims,
+    ) -> Result<(), Error>;
+
+    /// Backward of [`Backend::rope`]: rotates the q and k gradients back (by minus each angle), in place.
+    fn rope_backward(
+        &self,
+        d_qkv: &mut Self::Buf,
+        layout: &Self::Layout,
+        dims: &AttentionDims,
+        inv_freq: &Self::Buf,
+    ) -> Result<(), Error>;
+
+    /// Backward of [`Backend::rmsnorm`]: `d_x += ∂L/∂x` and `d_weight += ∂L/∂weight` given `d_out`.
+    #[allow(clippy::too_many_arguments)]
+    fn rmsnorm_backward(
+        &self,
+        d_x: &mut Self::Buf,
+        d_weight: &mut Self::Buf,
+        d_out: &Self::Buf,
+        x: &Self::Buf,
+        weight: &Self::Buf,
+        rows: usize,
+        eps: f32,
+    ) -> Result<(), Error>;
+
+    /// Backward of [`Backend::matmul`] for its input: `d_x[m, k] (+)= d_out[m, n] · w[n, k]`.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_backward_input(
+        &self,
+        d_x: &mut Self::Buf,
+        d_out: &Self::Buf,
+        w: &Self::Buf,
+        m: usize,
+        n: usize,
+        k: usize,
+        accumulate: bool,
+    ) -> Result<(), Error>;
+
+    /// Backward of [`Backend::matmul`] for its weight and bias: `d_w[n, k] += d_out[m, n]ᵀ · x[m, k]`
+    /// and `d_bias[n] += Σ_i d_out[i, n]`.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_backward_weight(
+        &self,
+        d_w: &mut Self::Buf,
+        d_bias: Option<&mut Self::Buf>,
+        d_out: &Self::Buf,
+        x: &Self::Buf,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<(), Error>;
+
+    /// Backward of [`Backend::swiglu`]: overwrites `d_gate_up` given `d_out` and the forward's `gate_up`.
+    fn swiglu_backward(
+        &self,
+        d_gate_up: &mut Self::Buf,
+        d_out: &Self::Buf,
+        gate_up: &Self::Buf,
+        rows: usize,
+        inter: usize,
+    ) -> Result<(), Error>;
+
+    /// Backward of [`Backend::embedding`]: `d_table[token_ids[t], :] += d_out[t, :]` (in token order).
+    fn embedding_backward(
+        &self,
+        d_table: &mut Self::Buf,
+        d_out: &Self::Buf,
+        layout: &Self::Layout,
+        dim: usize,
+    ) -> Result<(), Error>;
+
+    /// `x[layout.logit_rows[first + i], :] += src[i, :]`: the backward of [`Backend::gather_logit_rows`].
+    fn scatter_logit_rows(
+        &self,
+        x: &mut Self::Buf,
+        src: &Self::Buf,
+        layout: &Self::Layout,
+        rows: std::ops::Range<usize>,
+        dim: usize,
+    ) -> Result<(), Error>;
+
+    /// Cross-entropy of logits rows against their targets (`layout.targets[rows]`, the next token of
+    /// each logit row), with the gradient: replaces `logits` by
+    /// `scale · (softmax(logits) - onehot(target))` and returns each row's loss
+    /// `logsumexp(logits) - logits[target]` (unscaled).
+    fn cross_entropy(
+        &self,
+        logits: &mut Self::Buf,
+        layout: &Self::Layout,
+        rows: std::ops::Range<usize>,
+        vocab: usize,
+        scale: f32,
+    ) -> Result<Vec<f32>, Error>;
+}
+
+/// Head geometry of attention, shared by the attention operations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionDims {
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    /// Score scale, `1 / sqrt(head_dim)`.
+    pub scale: f32,
+    /// Keys older than this many positions are not attended to (Mistral's sliding window).
+    pub window: Option<usize>,
+    /// Positions per block of the paged cache.
+    pub block_size: usize,
+}
+
+impl AttentionDims {
+    /// Width of a fused q|k|v row.
+    pub fn qkv_dim(&self) -> usize {
+        (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
+    }
+
+    /// Values per block of one layer's k (or v) cache.
+    pub fn block_len(&self) -> usize {
+        self.block_size * self.num_kv_heads * self.head_dim
+    }
+
+    /// The first position a token at `position` attends to.
+    pub fn first_visible(&self, position: usize) -> usize {
+        match self.window {
+            Some(w) => (position + 1).saturating_sub(w),
+            None => 0,
+        }
+    }
+}
+
+/// One sequence's part of a step: its new tokens and where its cached keys and values are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeqLayout {
+    /// Index of the sequence's first new token in the packed step.
+    pub token_start: u32,
+    /// How many new tokens the sequence has in this step.
+    pub num_tokens: u32,
+    /// Length of the sequence after this step (cached positions plus the new tokens).
+    pub context_len: u32,
+    /// Start of the sequence's block table in [`BatchLayout::block_tables`].
+    pub table_start: u32,
+}
+
+/// Where the tokens of one step come from and where their keys and values go.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchLayout {
+    pub token_ids: Vec<u32>,
+    /// Position of each token in its sequence.
+    pub positions: Vec<u32>,
+    /// Cache slot (`block * block_size + offset`) where each token's key and value are stored.
+    pub slots: Vec<u32>,
+    pub seqs: Vec<SeqLayout>,
+    /// The block tables of all sequences, one after the other.
+    pub block_tables: Vec<u32>,
+    /// Tokens whose logits the step returns, in order.
+    pub logit_rows: Vec<u32>,
+    /// In training, the token each logit row should predict (one per entry of `logit_rows`).
+    pub targets: Vec<u32>,
+}
+
+impl BatchLayout {
+    /// Number of tokens in the step.
+    pub fn num_tokens(&self) -> usize {
+        self.token_ids.len()
+    }
+
+    /// The sequence each token belongs to.
+    pub fn token_seq(&self) -> Vec<u32> {
+        let mut owner = vec![0; self.num_tokens()];
+        for (s, seq) in self.seqs.iter().enumerate() {
+            let start = seq.token_start as usize;
+            owner[start..start + seq.num_tokens as usize].fill(s as u32);
+        }
+        owner
+    }
+}

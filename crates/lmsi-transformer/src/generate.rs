@@ -1,0 +1,762 @@
+//! Batched generation of many sampled paths per prompt.
+//!
+//! The engine serves a list of [`Request`]s (one per question: its own prompt tokens and how many
+//! paths to sample), all continuing one shared prefix (the few-shot exemplars):
+//!
+//! - The prefix is computed once; each question's prompt is computed once, continuing a fork of the
+//!   prefix; each of its paths forks the question and samples from the question's last logits.
+//!   Forks share KV-cache blocks (see [`crate::KvCache`]).
+//! - Continuous batching: up to `max_batch` paths are decoded together, one token per step; a path
+//!   that finishes frees its row for the next waiting path, whose question prompt (if not yet
+//!   computed) is prefilled in the same step as the other rows' decoding.
+//! - Deterministic: the token drawn for path `k` of question `id` at step `s` uses the sampler's
+//!   counter-based RNG keyed by `(seed, sequence_id(id, k), s)`, so a path's tokens do not depend on the
+//!   batch size, on which other paths share its steps, or on the number of threads.
+//! - Paths reach the caller's observer question by question in path order (a path that finishes
+//!   early waits for the ones before it), so an early-stopping rule sees the same sequence of answers
+//!   whatever the batching. When the observer says stop, the question's other paths are dropped.
+//!
+//! A path ends at an EOS token (not part of its text), at a stop string (its text is cut before the
+//! stop string) or after `max_new_tokens` tokens.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use lmsi_sampler::{RowKey, SamplingParams, sample_batch, sequence_id};
+
+use crate::Error;
+use crate::backend::Backend;
+use crate::kv_cache::{KvCache, SeqId};
+use crate::model::{Chunk, Logits, Model};
+use crate::tokenizer::{IncrementalDecoder, Tokenizer};
+
+/// Settings of one generation run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateConfig {
+    pub sampling: SamplingParams,
+    pub max_new_tokens: usize,
+    /// Generation of a path stops before the first of these strings.
+    pub stop_strings: Vec<String>,
+    /// Paths decoded together in one step.
+    pub max_batch: usize,
+    /// Positions per KV-cache block.
+    pub block_size: usize,
+    /// End a path at an EOS token (benchmarks turn this off to sample a fixed number of tokens).
+    pub stop_at_eos: bool,
+}
+
+impl Default for GenerateConfig {
+    fn default() -> Self {
+        Self {
+            sampling: SamplingParams::default(),
+            max_new_tokens: 256,
+            stop_strings: Vec::new(),
+            max_batch: 32,
+            block_size: 16,
+            stop_at_eos: true,
+        }
+    }
+}
+
+/// One question: the tokens of its prompt after the shared prefix, and how many paths to sample.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// The question's id; it keys the random numbers of its paths.
+    pub key: String,
+    pub tokens: Vec<u32>,
+    pub paths: usize,
+}
+
+/// Why a path ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    Eos,
+    Stop,
+    Length,
+}
+
+/// A finished path.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Path {
+    /// Index of its request.
+    pub request: usize,
+    /// Its index among its request's paths.
+    pub path: usize,
+    /// Every sampled token, the one that ended it included.
+    pub tokens: Vec<u32>,
+    /// The decoded text, without an EOS token and cut before a stop string.
+    pub text: String,
+    /// Sum of the tokens' log-probabilities under the model's raw distribution.
+    pub logprob: f64,
+    pub finish: FinishReason,
+}
+
+/// What the observer wants after seeing a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    /// Sample no more paths of this path's request.
+    StopRequest,
+}
+
+/// Counts and timings of a generation run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GenerateStats {
+    /// Prompt tokens computed (the shared prefix once, each question once).
+    pub prompt_tokens: usize,
+    /// Tokens sampled, those of dropped paths included.
+    pub sampled_tokens: usize,
+    /// Paths handed to the observer.
+    pub paths: usize,
+    /// Paths never finished because the observer stopped their request.
+    pub paths_saved: usize,
+    /// Wall time of the steps that computed prompt tokens.
+    pub prompt_seconds: f64,
+    /// Wall time of the whole run.
+    pub seconds: f64,
+}
+
+impl GenerateStats {
+    pub fn prompt_tokens_per_second(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prompt_seconds.max(1e-9)
+    }
+
+    /// Sampled tokens over the whole run's time (prompt computation included).
+    pub fn sampled_tokens_per_second(&self) -> f64 {
+        self.sampled_tokens as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// A path being decoded.
+struct Row {
+    request: usize,
+    path: usize,
+    /// `None` until its question's logits exist and it has been forked from the question.
+    seq: Option<SeqId>,
+    tokens: Vec<u32>,
+    decoder: IncrementalDecoder,
+    text: String,
+    logprob: f64,
+}
+
+#[derive(Default)]
+struct RequestState {
+    /// The question's sequence, alive while some of its paths have not started.
+    seq: Option<SeqId>,
+    /// The next-token logits after the question's prompt.
+    logits: Option<Vec<f32>>,
+    started: usize,
+    next_to_emit: usize,
+    finished: BTreeMap<usize, Path>,
+    stopped: bool,
+}
+
+/// Generates `request.paths` paths for every request, all continuing `prefix`, and hands each
+/// finished path to `observe` (question by question, in path order within a question).
+pub fn generate<B: Backend>(
+    model: &Model<B>,
+    tokenizer: &Tokenizer,
+    prefix: &[u32],
+    requests: &[Request],
+    config: &GenerateConfig,
+    observe: &mut dyn FnMut(&Path) -> Control,
+) -> Result<GenerateStats, Error> {
+    config.sampling.validate()?;
+    if config.max_new_tokens == 0 || config.max_batch == 0 {
+        return Err(Error::Input(
+            "max_new_tokens and max_batch must be positive".into(),
+        ));
+    }
+    if let Some(r) = requests
+        .iter()
+        .find(|r| prefix.is_empty() && r.tokens.is_empty())
+    {
+        return Err(Error::Input(format!(
+            "request {:?} has an empty prompt",
+            r.key
+        )));
+    }
+    let mut engine = Engine::new(model, tokenizer, prefix, requests, config)?;
+    engine.run(observe)?;
+    Ok(engine.stats)
+}
+
+struct Engine<'a, B: Backend> {
+    model: &'a Model<B>,
+    tokenizer: &'a Tokenizer,
+    requests: &'a [Request],
+    config: &'a GenerateConfig,
+    cache: KvCache<B>,
+    prefix: Option<(SeqId, Vec<f32>)>,
+    states: Vec<RequestState>,
+    waiting: VecDeque<(usize, usize)>,
+    rows: Vec<Row>,
+    max_stop_len: usize,
+    stats: GenerateStats,
+    started: Instant,
+}
+
+impl<'a, B: Backend> Engine<'a, B> {
+    fn new(
+        model: &'a Model<B>,
+        tokenizer: &'a Tokenizer,
+        prefix: &[u32],
+        requests: &'a [Request],
+        config: &'a GenerateConfig,
+    ) -> Result<Self, Error> {
+        let bs = config.block_size;
+        let longest_question = requests.iter().map(|r| r.tokens.len()).max().unwrap_or(0);
+        // Enough blocks for the prefix, one question prompt per row (plus a copied partial block) and
+        // every row's longest possible path (plus a copied partial block): the cache cannot fill up.
+        let per_row =
+            (longest_question.div_ceil(bs) + 1) + (config.max_new_tokens.div_ceil(bs) + 1);
+        let rows = config
+            .max_batch
+            .min(requests.iter().map(|r| r.paths).sum::<usize>().max(1));
+        let blocks = prefix.len().div_ceil(bs) + rows * per_row;
+        let cache = model.new_cache(bs, blocks)?;
+        let waiting = requests
+            .iter()
+            .enumerate()
+            .flat_map(|(r, req)| (0..req.paths).map(move |k| (r, k)))
+            .collect();
+        let mut engine = Self {
+            model,
+            tokenizer,
+            requests,
+            config,
+            cache,
+            prefix: None,
+            states: requests.iter().map(|_| RequestState::default()).collect(),
+            waiting,
+            rows: Vec::new(),
+            max_stop_len: config
+                .stop_strings
+                .iter()
+                .map(String::len)
+                .max()
+                .unwrap_or(0),
+            stats: GenerateStats::default(),
+            started: Instant::now(),
+        };
+        if !prefix.is_empty() {
+            let seq = engine.cache.create();
+            let step = Instant::now();
+            let logits = model.forward(
+                &mut engine.cache,
+                &[Chunk {
+                    seq,
+                    tokens: prefix,
+                    logits: Logits::Last,
+                }],
+            )?;
+            engine.stats.prompt_tokens += prefix.len();
+            engine.stats.prompt_seconds += step.elapsed().as_secs_f64();
+            engine.prefix = Some((seq, logits));
+        }
+        Ok(engine)
+    }
+
+    fn run(&mut self, observe: &mut dyn FnMut(&Path) -> Control) -> Result<(), Error> {
+        loop {
+            self.admit();
+            if self.rows.is_empty() {
+                break;
+            }
+            let decode_logits = self.step()?;
+            self.sample(&decode_logits, observe)?;
+        }
+        if let Some((seq, _)) = self.prefix.take() {
+            self.cache.release(seq);
+        }
+        self.stats.seconds = self.started.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Fills free rows with waiting paths, in order.
+    fn admit(&mut self) {
+        while self.rows.len() < self.config.max_batch {
+            let Some((request, path)) = self.waiting.pop_front() else {
+                break;
+            };
+            if self.states[request].stopped {
+                self.stats.paths_saved += 1;
+                continue;
+            }
+            self.states[request].started += 1;
+            self.rows.push(Row {
+                request,
+                path,
+                seq: None,
+                tokens: Vec::new(),
+                decoder: self.tokenizer.stream(),
+                text: String::new(),
+                logprob: 0.0,
+            });
+        }
+    }
+
+    /// One forward step: the next token of every decoding row, and the prompts of questions whose
+    /// first paths are waiting for them. Returns the logits of the decoding rows, in row order.
+    fn step(&mut self) -> Result<Vec<f32>, Error> {
+        let mut chunks: Vec<(SeqId, &[u32])> = Vec::new();
+        for row in &self.rows {
+            if let Some(seq) = row.seq {
+                chunks.push((
+                    seq,
+                    std::slice::from_ref(row.tokens.last().expect("forked rows have a token")),
+                ));
+            }
+        }
+        let decoding = chunks.len();
+        let mut prefill = Vec::new();
+        for row in &self.rows {
+            let r = row.request;
+            if row.seq.is_some() || self.states[r].logits.is_some() || prefill.contains(&r) {
+                continue;
+            }
+            match &self.prefix {
+                // A question with no tokens of its own starts from the prefix's logits.
+                Some((seq, logits)) if self.requests[r].tokens.is_empty() => {
+                    self.states[r].seq = Some(*seq);
+                    self.states[r].logits = Some(logits.clone());
+                }
+                prefix => {
+                    let seq = match prefix {
+                        Some((prefix, _)) => self.cache.fork(*prefix)?,
+                        None => self.cache.create(),
+                    };
+                    self.states[r].seq = Some(seq);
+                    prefill.push(r);
+                    chunks.push((seq, &self.requests[r].tokens));
+                }
+            }
+        }
+        if chunks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let chunks: Vec<Chunk<'_>> = chunks
+            .into_iter()
+            .map(|(seq, tokens)| Chunk {
+                seq,
+                tokens,
+                logits: Logits::Last,
+            })
+            .collect();
+        let started = Instant::now();
+        let mut logits = self.model.forward(&mut self.cache, &chunks)?;
+        let vocab = self.model.config().vocab_size;
+        for (i, &r) in prefill.iter().enumerate() {
+            let row = decoding + i;
+            self.states[r].logits = Some(logits[row * vocab..(row + 1) * vocab].to_vec());
+            self.stats.prompt_tokens += self.requests[r].tokens.len();
+        }
+        if !prefill.is_empty() {
+            self.stats.prompt_seconds += started.elapsed().as_secs_f64();
+        }
+        logits.truncate(decoding * vocab);
+        Ok(logits)
+    }
+
+    /// Samples the next token of every row, starts new rows from their question, and finishes rows.
+    fn sample(
+        &mut self,
+        decode_logits: &[f32],
+        observe: &mut dyn FnMut(&Path) -> Control,
+    ) -> Result<(), Error> {
+        let vocab = self.model.config().vocab_size;
+        let mut batch = Vec::with_capacity(self.rows.len() * vocab);
+        let mut keys = Vec::with_capacity(self.rows.len());
+        let mut decoded_rows = decode_logits.chunks_exact(vocab);
+        for row in &self.rows {
+            let logits = match row.seq {
+                Some(_) => decoded_rows
+                    .next()
+                    .expect("one logits row per decoding row"),
+                None => self.states[row.request]
+                    .logits
+                    .as_deref()
+                    .expect("prefilled in this step"),
+            };
+            batch.extend_from_slice(logits);
+            let id = sequence_id(&self.requests[row.request].key, row.path as u32);
+            keys.push(RowKey::new(id, row.tokens.len() as u32));
+        }
+        let sampled = sample_batch(&batch, vocab, &self.config.sampling, &keys)?;
+        self.stats.sampled_tokens += sampled.len();
+
+        let mut finished = Vec::new();
+        for (i, s) in sampled.into_iter().enumerate() {
+            if self.rows[i].seq.is_none() {
+                let question = self.states[self.rows[i].request]
+                    .seq
+                    .expect("prefilled in this step");
+                self.rows[i].seq = Some(self.cache.fork(question)?);
+            }
+            let row = &mut self.rows[i];
+            row.tokens.push(s.token);
+            row.logprob += f64::from(s.logprob);
+            let finish = if self.config.stop_at_eos && self.tokenizer.eos_ids().contains(&s.token) {
+                Some(FinishReason::Eos)
+            } else {
+                let chunk = self.tokenizer.step(&mut row.decoder, s.token)?;
+                row.text.push_str(&chunk);
+                if cut_at_stop(
+                    &mut row.text,
+                    chunk.len(),
+                    &self.config.stop_strings,
+                    self.max_stop_len,
+                ) {
+                    Some(FinishReason::Stop)
+                } else if row.tokens.len() >= self.config.max_new_tokens {
+                    Some(FinishReason::Length)
+                } else {
+                    None
+                }
+            };
+            if let Some(reason) = finish {
+                finished.push((i, reason));
+            }
+        }
+        self.release_started_questions();
+        for &(i, reason) in finished.iter().rev() {
+            let row = self.rows.swap_remove(i);
+            self.cache
+                .release(row.seq.expect("sampled rows are forked"));
+            let path = Path {
+                request: row.request,
+                path: row.path,
+                tokens: row.tokens,
+                text: row.text,
+                logprob: row.logprob,
+                finish: reason,
+            };
+            self.states[row.request].finished.insert(row.path, path);
+        }
+        // Keep rows in admission order so steps are laid out the same way whatever finished.
+        self.rows.sort_by_key(|row| (row.request, row.path));
+        let ready: Vec<usize> = (0..self.states.len())
+            .filter(|&r| {
+                self.states[r]
+                    .finished
+                    .contains_key(&self.states[r].next_to_emit)
+            })
+            .collect();
+        for r in ready {
+            self.emit(r, observe);
+        }
+        Ok(())
+    }
+
+    /// A question's sequence is dropped once every one of its paths has forked from it.
+    fn release_started_questions(&mut self) {
+        let prefix = self.prefix.as_ref().map(|(seq, _)| *seq);
+        for (r, state) in self.states.iter_mut().enumerate() {
+            let all_started = state.started == self.requests[r].paths || state.stopped;
+            let unforked = self
+                .rows
+                .iter()
+                .any(|row| row.request == r && row.seq.is_none());
+            if all_started
+                && !unforked
+                && let Some(seq) = state.seq.take()
+            {
+                if Some(seq) != prefix {
+                    self.cache.release(seq);
+                }
+                state.logits = None;
+            }
+        }
+    }
+
+    /// Hands request `r`'s finished paths to the observer, in path order, as far as they go.
+    fn emit(&mut self, r: usize, observe: &mut dyn FnMut(&Path) -> Control) {
+        let state = &mut self.states[r];
+        while !state.stopped {
+            let Some(path) = state.finished.remove(&state.next_to_emit) else {
+                break;
+            };
+            state.next_to_emit += 1;
+            self.stats.paths += 1;
+            if observe(&path) == Control::StopRequest {
+                state.stopped = true;
+            }
+        }
+        if state.stopped {
+            self.stats.paths_saved += state.finished.len();
+            state.finished.clear();
+            let cache = &mut self.cache;
+            let before = self.rows.len();
+            self.rows.retain(|row| {
+                let keep = row.request != r;
+                if !keep && let Some(seq) = row.seq {
+                    cache.release(seq);
+                }
+                keep
+            });
+            self.stats.paths_saved += before - self.rows.len();
+            self.release_started_questions();
+        }
+    }
+}
+
+/// Cuts `text` before the first stop string that ends in its last `added` bytes (or earlier, when a
+/// stop string straddles the previous end). Returns whether it cut.
+fn cut_at_stop(text: &mut String, added: usize, stops: &[String], max_stop_len: usize) -> bool {
+    if stops.is_empty() || added == 0 {
+        return false;
+    }
+    let mut from = text
+        .len()
+        .saturating_sub(added + max_stop_len.saturating_sub(1));
+    while !text.is_char_boundary(from) {
+        from -= 1;
+    }
+    let found = stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text[from..].find(s.as_str()))
+        .min();
+    match found {
+        Some(at) => {
+            text.truncate(from + at);
+            true
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::CpuBackend;
+    use crate::testing::TinyModel;
+    use lmsi_sampler::sample_row;
+
+    fn tiny(spec: TinyModel) -> (tempfile::TempDir, Model<CpuBackend>, Tokenizer) {
+        let dir = tempfile::tempdir().unwrap();
+        spec.write(dir.path()).unwrap();
+        let model = Model::load(dir.path(), CpuBackend::new()).unwrap();
+        let tokenizer = Tokenizer::load(dir.path(), model.config()).unwrap();
+        (dir, model, tokenizer)
+    }
+
+    type Out = Vec<(usize, usize, Vec<u32>, String)>;
+
+    /// One sequence at a time, no sharing, no batching: the prompt computed whole, then one token per step.
+    fn one_at_a_time(
+        model: &Model<CpuBackend>,
+        tok: &Tokenizer,
+        prefix: &[u32],
+        requests: &[Request],
+        config: &GenerateConfig,
+    ) -> Out {
+        let mut out = Vec::new();
+        let max_stop = config
+            .stop_strings
+            .iter()
+            .map(String::len)
+            .max()
+            .unwrap_or(0);
+        for (r, req) in requests.iter().enumerate() {
+            for k in 0..req.paths {
+                let mut cache = model.new_cache(4, 512).unwrap();
+                let seq = cache.create();
+                let prompt: Vec<u32> = prefix.iter().chain(&req.tokens).copied().collect();
+                let mut logits = model
+                    .forward(
+                        &mut cache,
+                        &[Chunk {
+                            seq,
+                            tokens: &prompt,
+                            logits: Logits::Last,
+                        }],
+                    )
+                    .unwrap();
+                let (mut tokens, mut text, mut decoder) = (Vec::new(), String::new(), tok.stream());
+                loop {
+                    let key = RowKey::new(sequence_id(&req.key, k as u32), tokens.len() as u32);
+                    let t = sample_row(&logits, &config.sampling, key).unwrap().token;
+                    tokens.push(t);
+                    if tok.eos_ids().contains(&t) {
+                        break;
+                    }
+                    let chunk = tok.step(&mut decoder, t).unwrap();
+                    text.push_str(&chunk);
+                    if cut_at_stop(&mut text, chunk.len(), &config.stop_strings, max_stop)
+                        || tokens.len() >= config.max_new_tokens
+                    {
+                        break;
+                    }
+                    logits = model
+                        .forward(
+                            &mut cache,
+                            &[Chunk {
+                                seq,
+                                tokens: &[t],
+                                logits: Logits::Last,
+                            }],
+                        )
+                        .unwrap();
+                }
+                out.push((r, k, tokens, text));
+            }
+        }
+        out
+    }
+
+    fn batched(
+        model: &Model<CpuBackend>,
+        tok: &Tokenizer,
+        prefix: &[u32],
+        requests: &[Request],
+        config: &GenerateConfig,
+    ) -> (Out, GenerateStats) {
+        let mut out = Vec::new();
+        let stats = generate(model, tok, prefix, requests, config, &mut |p| {
+            out.push((p.request, p.path, p.tokens.clone(), p.text.clone()));
+            Control::Continue
+        })
+        .unwrap();
+        out.sort_by_key(|o| (o.0, o.1));
+        (out, stats)
+    }
+
+    fn requests(tok: &Tokenizer) -> Vec<Request> {
+        ["Q: 12 + 7?\nA:", "Q: how many?\nA:", "Q: x\nA:"]
+            .iter()
+            .enumerate()
+            .map(|(i, q)| Request {
+                key: format!("q{i}"),
+                tokens: tok.encode(q, false).unwrap(),
+                paths: 3 + i,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batched_shared_prefix_generation_equals_one_sequence_at_a_time() {
+        for spec in [
+            TinyModel::default(),
+            TinyModel {
+                model_type: "qwen2",
+                tied: true,
+                seed: 7,
+                ..TinyModel::default()
+            },
+        ] {
+            let (_dir, model, tok) = tiny(spec);
+            let prefix = tok.encode("Q: 1 + 1?\nA: 2.\n\n", true).unwrap();
+            assert_eq!(prefix[0], crate::testing::BOS);
+            let requests = requests(&tok);
+            for sampling in [
+                SamplingParams::greedy(),
+                SamplingParams {
+                    temperature: 0.9,
+                    top_k: 20,
+                    top_p: 0.95,
+                    seed: 3,
+                },
+            ] {
+                let config = GenerateConfig {
+                    sampling,
+                    max_new_tokens: 12,
+                    stop_strings: ["e", "Q", "7", "a", " ", "t", "o", "n", "s", "1", "i", ":"]
+                        .map(String::from)
+                        .to_vec(),
+                    block_size: 4,
+                    ..GenerateConfig::default()
+                };
+                let expected = one_at_a_time(&model, &tok, &prefix, &requests, &config);
+                let lengths: Vec<usize> = expected.iter().map(|o| o.2.len()).collect();
+                if !sampling.is_greedy() {
+                    assert!(
+                        lengths.iter().any(|&l| l != lengths[0]),
+                        "paths of one length test no refills: {lengths:?}"
+                    );
+                }
+                for max_batch in [1, 3, 5, 64] {
+                    let (got, stats) = batched(
+                        &model,
+                        &tok,
+                        &prefix,
+                        &requests,
+                        &GenerateConfig {
+                            max_batch,
+                            ..config.clone()
+                        },
+                    );
+                    assert_eq!(got, expected, "max_batch {max_batch}, {sampling:?}");
+                    assert_eq!(
+                        stats.prompt_tokens,
+                        prefix.len() + requests.iter().map(|r| r.tokens.len()).sum::<usize>()
+                    );
+                    assert_eq!(stats.sampled_tokens, lengths.iter().sum::<usize>());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn without_a_prefix_each_question_is_its_own_prompt() {
+        let (_dir, model, tok) = tiny(TinyModel::default());
+        let mut requests = requests(&tok);
+        for r in &mut requests {
+            r.tokens.insert(0, crate::testing::BOS);
+        }
+        let config = GenerateConfig {
+            max_new_tokens: 6,
+            max_batch: 4,
+            block_size: 4,
+            ..GenerateConfig::default()
+        };
+        let expected = one_at_a_time(&model, &tok, &[], &requests, &config);
+        assert_eq!(batched(&model, &tok, &[], &requests, &config).0, expected);
+    }
+
+    #[test]
+    fn stopping_a_request_drops_its_later_paths_whatever_the_batch() {
+        let (_dir, model, tok) = tiny(TinyModel::default());
+        let prefix = tok.encode("A: ", true).unwrap();
+        let requests = vec![Request {
+            key: "a".into(),
+            tokens: tok.encode("b", false).unwrap(),
+            paths: 8,
+        }];
+        let mut results = Vec::new();
+        for max_batch in [2, 8] {
+            let config = GenerateConfig {
+                max_new_tokens: 5,
+                max_batch,
+                block_size: 4,
+                ..GenerateConfig::default()
+            };
+            let mut seen = Vec::new();
+            let stats = generate(&model, &tok, &prefix, &requests, &config, &mut |p| {
+                seen.push(p.path);
+                if p.path == 2 {
+                    Control::StopRequest
+                } else {
+                    Control::Continue
+                }
+            })
+            .unwrap();
+            assert_eq!(seen, vec![0, 1, 2]);
+            assert_eq!(stats.paths, 3);
+            assert_eq!(stats.paths_saved, 5);
+            results.push(seen);
+        }
+    }
+
+    #[test]
+    fn stop_strings_cut_the_text_even_across_tokens() {
+        let stops = vec!["\nQ:".to_string(), "###".to_string()];
+        let mut text = "The answer is 5.\n".to_string();
+        assert!(!cut_at_stop(&mut text, 2, &stops, 3));
+        text.push_str("Q: next");
+        assert!(cut_at_stop(&mut text, 7, &stops, 3));
+        assert_eq!(text, "The answer is 5.");
+        let mut text = "no stop here".to_string();
+        assert!(!cut_at_stop(&mut text, 4, &stops, 3));
+    }
+}

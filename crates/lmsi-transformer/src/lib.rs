@@ -1,0 +1,74 @@
+//! Llama-family transformers from Hugging Face files, on the CPU (and, later, CUDA).
+//!
+//! - [`Config`]: `config.json` of `llama`, `qwen2` and `mistral` models, checked.
+//! - [`WeightFiles`]: safetensors weights (single file or sharded; f32, f16 or bf16), memory-mapped and
+//!   converted to f32, each tensor checked for presence and shape.
+//! - [`Tokenizer`]: `tokenizer.json` through the `tokenizers` crate, BOS/EOS as the model's files say,
+//!   incremental decoding.
+//! - [`Model`]: the forward pass, written once over a [`Backend`]; [`CpuBackend`] is the f32 reference.
+//! - [`KvCache`]: the paged key/value cache with reference-counted blocks, forks and copy-on-write.
+//! - [`generate`]: batched generation of many sampled paths per prompt with a shared prefix and
+//!   continuous batching.
+//!
+//! ```no_run
+//! use lmsi_transformer::{CpuBackend, Chunk, Logits, Model, Tokenizer};
+//! # fn main() -> Result<(), lmsi_transformer::Error> {
+//! let dir = std::path::Path::new("models/smollm2-135m-instruct");
+//! let model = Model::load(dir, CpuBackend::new())?;
+//! let tokenizer = Tokenizer::load(dir, model.config())?;
+//! let mut cache = model.new_cache(16, 64)?;
+//! let seq = cache.create();
+//! let prompt = tokenizer.encode("The capital of France is", true)?;
+//! let logits = model.forward(&mut cache, &[Chunk { seq, tokens: &prompt, logits: Logits::Last }])?;
+//! let next = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap();
+//! println!("{}", tokenizer.decode(&[next as u32])?);
+//! # Ok(()) }
+//! ```
+
+pub mod backend;
+pub mod config;
+pub mod generate;
+pub mod kv_cache;
+pub mod model;
+pub mod params;
+pub mod testing;
+pub mod tokenizer;
+pub mod train;
+pub mod weights;
+
+use std::path::PathBuf;
+
+pub use backend::{Backend, CpuBackend};
+pub use config::Config;
+pub use kv_cache::{KvCache, SeqId};
+pub use model::{Chunk, Logits, Model};
+pub use params::{Params, TensorSpec};
+pub use tokenizer::Tokenizer;
+pub use train::{LossSum, TrainSequence};
+pub use weights::WeightFiles;
+
+/// Errors of loading and running models.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Config { path: PathBuf, message: String },
+    #[error("{}: {message}", path.display())]
+    Weights { path: PathBuf, message: String },
+    #[error("tokenizer {}: {message}", path.display())]
+    Tokenizer { path: PathBuf, message: String },
+    #[error("the KV cache is full: {needed} more blocks needed, {free} free")]
+    CacheFull { needed: usize, free: usize },
+    #[error("sampling: {0}")]
+    Sampling(#[from] lmsi_sampler::SampleError),
+    #[error("{0} is not finite")]
+    NonFinite(String),
+    #[error("backend: {0}")]
+    Backend(String),
+    #[error("{0}")]
+    Input(String),
+}

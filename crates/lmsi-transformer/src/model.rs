@@ -1,0 +1,292 @@
+//! The Llama-family model, written once over a [`Backend`].
+
+use std::path::Path;
+
+use crate::Error;
+use crate::backend::{AttentionDims, Backend, BatchLayout, SeqLayout};
+use crate::config::Config;
+use crate::kv_cache::{KvCache, SeqId};
+use crate::params::{Params, TensorSpec};
+use crate::weights::WeightFiles;
+
+/// Which logits a [`Chunk`] wants back from [`Model::forward`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// None (a prefix whose next token is not sampled).
+    None,
+    /// Those of the chunk's last token (the next-token distribution).
+    Last,
+    /// Those of every token of the chunk.
+    All,
+}
+
+/// New tokens of one sequence in a forward step.
+#[derive(Clone, Copy, Debug)]
+pub struct Chunk<'a> {
+    pub seq: SeqId,
+    pub tokens: &'a [u32],
+    pub logits: Logits,
+}
+
+/// A transformer with its weights on a backend.
+pub struct Model<B: Backend> {
+    config: Config,
+    backend: B,
+    layout: Params<TensorSpec>,
+    params: Params<B::Buf>,
+    inv_freq: B::Buf,
+}
+
+impl<B: Backend> Model<B> {
+    /// Loads `config.json` and the safetensors weights of a Hugging Face model directory.
+    pub fn load(dir: &Path, backend: B) -> Result<Self, Error> {
+        let config = Config::from_file(&dir.join("config.json"))?;
+        let layout = Params::layout(&config);
+        let files = WeightFiles::open(dir)?;
+        let params = layout.try_map(|spec| backend.upload(&files.read_param(spec)?))?;
+        Self::with_params(config, params, backend)
+    }
+
+    /// A model from parameters already on the host, laid out as [`Params::layout`] says.
+    pub fn from_host(config: Config, host: &Params<Vec<f32>>, backend: B) -> Result<Self, Error> {
+        let layout = Params::layout(&config);
+        for (spec, values) in layout.tensors().into_iter().zip(host.tensors()) {
+            if values.len() != spec.numel() {
+                return Err(Error::Input(format!(
+                    "parameter {} has {} values, expected {} ({:?})",
+                    spec.name,
+                    values.len(),
+                    spec.numel(),
+                    spec.shape
+                )));
+            }
+        }
+        let params = host.try_map(|values| backend.upload(values))?;
+        Self::with_params(config, params, backend)
+    }
+
+    fn with_params(config: Config, params: Params<B::Buf>, backend: B) -> Result<Self, Error> {
+        let inv_freq = backend.upload(&config.rope_inv_freq())?;
+        let layout = Params::layout(&config);
+        Ok(Self {
+            config,
+            backend,
+            layout,
+            params,
+            inv_freq,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The shapes and names of the parameters.
+    pub fn layout(&self) -> &Params<TensorSpec> {
+        &self.layout
+    }
+
+    pub fn params(&self) -> &Params<B::Buf> {
+        &self.params
+    }
+
+    pub fn params_mut(&mut self) -> &mut Params<B::Buf> {
+        &mut self.params
+    }
+
+    /// The rotary inverse frequencies, on the backend.
+    pub(crate) fn inv_freq(&self) -> &B::Buf {
+        &self.inv_freq
+    }
+
+    /// The parameters, copied to the host.
+    pub fn params_to_host(&self) -> Result<Params<Vec<f32>>, Error> {
+        self.params.try_map(|buf| self.backend.download(buf))
+    }
+
+    /// Attention geometry for a cache with `block_size` positions per block.
+    pub fn attention_dims(&self, block_size: usize) -> AttentionDims {
+        AttentionDims {
+            num_heads: self.config.num_heads,
+            num_kv_heads: self.config.num_kv_heads,
+            head_dim: self.config.head_dim,
+            scale: 1.0 / (self.config.head_dim as f32).sqrt(),
+            window: self.config.sliding_window,
+            block_size,
+        }
+    }
+
+    /// An empty KV cache for this model.
+    pub fn new_cache(&self, block_size: usize, num_blocks: usize) -> Result<KvCache<B>, Error> {
+        KvCache::new(&self.backend, &self.config, block_size, num_blocks)
+    }
+
+    /// Runs the model over new tokens of one or more sequences, appending their keys and values to the
+    /// cache, and returns the logits the chunks ask for, `[rows, vocab]` row-major, in chunk order.
+    ///
+    /// Each chunk continues its sequence at the sequence's current length, so a prompt can be fed
+    /// whole (prefill), a token at a time (decode), or both mixed in one step. A sequence may appear
+    /// once per step.
+    pub fn forward(&self, cache: &mut KvCache<B>, chunks: &[Chunk<'_>]) -> Result<Vec<f32>, Error> {
+        let layout = self.plan(cache, chunks)?;
+        let c = &self.config;
+        let (d, t) = (c.hidden_size, layout.num_tokens());
+        let dims = self.attention_dims(cache.block_size());
+        let be = &self.backend;
+        let prepared = be.prepare(&layout)?;
+
+        let mut x = be.zeros(t * d)?;
+        let mut h = be.zeros(t * d)?;
+        let mut qkv = be.zeros(t * c.qkv_dim())?;
+        let mut attn = be.zeros(t * c.attn_dim())?;
+        let mut gate_up = be.zeros(t * 2 * c.intermediate_size)?;
+        let mut act = be.zeros(t * c.intermediate_size)?;
+        be.embedding(&mut x, &self.params.embed, &prepared, d)?;
+        for (i, p) in self.params.layers.iter().enumerate() {
+            be.rmsnorm(&mut h, &x, &p.attn_norm, t, c.rms_norm_eps)?;
+            be.matmul(
+                &mut qkv,
+                &h,
+                &p.qkv,
+                p.qkv_bias.as_ref(),
+                t,
+                c.qkv_dim(),
+                d,
+                false,
+            )?;
+            be.rope(&mut qkv, &prepared, &dims, &self.inv_freq)?;
+            let (k_cache, v_cache) = cache.layer_mut(i);
+            be.kv_store(k_cache, v_cache, &qkv, &prepared, &dims)?;
+            be.paged_attention(&mut attn, &qkv, k_cache, v_cache, &prepared, &dims)?;
+            be.matmul(
+                &mut x,
+                &attn,
+                &p.o,
+                p.o_bias.as_ref(),
+                t,
+                d,
+                c.attn_dim(),
+                true,
+            )?;
+            be.rmsnorm(&mut h, &x, &p.mlp_norm, t, c.rms_norm_eps)?;
+            let inter = c.intermediate_size;
+            be.matmul(
+                &mut gate_up,
+                &h,
+                &p.gate_up,
+                p.gate_up_bias.as_ref(),
+                t,
+                2 * inter,
+                d,
+                false,
+            )?;
+            be.swiglu(&mut act, &gate_up, t, inter)?;
+            be.matmul(
+                &mut x,
+                &act,
+                &p.down,
+                p.down_bias.as_ref(),
+                t,
+                d,
+                inter,
+                true,
+            )?;
+        }
+
+        let rows = layout.logit_rows.len();
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        let mut picked = be.zeros(rows * d)?;
+        be.gather_logit_rows(&mut picked, &x, &prepared, 0..rows, d)?;
+        let mut normed = be.zeros(rows * d)?;
+        be.rmsnorm(
+            &mut normed,
+            &picked,
+            &self.params.final_norm,
+            rows,
+            c.rms_norm_eps,
+        )?;
+        let mut logits = be.zeros(rows * c.vocab_size)?;
+        be.matmul(
+            &mut logits,
+            &normed,
+            self.params.output(),
+            None,
+            rows,
+            c.vocab_size,
+            d,
+            false,
+        )?;
+        be.download(&logits)
+    }
+
+    /// Reserves cache slots for the chunks and lays the step out.
+    /// Checks everything first, so that an error leaves the cache as it was.
+    fn plan(&self, cache: &mut KvCache<B>, chunks: &[Chunk<'_>]) -> Result<BatchLayout, Error> {
+        let mut seen = std::collections::HashSet::new();
+        let mut blocks = 0;
+        for chunk in chunks {
+            if chunk.tokens.is_empty() {
+                return Err(Error::Input(format!(
+                    "{:?}: a chunk needs at least one token",
+                    chunk.seq
+                )));
+            }
+            if !seen.insert(chunk.seq) {
+                return Err(Error::Input(format!(
+                    "{:?} appears twice in one step",
+                    chunk.seq
+                )));
+            }
+            if let Some(&bad) = chunk
+                .tokens
+                .iter()
+                .find(|&&t| t as usize >= self.config.vocab_size)
+            {
+                return Err(Error::Input(format!(
+                    "token id {bad} is outside the vocabulary ({} tokens)",
+                    self.config.vocab_size
+                )));
+            }
+            blocks += cache.blocks_needed(chunk.seq, chunk.tokens.len())?;
+        }
+        if blocks > cache.free_blocks() {
+            return Err(Error::CacheFull {
+                needed: blocks,
+                free: cache.free_blocks(),
+            });
+        }
+        let mut layout = BatchLayout::default();
+        for chunk in chunks {
+            let start = cache.seq_len(chunk.seq)?;
+            let slots = cache.append(&self.backend, chunk.seq, chunk.tokens.len())?;
+            let token_start = layout.token_ids.len();
+            layout.seqs.push(SeqLayout {
+                token_start: token_start as u32,
+                num_tokens: chunk.tokens.len() as u32,
+                context_len: (start + chunk.tokens.len()) as u32,
+                table_start: layout.block_tables.len() as u32,
+            });
+            layout
+                .block_tables
+                .extend_from_slice(cache.block_table(chunk.seq)?);
+            layout.token_ids.extend_from_slice(chunk.tokens);
+            layout
+                .positions
+                .extend((start..start + chunk.tokens.len()).map(|p| p as u32));
+            layout.slots.extend(slots);
+            let end = layout.token_ids.len() as u32;
+            match chunk.logits {
+                Logits::None => {}
+                Logits::Last => layout.logit_rows.push(end - 1),
+                Logits::All => layout.logit_rows.extend(token_start as u32..end),
+            }
+        }
+        Ok(layout)
+    }
+}

@@ -1,0 +1,174 @@
+//! Tiny random models in Hugging Face layout, for tests (of this crate and of the crates above it).
+//!
+//! The tokenizer is byte-level BPE without merges: every byte is a token (ids 0..=255, mapped to
+//! characters as GPT-2's byte-level alphabet does), plus `<s>` (256, BOS, added first) and `</s>`
+//! (257, EOS). The model's vocabulary is a little larger than the tokenizer's, as real models' often is.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::Error;
+use crate::config::Config;
+use crate::params::Params;
+use crate::weights::safetensors_bytes;
+
+/// Sizes of a tiny model.
+#[derive(Clone, Debug)]
+pub struct TinyModel {
+    /// `llama`, `qwen2` (q/k/v biases) or `mistral`.
+    pub model_type: &'static str,
+    pub hidden_size: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub intermediate_size: usize,
+    pub tied: bool,
+    pub seed: u64,
+}
+
+impl Default for TinyModel {
+    fn default() -> Self {
+        Self {
+            model_type: "llama",
+            hidden_size: 32,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            intermediate_size: 48,
+            tied: false,
+            seed: 1,
+        }
+    }
+}
+
+/// Token ids of the tiny tokenizer's special tokens.
+pub const BOS: u32 = 256;
+pub const EOS: u32 = 257;
+/// The tiny models' vocabulary size.
+pub const VOCAB: usize = 260;
+
+impl TinyModel {
+    /// The model's `config.json` contents.
+    pub fn config_json(&self) -> serde_json::Value {
+        json!({
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": self.model_type,
+            "vocab_size": VOCAB,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads,
+            "rms_norm_eps": 1e-5,
+            "rope_theta": 10000.0,
+            "max_position_embeddings": 512,
+            "tie_word_embeddings": self.tied,
+            "hidden_act": "silu",
+            "bos_token_id": BOS,
+            "eos_token_id": EOS,
+            "torch_dtype": "float32"
+        })
+    }
+
+    /// Random parameters: matrices uniform in ±1/sqrt(fan-in) (so activations stay O(1)), norm
+    /// weights near 1, biases small; never zero.
+    pub fn params(&self) -> Params<Vec<f32>> {
+        let config = Config::from_json(&self.config_json().to_string()).expect("valid tiny config");
+        let mut state = self.seed ^ 0x9E37_79B9_7F4A_7C15;
+        let layout = Params::layout(&config);
+        layout.map(|spec| {
+            let name = &spec.name;
+            (0..spec.numel())
+                .map(|_| {
+                    let u = splitmix(&mut state);
+                    if name.ends_with("norm") {
+                        0.8 + 0.4 * u
+                    } else if name.ends_with("bias") {
+                        0.2 * (u - 0.5)
+                    } else {
+                        (2.0 * u - 1.0) * (3.0 / spec.cols() as f32).sqrt()
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// Writes `config.json`, `model.safetensors`, `tokenizer.json` and `tokenizer_config.json` to `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), Error> {
+        let config = Config::from_json(&self.config_json().to_string()).map_err(Error::Input)?;
+        let bytes = safetensors_bytes(&Params::layout(&config), &self.params())?;
+        let write = |name: &str, data: &[u8]| {
+            std::fs::write(dir.join(name), data).map_err(|source| Error::Io {
+                path: dir.join(name),
+                source,
+            })
+        };
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        write(
+            "config.json",
+            serde_json::to_string_pretty(&self.config_json())
+                .expect("json")
+                .as_bytes(),
+        )?;
+        write("model.safetensors", &bytes)?;
+        write(
+            "tokenizer.json",
+            byte_tokenizer_json().to_string().as_bytes(),
+        )?;
+        let tokenizer_config =
+            json!({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": true});
+        write(
+            "tokenizer_config.json",
+            tokenizer_config.to_string().as_bytes(),
+        )
+    }
+}
+
+/// A uniform number in [0, 1) from a SplitMix64 state.
+fn splitmix(state: &mut u64) -> f32 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 40) as f32 / (1u64 << 24) as f32
+}
+
+/// GPT-2's byte-to-character map of byte-level BPE.
+fn byte_char(b: u8) -> char {
+    let printable = |b: u8| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+    if printable(b) {
+        return char::from(b);
+    }
+    let shift = (0..b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + shift).expect("valid char")
+}
+
+/// A byte-level BPE `tokenizer.json` with no merges.
+pub fn byte_tokenizer_json() -> serde_json::Value {
+    let vocab: HashMap<String, u32> = (0..=255u8)
+        .map(|b| (byte_char(b).to_string(), b as u32))
+        .collect();
+    let special = |id: u32, content: &str| {
+        json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
+               "normalized": false, "special": true})
+    };
+    json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [special(BOS, "<s>"), special(EOS, "</s>")],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                  "ignore_merges": false, "vocab": vocab, "merges": []}
+    })
+}
