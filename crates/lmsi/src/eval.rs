@@ -1,0 +1,180 @@
+//! The "eval" stage: accuracy of a model on a labelled test set, by greedy chain-of-thought decoding or
+//! by self-consistency (majority vote over sampled paths).
+
+use std::str::FromStr;
+
+use lmsi_data::Question;
+use lmsi_sampler::SamplingParams;
+use lmsi_transformer::{Backend, Model, Tokenizer};
+use lmsi_voter::{Ballot, Extractor, Weighting, vote};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::generate::{GenerateOptions, generate_paths};
+
+/// How answers are produced for evaluation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalMode {
+    /// One greedy (temperature 0) path per question.
+    Greedy,
+    /// The majority answer of several sampled paths (self-consistency).
+    Sc,
+}
+
+impl FromStr for EvalMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "greedy" => Ok(EvalMode::Greedy),
+            "sc" => Ok(EvalMode::Sc),
+            other => Err(format!("unknown mode {other:?} (expected greedy or sc)")),
+        }
+    }
+}
+
+/// One question's outcome.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalItem {
+    pub id: String,
+    pub gold: String,
+    pub answer: Option<String>,
+    pub correct: bool,
+    /// Votes for the answer over paths with an answer (1 or 0 for greedy).
+    pub confidence: f64,
+}
+
+/// The evaluation report (`report.json` of `lmsi eval`); its keys are stable.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub mode: EvalMode,
+    pub n: usize,
+    pub correct: usize,
+    pub accuracy: f64,
+    /// Wilson score interval of the accuracy at 95%.
+    pub ci95: [f64; 2],
+    pub paths: usize,
+    pub temperature: f32,
+    pub seconds: f64,
+    pub items: Vec<EvalItem>,
+}
+
+impl EvalReport {
+    /// One line for the terminal.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} accuracy {:.1}% ({}/{}), 95% CI [{:.1}%, {:.1}%]",
+            match self.mode {
+                EvalMode::Greedy => "greedy".to_string(),
+                EvalMode::Sc => format!(
+                    "self-consistency ({} paths, T={})",
+                    self.paths, self.temperature
+                ),
+            },
+            100.0 * self.accuracy,
+            self.correct,
+            self.n,
+            100.0 * self.ci95[0],
+            100.0 * self.ci95[1]
+        )
+    }
+}
+
+/// Evaluates on `questions`, which must all carry gold answers. `options` give the prompt, answer kind
+/// and sampling; for greedy mode the sampling is replaced by temperature 0 and one path.
+pub fn evaluate<B: Backend>(
+    model: &Model<B>,
+    tokenizer: &Tokenizer,
+    questions: &[Question],
+    mode: EvalMode,
+    options: &GenerateOptions,
+    on_path: &mut dyn FnMut(&lmsi_data::PathRecord),
+) -> Result<EvalReport, Error> {
+    if let Some(q) = questions.iter().find(|q| q.gold().is_none()) {
+        return Err(Error::Input(format!(
+            "question {:?} has no gold answer to evaluate against",
+            q.id
+        )));
+    }
+    let mut options = options.clone();
+    if mode == EvalMode::Greedy {
+        options.paths = 1;
+        options.sampling = SamplingParams {
+            seed: options.sampling.seed,
+            ..SamplingParams::greedy()
+        };
+    }
+    options.early_stop = None;
+    let started = std::time::Instant::now();
+    let (paths, _) = generate_paths(model, tokenizer, questions, &options, on_path)?;
+    let mut items = Vec::with_capacity(questions.len());
+    let mut paths = paths.into_iter().peekable();
+    for q in questions {
+        let mut ballots = Vec::new();
+        while let Some(p) = paths.next_if(|p| p.id == q.id) {
+            ballots.push(Ballot::new(p.answer, p.logprob / p.tokens.max(1) as f64));
+        }
+        let result = vote(&ballots, Weighting::Uniform);
+        let extractor = match &q.choices {
+            Some(c) => Extractor::new(options.answer).with_choices(c.clone()),
+            None => Extractor::new(options.answer),
+        };
+        let gold_text = q.gold().expect("checked above");
+        let gold = extractor
+            .extract(gold_text)
+            .unwrap_or_else(|| gold_text.to_string());
+        let correct = result.answer.as_deref() == Some(gold.as_str());
+        items.push(EvalItem {
+            id: q.id.clone(),
+            gold,
+            answer: result.answer,
+            correct,
+            confidence: result.confidence,
+        });
+    }
+    let n = items.len();
+    let correct = items.iter().filter(|i| i.correct).count();
+    Ok(EvalReport {
+        mode,
+        n,
+        correct,
+        accuracy: correct as f64 / n.max(1) as f64,
+        ci95: wilson_interval(correct, n),
+        paths: options.paths,
+        temperature: options.sampling.temperature,
+        seconds: started.elapsed().as_secs_f64(),
+        items,
+    })
+}
+
+/// The Wilson score interval for `successes` out of `n` at 95% confidence.
+pub fn wilson_interval(successes: usize, n: usize) -> [f64; 2] {
+    if n == 0 {
+        return [0.0, 1.0];
+    }
+    const Z: f64 = 1.959_963_984_540_054;
+    let (n, p) = (n as f64, successes as f64 / n as f64);
+    let denom = 1.0 + Z * Z / n;
+    let center = (p + Z * Z / (2.0 * n)) / denom;
+    let half = Z * (p * (1.0 - p) / n + Z * Z / (4.0 * n * n)).sqrt() / denom;
+    [(center - half).max(0.0), (center + half).min(1.0)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_interval_matches_known_values() {
+        // 8 of 10: the interval [0.4902, 0.9433] (Wilson 1927; as tabulated by e.g. statsmodels).
+        let [lo, hi] = wilson_interval(8, 10);
+        assert!(
+            (lo - 0.4902).abs() < 1e-4 && (hi - 0.9433).abs() < 1e-4,
+            "{lo} {hi}"
+        );
+        assert_eq!(wilson_interval(0, 0), [0.0, 1.0]);
+        let [lo, hi] = wilson_interval(0, 20);
+        assert!(lo == 0.0 && (hi - 0.1611).abs() < 1e-4, "{hi}");
+    }
+}

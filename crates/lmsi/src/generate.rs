@@ -1,0 +1,194 @@
+//! The "generate" stage: sample chain-of-thought paths for every question.
+
+use std::str::FromStr;
+
+use lmsi_data::{DEFAULT_STOP_STRINGS, ExemplarSet, PathRecord, PromptFormat, Question};
+use lmsi_sampler::SamplingParams;
+use lmsi_transformer::generate::{Control, GenerateConfig, GenerateStats, Request, generate};
+use lmsi_transformer::{Backend, Model, Tokenizer};
+use lmsi_voter::{AnswerKind, EarlyStop, Extractor, StoppingRule};
+
+use crate::Error;
+
+/// How a question becomes a prompt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PromptKind {
+    /// One of the paper's four formats (generation normally uses `cot-fewshot` or `cot-zeroshot`).
+    Format(PromptFormat),
+    /// The question's text is the whole prompt, unchanged.
+    Raw,
+}
+
+impl FromStr for PromptKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "raw" {
+            return Ok(PromptKind::Raw);
+        }
+        s.parse::<PromptFormat>().map(PromptKind::Format).map_err(|_| {
+            format!(
+                "unknown prompt {s:?} (expected cot-fewshot, cot-zeroshot, direct-fewshot, direct-zeroshot or raw)"
+            )
+        })
+    }
+}
+
+/// Settings of the generate stage.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    pub prompt: PromptKind,
+    pub exemplars: ExemplarSet,
+    /// Paths per question.
+    pub paths: usize,
+    pub sampling: SamplingParams,
+    pub max_new_tokens: usize,
+    /// Stop strings; `None` means the prompt's own: a blank line or a new "Q:" after a paper format,
+    /// none after a raw prompt.
+    pub stop: Option<Vec<String>>,
+    /// Paths decoded together.
+    pub max_batch: usize,
+    /// How answers are read from paths (for the `answer` field and early stopping).
+    pub answer: AnswerKind,
+    /// Stop sampling a question once more paths cannot change its vote.
+    pub early_stop: Option<EarlyStop>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            prompt: PromptKind::Format(PromptFormat::CotFewshot),
+            exemplars: ExemplarSet::builtin(),
+            paths: 32,
+            sampling: SamplingParams {
+                temperature: 0.7,
+                top_k: 40,
+                top_p: 1.0,
+                seed: 0,
+            },
+            max_new_tokens: 256,
+            stop: None,
+            max_batch: 32,
+            answer: AnswerKind::Number,
+            early_stop: None,
+        }
+    }
+}
+
+impl GenerateOptions {
+    fn stop_strings(&self) -> Vec<String> {
+        match (&self.stop, self.prompt) {
+            (Some(stop), _) => stop.clone(),
+            (None, PromptKind::Raw) => Vec::new(),
+            (None, PromptKind::Format(_)) => {
+                DEFAULT_STOP_STRINGS.iter().map(|s| s.to_string()).collect()
+            }
+        }
+    }
+}
+
+/// The shared prefix and each question's own prompt text.
+fn prompt_texts(questions: &[Question], options: &GenerateOptions) -> (String, Vec<String>) {
+    match options.prompt {
+        PromptKind::Raw => (
+            String::new(),
+            questions.iter().map(|q| q.question.clone()).collect(),
+        ),
+        PromptKind::Format(format) => (
+            format.prefix(&options.exemplars),
+            questions
+                .iter()
+                .map(|q| format.question_part(&q.question))
+                .collect(),
+        ),
+    }
+}
+
+/// Samples `options.paths` paths for every question. Paths come back question by question, in path
+/// order; `on_path` sees each as it is finished (for progress), in the same order within a question.
+pub fn generate_paths<B: Backend>(
+    model: &Model<B>,
+    tokenizer: &Tokenizer,
+    questions: &[Question],
+    options: &GenerateOptions,
+    on_path: &mut dyn FnMut(&PathRecord),
+) -> Result<(Vec<PathRecord>, GenerateStats), Error> {
+    if questions.is_empty() {
+        return Err(Error::Input(
+            "there are no questions to generate paths for".into(),
+        ));
+    }
+    if options.paths == 0 {
+        return Err(Error::Input("--paths must be at least 1".into()));
+    }
+    let (prefix_text, question_texts) = prompt_texts(questions, options);
+    let prefix = if prefix_text.is_empty() {
+        Vec::new()
+    } else {
+        tokenizer.encode(&prefix_text, true)?
+    };
+    let requests = questions
+        .iter()
+        .zip(&question_texts)
+        .map(|(q, text)| {
+            Ok(Request {
+                key: q.id.clone(),
+                tokens: tokenizer.encode(text, prefix.is_empty())?,
+                paths: options.paths,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let config = GenerateConfig {
+        sampling: options.sampling,
+        max_new_tokens: options.max_new_tokens,
+        stop_strings: options.stop_strings(),
+        max_batch: options.max_batch,
+        ..GenerateConfig::default()
+    };
+    let extractors: Vec<Extractor> = questions
+        .iter()
+        .map(|q| {
+            let e = Extractor::new(options.answer);
+            match &q.choices {
+                Some(choices) => e.with_choices(choices.clone()),
+                None => e,
+            }
+        })
+        .collect();
+    let mut rules: Vec<Option<Box<dyn StoppingRule + Send>>> = questions
+        .iter()
+        .map(|_| options.early_stop.as_ref().map(EarlyStop::rule))
+        .collect();
+    let mut records: Vec<PathRecord> = Vec::new();
+    let stats = generate(model, tokenizer, &prefix, &requests, &config, &mut |path| {
+        let q = &questions[path.request];
+        let answer = extractors[path.request].extract(&path.text);
+        let stop = rules[path.request]
+            .as_mut()
+            .is_some_and(|rule| rule.observe(answer.as_deref()));
+        let record = PathRecord {
+            id: q.id.clone(),
+            question: q.question.clone(),
+            path: path.path,
+            text: path.text.clone(),
+            answer,
+            logprob: path.logprob,
+            tokens: path.tokens.len(),
+            gold: q.gold().map(str::to_owned),
+        };
+        on_path(&record);
+        records.push(record);
+        if stop {
+            Control::StopRequest
+        } else {
+            Control::Continue
+        }
+    })?;
+    let order: std::collections::HashMap<&str, usize> = questions
+        .iter()
+        .enumerate()
+        .map(|(i, q)| (q.id.as_str(), i))
+        .collect();
+    records.sort_by_key(|r| (order[r.id.as_str()], r.path));
+    Ok((records, stats))
+}

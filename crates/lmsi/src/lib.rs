@@ -1,0 +1,41 @@
+//! lmsi: Language Model Self-Improvement (Huang et al. 2022, "Large Language Models Can Self-Improve").
+//!
+//! The stages of the method, each usable on its own and each behind a subcommand of the `lmsi` program:
+//!
+//! - [`vote::vote_paths`]: extract every sampled path's answer and keep each question's majority
+//!   (self-consistent) answer, with its confidence.
+//! - [`build_data::build_examples`]: every path that reaches its question's majority answer becomes
+//!   training data in the paper's four "mixed formats".
+//!
+//! ```
+//! use lmsi::vote::{vote_paths, VoteOptions};
+//! use lmsi_data::PathRecord;
+//!
+//! let path = |k: usize, text: &str| PathRecord {
+//!     id: "q1".into(), question: "What is 2 + 3?".into(), path: k, text: text.into(),
+//!     answer: None, logprob: -1.0, tokens: 4, gold: Some("5".into()),
+//! };
+//! let paths = [path(0, "2 + 3 = 5. The answer is 5."), path(1, "The answer is 6."),
+//!              path(2, "2 + 3 = 5, so the answer is 5.")];
+//! let (votes, summary) = vote_paths(&paths, &VoteOptions::default()).unwrap();
+//! assert_eq!(votes[0].answer.as_deref(), Some("5"));
+//! assert_eq!(votes[0].paths, vec![0, 2]);
+//! assert_eq!(summary.accuracy(), Some(1.0));
+//! ```
+
+pub mod build_data;
+pub mod eval;
+pub mod generate;
+pub mod vote;
+
+/// Errors of the pipeline's stages.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Data(#[from] lmsi_data::DataError),
+    #[error(transparent)]
+    Model(#[from] lmsi_transformer::Error),
+    /// Inputs that are well-formed but cannot be used (inconsistent files, nothing to work on).
+    #[error("{0}")]
+    Input(String),
+}

@@ -1,0 +1,406 @@
+//! The `lmsi` command line program. See `lmsi --help` and the README.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use lmsi::build_data::build_examples;
+use lmsi::eval::{EvalMode, evaluate};
+use lmsi::generate::{GenerateOptions, PromptKind, generate_paths};
+use lmsi::vote::{VoteOptions, vote_paths};
+use lmsi_data::{
+    BadLines, ExemplarSet, Loaded, PathRecord, Question, VoteRecord, parse_formats, read_jsonl,
+    read_questions, write_atomic, write_jsonl_atomic,
+};
+use lmsi_sampler::SamplingParams;
+use lmsi_transformer::{Backend, CpuBackend, Model, Tokenizer};
+use lmsi_voter::{AnswerKind, EarlyStop, Weighting};
+
+#[derive(Parser)]
+#[command(
+    name = "lmsi",
+    version,
+    about = "Language Model Self-Improvement: sample reasoning paths, vote, build data, fine-tune",
+    long_about = None
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sample chain-of-thought paths for every question.
+    Generate(GenerateArgs),
+    /// Vote over sampled reasoning paths: each question's majority answer and its confidence.
+    Vote(VoteArgs),
+    /// Turn the paths that agree with their vote into prompt/completion training data (mixed formats).
+    BuildData(BuildDataArgs),
+    /// Accuracy of a model on a labelled test set (greedy or self-consistency).
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Model directory in Hugging Face layout (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+impl ModelArgs {
+    fn load(&self) -> Result<(Model<CpuBackend>, Tokenizer)> {
+        if let Some(threads) = self.threads {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build_global()
+                .context("setting the number of threads")?;
+        }
+        let model = Model::load(&self.model, CpuBackend::new())
+            .with_context(|| format!("loading the model in {}", self.model.display()))?;
+        let tokenizer = Tokenizer::load(&self.model, model.config())
+            .with_context(|| format!("loading the tokenizer of {}", self.model.display()))?;
+        tracing::info!(
+            "{}: {} layers, {:.1}M parameters, on {}",
+            self.model.display(),
+            model.config().num_layers,
+            model.config().parameter_count() as f64 / 1e6,
+            model.backend().describe()
+        );
+        Ok((model, tokenizer))
+    }
+}
+
+/// How paths are sampled; shared by `generate` and `eval`.
+#[derive(Args)]
+struct SamplingArgs {
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    /// Keep only the k most likely tokens (0 = no limit).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p (1 = no limit).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Random seed; the same seed gives the same paths.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Most tokens sampled per path.
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// Prompt: cot-fewshot, cot-zeroshot, direct-fewshot, direct-zeroshot, or raw (the question text as is).
+    #[arg(long, default_value = "cot-fewshot")]
+    prompt: PromptKind,
+    /// Few-shot exemplars (JSONL); the built-in set when not given.
+    #[arg(long)]
+    exemplars: Option<PathBuf>,
+    /// Stop a path before this string (repeatable; default: a blank line or a new "Q:", none for raw).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Paths decoded together in one batch.
+    #[arg(long, default_value_t = 32)]
+    max_batch: usize,
+    /// How to read an answer from a path: number, choice, yesno or text.
+    #[arg(long, default_value = "number")]
+    answer: AnswerKind,
+}
+
+impl SamplingArgs {
+    fn options(&self, paths: usize) -> Result<GenerateOptions> {
+        Ok(GenerateOptions {
+            prompt: self.prompt,
+            exemplars: match &self.exemplars {
+                Some(path) => ExemplarSet::load(path)?,
+                None => ExemplarSet::builtin(),
+            },
+            paths,
+            sampling: SamplingParams {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                seed: self.seed,
+            },
+            max_new_tokens: self.max_new_tokens,
+            stop: (!self.stop.is_empty()).then(|| self.stop.clone()),
+            max_batch: self.max_batch,
+            answer: self.answer,
+            early_stop: None,
+        })
+    }
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Questions (JSONL: {"id", "question", "answer"}; GSM8K files load unchanged).
+    #[arg(long)]
+    questions: PathBuf,
+    /// Paths file (JSONL) to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Paths per question.
+    #[arg(long, default_value_t = 32)]
+    paths: usize,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Stop sampling a question early when more paths cannot change its vote:
+    /// esc[:WINDOW] (unanimous window) or adaptive[:THRESHOLD] (Beta stopping rule).
+    #[arg(long)]
+    early_stop: Option<EarlyStop>,
+    #[command(flatten)]
+    input: InputArgs,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Labelled questions (JSONL with answers; GSM8K files load unchanged).
+    #[arg(long)]
+    dataset: PathBuf,
+    /// Report (JSON) to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// greedy (one greedy path) or sc (self-consistency: majority of --paths sampled paths).
+    #[arg(long, default_value = "greedy")]
+    mode: EvalMode,
+    /// Paths per question in sc mode.
+    #[arg(long, default_value_t = 32)]
+    paths: usize,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    #[command(flatten)]
+    input: InputArgs,
+}
+
+#[derive(Args)]
+struct InputArgs {
+    /// Skip malformed input lines (and report how many) instead of stopping at the first one.
+    #[arg(long)]
+    skip_bad: bool,
+}
+
+impl InputArgs {
+    fn bad_lines(&self) -> BadLines {
+        if self.skip_bad {
+            BadLines::Skip
+        } else {
+            BadLines::Error
+        }
+    }
+}
+
+#[derive(Args)]
+struct VoteArgs {
+    /// Paths file (JSONL) written by `lmsi generate`.
+    #[arg(long)]
+    paths: PathBuf,
+    /// Votes file (JSONL) to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// How to read an answer from a path: number, choice, yesno or text.
+    #[arg(long, default_value = "number")]
+    answer: AnswerKind,
+    /// Count each path once (uniform) or by exp of its mean token log-prob (logprob).
+    #[arg(long, default_value = "uniform")]
+    weighting: Weighting,
+    /// Leave out questions whose vote confidence (votes / valid paths) is below this.
+    #[arg(long, default_value_t = 0.0)]
+    min_confidence: f64,
+    #[command(flatten)]
+    input: InputArgs,
+}
+
+#[derive(Args)]
+struct BuildDataArgs {
+    /// Votes file (JSONL) written by `lmsi vote`.
+    #[arg(long)]
+    votes: PathBuf,
+    /// The paths file the votes were made from.
+    #[arg(long)]
+    paths: PathBuf,
+    /// Training data file (JSONL) to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// `all` or a comma-separated list of cot-fewshot, direct-fewshot, cot-zeroshot, direct-zeroshot.
+    #[arg(long, default_value = "all")]
+    formats: String,
+    /// Few-shot exemplars (JSONL); the built-in set when not given.
+    #[arg(long)]
+    exemplars: Option<PathBuf>,
+    #[command(flatten)]
+    input: InputArgs,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LMSI_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    if let Err(error) = run(Cli::parse()) {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Generate(args) => generate(args),
+        Command::Eval(args) => eval(args),
+        Command::Vote(args) => vote(args),
+        Command::BuildData(args) => build_data(args),
+    }
+}
+
+/// Reads a JSONL file, reporting skipped lines on stderr.
+fn load<T: serde::de::DeserializeOwned>(path: &Path, input: &InputArgs) -> Result<Vec<T>> {
+    let Loaded { items, skipped } = read_jsonl(path, input.bad_lines())?;
+    report_skipped(path, &skipped);
+    Ok(items)
+}
+
+fn load_questions(path: &Path, input: &InputArgs) -> Result<Vec<Question>> {
+    let Loaded { items, skipped } = read_questions(path, input.bad_lines())?;
+    report_skipped(path, &skipped);
+    Ok(items)
+}
+
+fn report_skipped(path: &std::path::Path, skipped: &[lmsi_data::SkippedLine]) {
+    if !skipped.is_empty() {
+        eprintln!(
+            "skipped {} malformed line(s) of {}:",
+            skipped.len(),
+            path.display()
+        );
+        for line in skipped {
+            eprintln!("  {}:{}: {}", path.display(), line.line, line.message);
+        }
+    }
+}
+
+fn progress_bar(total: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {what} ({{per_sec}}, eta {{eta}})"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+fn generate(args: GenerateArgs) -> Result<()> {
+    let questions = load_questions(&args.questions, &args.input)?;
+    let mut options = args.sampling.options(args.paths)?;
+    options.early_stop = args.early_stop;
+    let (model, tokenizer) = args.model.load()?;
+    let bar = progress_bar(questions.len() * args.paths, "paths");
+    let (paths, stats) = generate_paths(&model, &tokenizer, &questions, &options, &mut |_| {
+        bar.inc(1)
+    })?;
+    bar.finish_and_clear();
+    write_jsonl_atomic(&args.out, &paths)?;
+    let mut line = format!(
+        "{} questions, {} paths; prompt {:.0} tokens/s, sampled {:.1} tokens/s ({} tokens in {:.1} s)",
+        questions.len(),
+        paths.len(),
+        stats.prompt_tokens_per_second(),
+        stats.sampled_tokens_per_second(),
+        stats.sampled_tokens,
+        stats.seconds
+    );
+    if args.early_stop.is_some() {
+        line += &format!(", early stop saved {} paths", stats.paths_saved);
+    }
+    println!("{line} -> {}", args.out.display());
+    Ok(())
+}
+
+fn eval(args: EvalArgs) -> Result<()> {
+    let questions = load_questions(&args.dataset, &args.input)?;
+    let options = args.sampling.options(args.paths)?;
+    let (model, tokenizer) = args.model.load()?;
+    let paths = if args.mode == EvalMode::Greedy {
+        1
+    } else {
+        args.paths
+    };
+    let bar = progress_bar(questions.len() * paths, "paths");
+    let report = evaluate(
+        &model,
+        &tokenizer,
+        &questions,
+        args.mode,
+        &options,
+        &mut |_| bar.inc(1),
+    )?;
+    bar.finish_and_clear();
+    let json = serde_json::to_string_pretty(&report)?;
+    write_atomic(&args.out, json.as_bytes())?;
+    println!("{} -> {}", report.summary(), args.out.display());
+    Ok(())
+}
+
+fn vote(args: VoteArgs) -> Result<()> {
+    let paths: Vec<PathRecord> = load(&args.paths, &args.input)?;
+    let options = VoteOptions {
+        kind: args.answer,
+        weighting: args.weighting,
+        min_confidence: args.min_confidence,
+    };
+    let (votes, summary) = vote_paths(&paths, &options)
+        .with_context(|| format!("voting over {}", args.paths.display()))?;
+    write_jsonl_atomic(&args.out, &votes)?;
+    let mut line = format!(
+        "{} questions, {} voted, mean confidence {:.3}",
+        summary.questions, summary.voted, summary.mean_confidence
+    );
+    if summary.below_confidence > 0 {
+        line += &format!(
+            ", {} below --min-confidence left out",
+            summary.below_confidence
+        );
+    }
+    if let (Some(accuracy), Some((correct, n))) = (summary.accuracy(), summary.gold) {
+        line += &format!(", vote accuracy {:.1}% ({correct}/{n})", 100.0 * accuracy);
+    }
+    println!("{line} -> {}", args.out.display());
+    Ok(())
+}
+
+fn build_data(args: BuildDataArgs) -> Result<()> {
+    let formats = parse_formats(&args.formats)?;
+    let exemplars = match &args.exemplars {
+        Some(path) => ExemplarSet::load(path)?,
+        None => ExemplarSet::builtin(),
+    };
+    let votes: Vec<VoteRecord> = load(&args.votes, &args.input)?;
+    let paths: Vec<PathRecord> = load(&args.paths, &args.input)?;
+    let (examples, summary) = build_examples(&votes, &paths, &formats, &exemplars)
+        .with_context(|| format!("building data from {}", args.votes.display()))?;
+    write_jsonl_atomic(&args.out, &examples)?;
+    let per_format: Vec<String> = summary
+        .per_format
+        .iter()
+        .map(|(f, n)| format!("{f} {n}"))
+        .collect();
+    println!(
+        "{} examples from {} paths of {} questions ({}) -> {}",
+        summary.examples(),
+        summary.kept_paths,
+        summary.questions,
+        per_format.join(", "),
+        args.out.display()
+    );
+    Ok(())
+}
