@@ -1,0 +1,59 @@
+//! Helpers shared by the benchmarks in `benches/` (run them with `cargo xtask bench`).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// The real model to benchmark on: `LMSI_BENCH_MODEL`, else the test-model cache's SmolLM2 directory.
+pub fn model_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("LMSI_BENCH_MODEL")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let root = std::env::var_os("LMSI_TEST_MODELS")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME")
+                        .map(|h| PathBuf::from(h).join(".cache/lmsi-test-models"))
+                })?;
+            Some(root.join("smollm2-135m-instruct"))
+        })?;
+    dir.join("model.safetensors").exists().then_some(dir)
+}
+
+/// The machine's f32 matrix-product speed in GFLOP/s: the `gemm` crate on 1024 x 1024 x 1024, on all of
+/// rayon's threads, best of several runs.
+pub fn gemm_peak_gflops() -> f64 {
+    let n = 1024;
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 13) as f32 * 0.01).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.01).collect();
+    let mut c = vec![0.0f32; n * n];
+    let mut best = f64::MAX;
+    for _ in 0..8 {
+        let start = Instant::now();
+        // SAFETY: all three matrices are n x n, row-major, and the strides say so.
+        unsafe {
+            gemm::gemm(
+                n,
+                n,
+                n,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr(),
+                1,
+                n as isize,
+                b.as_ptr(),
+                1,
+                n as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    2.0 * (n * n * n) as f64 / best / 1e9
+}
