@@ -26,6 +26,7 @@
 //! ```
 
 pub mod backend;
+pub mod checkpoint;
 pub mod config;
 pub mod generate;
 pub mod kv_cache;

@@ -98,6 +98,11 @@ impl<B: Backend> Model<B> {
         &mut self.params
     }
 
+    /// The backend and the parameters, mutably (an optimizer updates parameters through the backend).
+    pub fn backend_and_params_mut(&mut self) -> (&B, &mut Params<B::Buf>) {
+        (&self.backend, &mut self.params)
+    }
+
     /// The rotary inverse frequencies, on the backend.
     pub(crate) fn inv_freq(&self) -> &B::Buf {
         &self.inv_freq

@@ -253,6 +253,23 @@ pub trait Backend: Send + Sync + Sized + 'static {
         dim: usize,
     ) -> Result<(), Error>;
 
+    /// `Σ buf[i]²`, accumulated in f64 (the gradient norm's reduction).
+    fn sum_squares(&self, buf: &Self::Buf) -> Result<f64, Error>;
+
+    /// `buf[i] *= factor` (gradient clipping).
+    fn scale(&self, buf: &mut Self::Buf, factor: f32) -> Result<(), Error>;
+
+    /// One AdamW update of a parameter tensor and its moments, exactly
+    /// [`lmsi_adamw::StepScalars::update`] element by element.
+    fn adamw_update(
+        &self,
+        param: &mut Self::Buf,
+        grad: &Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+        scalars: &lmsi_adamw::StepScalars,
+    ) -> Result<(), Error>;
+
     /// Cross-entropy of logits rows against their targets (`layout.targets[rows]`, the next token of
     /// each logit row), with the gradient: replaces `logits` by
     /// `scale · (softmax(logits) - onehot(target))` and returns each row's loss

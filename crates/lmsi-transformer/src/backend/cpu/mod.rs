@@ -550,6 +550,40 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn sum_squares(&self, buf: &Vec<f32>) -> Result<f64, Error> {
+        Ok(lmsi_adamw::global_norm(&[buf]).powi(2))
+    }
+
+    fn scale(&self, buf: &mut Vec<f32>, factor: f32) -> Result<(), Error> {
+        buf.par_chunks_mut(1 << 16)
+            .for_each(|c| c.iter_mut().for_each(|x| *x *= factor));
+        Ok(())
+    }
+
+    fn adamw_update(
+        &self,
+        param: &mut Vec<f32>,
+        grad: &Vec<f32>,
+        m: &mut Vec<f32>,
+        v: &mut Vec<f32>,
+        scalars: &lmsi_adamw::StepScalars,
+    ) -> Result<(), Error> {
+        let n = param.len();
+        for (what, len) in [
+            ("gradient", grad.len()),
+            ("first moment", m.len()),
+            ("second moment", v.len()),
+        ] {
+            if len != n {
+                return Err(Error::Backend(format!(
+                    "adamw: {what} has {len} values, parameter {n}"
+                )));
+            }
+        }
+        lmsi_adamw::adamw_update_with(param, grad, m, v, scalars);
+        Ok(())
+    }
+
     fn cross_entropy(
         &self,
         logits: &mut Vec<f32>,
