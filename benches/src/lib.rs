@@ -19,6 +19,12 @@ pub fn model_dir() -> Option<PathBuf> {
     dir.join("model.safetensors").exists().then_some(dir)
 }
 
+/// The embedded seed model's directory in the workspace, when it has been made.
+pub fn seed_model_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/seed-model");
+    dir.join("model.safetensors").exists().then_some(dir)
+}
+
 /// The machine's f32 matrix-product speed in GFLOP/s: the `gemm` crate on 1024 x 1024 x 1024, on all of
 /// rayon's threads, best of several runs.
 pub fn gemm_peak_gflops() -> f64 {

@@ -26,6 +26,8 @@
 pub mod build_data;
 pub mod eval;
 pub mod generate;
+pub mod plot;
+pub mod train;
 pub mod vote;
 
 /// Errors of the pipeline's stages.

@@ -2,16 +2,18 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use lmsi::build_data::build_examples;
 use lmsi::eval::{EvalMode, evaluate};
 use lmsi::generate::{GenerateOptions, PromptKind, generate_paths};
+use lmsi::train::TrainOptions;
 use lmsi::vote::{VoteOptions, vote_paths};
+use lmsi_adamw::ScheduleKind;
 use lmsi_data::{
-    BadLines, ExemplarSet, Loaded, PathRecord, Question, VoteRecord, parse_formats, read_jsonl,
-    read_questions, write_atomic, write_jsonl_atomic,
+    BadLines, ExemplarSet, Loaded, PathRecord, Question, TrainExample, VoteRecord, parse_formats,
+    read_jsonl, read_questions, write_atomic, write_jsonl_atomic,
 };
 use lmsi_sampler::SamplingParams;
 use lmsi_transformer::{Backend, CpuBackend, Model, Tokenizer};
@@ -37,8 +39,73 @@ enum Command {
     Vote(VoteArgs),
     /// Turn the paths that agree with their vote into prompt/completion training data (mixed formats).
     BuildData(BuildDataArgs),
+    /// Fine-tune a model on prompt/completion data (AdamW, loss on the completion only).
+    Train(TrainArgs),
     /// Accuracy of a model on a labelled test set (greedy or self-consistency).
     Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Training data (JSONL: {"prompt", "completion", "format"}), e.g. from `lmsi build-data`.
+    #[arg(long)]
+    data: PathBuf,
+    /// Output model directory (Hugging Face layout), with optimizer state and loss log.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 5e-5)]
+    lr: f32,
+    /// Examples per optimizer step.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Examples per forward/backward pass (gradients accumulate over a batch); default: the batch.
+    #[arg(long)]
+    micro_batch_size: Option<usize>,
+    /// Optimizer steps (default: --epochs passes over the data).
+    #[arg(long)]
+    steps: Option<u64>,
+    #[arg(long, default_value_t = 1.0)]
+    epochs: f64,
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f32,
+    #[arg(long, default_value_t = 0)]
+    warmup_steps: u64,
+    /// Learning-rate schedule after warm-up: cosine, linear or constant.
+    #[arg(long, default_value = "cosine")]
+    schedule: ScheduleKind,
+    /// Clip the global gradient norm to this (0: no clipping).
+    #[arg(long, default_value_t = 1.0)]
+    grad_clip: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Fraction of the examples held out to report an evaluation loss.
+    #[arg(long, default_value_t = 0.0)]
+    eval_split: f64,
+    /// Evaluate the held-out loss every this many steps.
+    #[arg(long, default_value_t = 50)]
+    eval_every: u64,
+    /// Recompute activations in the backward pass instead of keeping them (less memory, more time).
+    #[arg(long)]
+    recompute: bool,
+    /// Weight decay on every tensor (default: matrices only, not norms, biases and embeddings).
+    #[arg(long)]
+    decay_all: bool,
+    /// Leave out examples longer than this many tokens.
+    #[arg(long, default_value_t = 2048)]
+    max_tokens: usize,
+    /// Write a checkpoint every this many steps (always at the end).
+    #[arg(long)]
+    save_every: Option<u64>,
+    /// Stop after this step, with a checkpoint; continue later with --resume.
+    #[arg(long)]
+    stop_after: Option<u64>,
+    /// Continue the run whose checkpoint is in --out (same options and data).
+    #[arg(long)]
+    resume: bool,
+    #[command(flatten)]
+    input: InputArgs,
 }
 
 #[derive(Args)]
@@ -255,6 +322,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(args) => generate(args),
+        Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
         Command::Vote(args) => vote(args),
         Command::BuildData(args) => build_data(args),
@@ -322,6 +390,83 @@ fn generate(args: GenerateArgs) -> Result<()> {
     if args.early_stop.is_some() {
         line += &format!(", early stop saved {} paths", stats.paths_saved);
     }
+    println!("{line} -> {}", args.out.display());
+    Ok(())
+}
+
+fn train(args: TrainArgs) -> Result<()> {
+    let examples: Vec<TrainExample> = load(&args.data, &args.input)?;
+    if examples.is_empty() {
+        bail!("{}: no training examples", args.data.display());
+    }
+    let options = TrainOptions {
+        lr: args.lr,
+        batch_size: args.batch_size,
+        micro_batch_size: args.micro_batch_size,
+        steps: args.steps,
+        epochs: args.epochs,
+        weight_decay: args.weight_decay,
+        warmup_steps: args.warmup_steps,
+        schedule: args.schedule,
+        grad_clip: args.grad_clip,
+        seed: args.seed,
+        eval_fraction: args.eval_split,
+        eval_every: args.eval_every,
+        recompute: args.recompute,
+        decay_all: args.decay_all,
+        max_tokens: args.max_tokens,
+        save_every: args.save_every,
+        stop_after: args.stop_after,
+        resume: args.resume,
+    };
+    // A resumed run continues from the checkpoint's weights, not from --model's.
+    let mut model_args = args.model;
+    if args.resume {
+        model_args.model = args.out.clone();
+    }
+    let (mut model, tokenizer) = model_args.load()?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] step {pos}/{len} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let report = lmsi::train::train(
+        &mut model,
+        &tokenizer,
+        &model_args.model,
+        &examples,
+        &options,
+        &args.out,
+        &mut |log, total| {
+            bar.set_length(total);
+            bar.set_position(log.step);
+            bar.set_message(format!(
+                "loss {:.4}, lr {:.2e}, {:.0} tokens/s",
+                log.loss,
+                log.lr,
+                log.tokens as f64 / log.seconds.max(1e-9)
+            ));
+        },
+    )?;
+    bar.finish_and_clear();
+    let mut line = format!(
+        "step {}/{}: loss {:.4} -> {:.4}",
+        report.step, report.total_steps, report.first_loss, report.last_loss
+    );
+    if let Some(eval) = report.eval_loss {
+        line += &format!(
+            ", held-out loss {eval:.4} ({} examples)",
+            report.eval_examples
+        );
+    }
+    if report.too_long > 0 {
+        line += &format!(", {} examples over --max-tokens left out", report.too_long);
+    }
+    line += &format!(
+        ", {:.0} tokens/s, {:.1} s",
+        report.tokens_per_second, report.seconds
+    );
     println!("{line} -> {}", args.out.display());
     Ok(())
 }

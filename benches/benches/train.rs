@@ -1,0 +1,92 @@
+//! `cargo xtask bench train`: training throughput (forward + backward + AdamW) on the CPU.
+//!
+//! Two models: SmolLM2-135M-Instruct (the real model, see `lmsi_benches::model_dir`) and the embedded
+//! seed model (`assets/seed-model`). Batches of 8 sequences of 256 tokens (loss on every
+//! token), 2 warm-up steps then 3 timed steps. Prints tokens/s and achieved GFLOP/s counted as
+//! 6 × parameters × tokens per second, against the machine's f32 GEMM peak measured in the same run.
+
+use std::time::Instant;
+
+use lmsi_adamw::AdamWConfig;
+use lmsi_benches::{gemm_peak_gflops, model_dir, seed_model_dir};
+use lmsi_transformer::{Backend, CpuBackend, Model, TrainSequence};
+
+const BATCH: usize = 8;
+const SEQ_LEN: usize = 256;
+
+fn main() {
+    let peak = gemm_peak_gflops();
+    let threads = rayon::current_num_threads();
+    println!(
+        "train: batch {BATCH} x {SEQ_LEN} tokens, {threads} threads; f32 GEMM peak {peak:.1} GFLOP/s"
+    );
+    match model_dir() {
+        Some(dir) => bench(
+            "SmolLM2-135M-Instruct",
+            Model::load(&dir, CpuBackend::new()).unwrap(),
+            peak,
+        ),
+        None => eprintln!(
+            "SmolLM2 skipped: no model (set LMSI_BENCH_MODEL or run shared/tools/fetch-smollm2.sh)"
+        ),
+    }
+    match seed_model_dir() {
+        Some(dir) => bench(
+            "the seed model",
+            Model::load(&dir, CpuBackend::new()).unwrap(),
+            peak,
+        ),
+        None => {
+            eprintln!("seed model skipped: assets/seed-model is not there (cargo xtask seed-model)")
+        }
+    }
+}
+
+fn bench(name: &str, mut model: Model<CpuBackend>, peak: f64) {
+    let vocab = model.config().vocab_size as u64;
+    let batch: Vec<TrainSequence> = (0..BATCH as u64)
+        .map(|s| TrainSequence {
+            tokens: (0..SEQ_LEN as u64)
+                .map(|i| (lmsi_sampler::random_u64(7, s, i as u32) % vocab) as u32)
+                .collect(),
+            loss_from: 1,
+        })
+        .collect();
+    let tokens = BATCH * (SEQ_LEN - 1);
+    let params = model.config().parameter_count() as f64;
+    let adamw = AdamWConfig::default();
+    let mut grads = model.zero_grads().unwrap();
+    let mut moments = (model.zero_grads().unwrap(), model.zero_grads().unwrap());
+    let mut times = Vec::new();
+    for step in 1..=5u64 {
+        let start = Instant::now();
+        for g in grads.tensors_mut() {
+            model.backend().zero(g).unwrap();
+        }
+        model
+            .loss_and_grads(&batch, &mut grads, 1.0 / tokens as f32, false)
+            .unwrap();
+        let (be, p) = model.backend_and_params_mut();
+        let pairs = moments
+            .0
+            .tensors_mut()
+            .into_iter()
+            .zip(moments.1.tensors_mut());
+        for ((p, g), (m, v)) in p.tensors_mut().into_iter().zip(grads.tensors()).zip(pairs) {
+            be.adamw_update(p, g, m, v, &adamw.step_params(1e-5, step, true).scalars())
+                .unwrap();
+        }
+        if step > 2 {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    let seconds = times.iter().sum::<f64>() / times.len() as f64;
+    let gflops = 6.0 * params * tokens as f64 / seconds / 1e9;
+    println!(
+        "{name} ({:.1}M parameters): {:.2} s per step, {:.0} tokens/s, {gflops:.1} GFLOP/s ({:.0}% of the GEMM peak)",
+        params / 1e6,
+        seconds,
+        tokens as f64 / seconds,
+        100.0 * gflops / peak
+    );
+}

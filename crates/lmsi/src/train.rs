@@ -1,0 +1,586 @@
+//! The "train" stage: fine-tune a model on prompt/completion data with AdamW, loss on the completion
+//! only, and write a checkpoint in Hugging Face layout.
+//!
+//! The loop lives here rather than in `lmsi-adamw`, which stays a model-agnostic optimizer crate on
+//! plain slices; this module ties it to the model, the tokenizer and the data.
+//!
+//! - Batches: each optimizer step takes `batch_size` examples. Examples are packed one after another
+//!   with no padding (attention stays within each example), so there are no length buckets and no
+//!   wasted tokens. A batch can be split into micro-batches whose gradients accumulate.
+//! - Order: examples are shuffled once per epoch by a counter-based RNG keyed by the seed and the epoch,
+//!   so the examples of any step follow from `(seed, step)` alone — a resumed run sees the same batches
+//!   as an uninterrupted one.
+//! - The loss is the mean cross-entropy over the completion tokens of the batch (the completion ends
+//!   with the tokenizer's EOS token, so the model learns to stop).
+//! - Parameter groups: weight decay on matrices only, not on norms, biases and embeddings (or on all
+//!   with `decay_all`).
+//! - A non-finite loss or gradient norm stops training with an error naming the step; the output
+//!   directory keeps its last good checkpoint (every write of it is an atomic directory exchange).
+//! - The output directory holds the model (`config.json`, `model.safetensors`, tokenizer files), the
+//!   optimizer state (`optimizer.safetensors`: each tensor's `exp_avg` and `exp_avg_sq`),
+//!   `trainer_state.json`, the loss log `train_log.jsonl` and the loss curve `loss.svg`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use lmsi_adamw::{AdamWConfig, LrSchedule, ScheduleKind};
+use lmsi_data::TrainExample;
+use lmsi_transformer::checkpoint::save_model;
+use lmsi_transformer::{Backend, Model, Params, Tokenizer, TrainSequence};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::plot::{Series, line_chart};
+
+/// Settings of a training run. Those that shape the run (everything but `save_every`, `stop_after`
+/// and `resume`) are stored in the checkpoint, and a resumed run must use the same.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub lr: f32,
+    pub batch_size: usize,
+    /// Examples per forward/backward pass; a batch is split into micro-batches of this size whose
+    /// gradients accumulate (`None`: the whole batch at once).
+    pub micro_batch_size: Option<usize>,
+    /// Optimizer steps; when `None`, `epochs` passes over the data.
+    pub steps: Option<u64>,
+    pub epochs: f64,
+    pub weight_decay: f32,
+    pub warmup_steps: u64,
+    pub schedule: ScheduleKind,
+    /// Clip the global gradient norm to this (0: no clipping).
+    pub grad_clip: f64,
+    pub seed: u64,
+    /// Fraction of the examples held out for an evaluation loss (0: none).
+    pub eval_fraction: f64,
+    /// Evaluate the held-out loss every this many steps (and at the end).
+    pub eval_every: u64,
+    /// Keep only each layer's input and recompute the rest in the backward pass (less memory).
+    pub recompute: bool,
+    /// Apply weight decay to every tensor, norms, biases and embeddings included.
+    pub decay_all: bool,
+    /// Examples longer than this many tokens are left out (and counted).
+    pub max_tokens: usize,
+    #[serde(skip)]
+    pub save_every: Option<u64>,
+    #[serde(skip)]
+    pub stop_after: Option<u64>,
+    #[serde(skip)]
+    pub resume: bool,
+}
+
+impl TrainOptions {
+    /// The options that shape the run (what a resumed run must repeat), without the per-invocation ones.
+    fn shaping(&self) -> TrainOptions {
+        TrainOptions {
+            save_every: None,
+            stop_after: None,
+            resume: false,
+            ..self.clone()
+        }
+    }
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            lr: 5e-5,
+            batch_size: 32,
+            micro_batch_size: None,
+            steps: None,
+            epochs: 1.0,
+            weight_decay: 0.01,
+            warmup_steps: 0,
+            schedule: ScheduleKind::Cosine,
+            grad_clip: 1.0,
+            seed: 0,
+            eval_fraction: 0.0,
+            eval_every: 50,
+            recompute: false,
+            decay_all: false,
+            max_tokens: 2048,
+            save_every: None,
+            stop_after: None,
+            resume: false,
+        }
+    }
+}
+
+/// One line of `train_log.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    pub step: u64,
+    /// Mean loss per completion token of the step's batch.
+    pub loss: f64,
+    pub lr: f32,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Tokens processed (prompt and completion).
+    pub tokens: usize,
+    pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_loss: Option<f64>,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// The step the checkpoint is at.
+    pub step: u64,
+    pub total_steps: u64,
+    pub train_examples: usize,
+    pub eval_examples: usize,
+    /// Examples left out for being longer than `max_tokens`.
+    pub too_long: usize,
+    pub first_loss: f64,
+    pub last_loss: f64,
+    pub eval_loss: Option<f64>,
+    /// Tokens per second of this run's steps (forward, backward and optimizer).
+    pub tokens_per_second: f64,
+    pub seconds: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TrainerState {
+    step: u64,
+    total_steps: u64,
+    options: TrainOptions,
+    /// Fingerprint of the training examples, to refuse resuming on other data.
+    data: String,
+}
+
+/// Fine-tunes `model` (loaded from `source`) on `examples` and writes checkpoints to `out`.
+/// With `options.resume`, `model` must have been loaded from `out` and training continues at the
+/// checkpoint's step.
+pub fn train<B: Backend>(
+    model: &mut Model<B>,
+    tokenizer: &Tokenizer,
+    source: &Path,
+    examples: &[TrainExample],
+    options: &TrainOptions,
+    out: &Path,
+    on_step: &mut dyn FnMut(&StepLog, u64),
+) -> Result<TrainReport, Error> {
+    if options.batch_size == 0 || options.micro_batch_size == Some(0) {
+        return Err(Error::Input(
+            "--batch-size and --micro-batch-size must be at least 1".into(),
+        ));
+    }
+    let started = Instant::now();
+    let (sequences, too_long) = tokenize(tokenizer, examples, options.max_tokens)?;
+    let (train_set, eval_set) = split(sequences, options.eval_fraction, options.seed);
+    if train_set.is_empty() {
+        return Err(Error::Input(format!(
+            "no training examples left ({} examples, {too_long} longer than {} tokens, {:.0}% held out)",
+            examples.len(),
+            options.max_tokens,
+            100.0 * options.eval_fraction
+        )));
+    }
+    let steps_per_epoch = train_set.len().div_ceil(options.batch_size) as u64;
+    let total_steps = options
+        .steps
+        .unwrap_or_else(|| ((options.epochs * steps_per_epoch as f64).ceil() as u64).max(1));
+    let schedule = LrSchedule {
+        min_lr_ratio: 0.0,
+        ..LrSchedule::new(
+            options.schedule,
+            options.lr,
+            options.warmup_steps,
+            total_steps,
+        )
+    };
+    schedule
+        .validate()
+        .map_err(|e| Error::Input(e.to_string()))?;
+    let adamw = AdamWConfig {
+        weight_decay: options.weight_decay,
+        ..AdamWConfig::default()
+    };
+    adamw.validate().map_err(|e| Error::Input(e.to_string()))?;
+    let fingerprint = fingerprint(examples);
+
+    let mut moments = (model.zero_grads()?, model.zero_grads()?);
+    let mut step = 0;
+    let mut log: Vec<StepLog> = Vec::new();
+    if options.resume {
+        let state: TrainerState = read_json(&out.join("trainer_state.json"))?;
+        if state.options != options.shaping()
+            || state.data != fingerprint
+            || state.total_steps != total_steps
+        {
+            return Err(Error::Input(format!(
+                "{} was trained with other options or data; resume with the same ones ({:?})",
+                out.display(),
+                state.options
+            )));
+        }
+        step = state.step;
+        moments = read_moments(model, &out.join("optimizer.safetensors"))?;
+        log = read_log(&out.join("train_log.jsonl"), step)?;
+    }
+    let decay: Vec<bool> = model
+        .layout()
+        .tensors()
+        .iter()
+        .map(|t| t.decay || options.decay_all)
+        .collect();
+    let mut grads = model.zero_grads()?;
+    let (mut run_tokens, mut run_seconds) = (0usize, 0.0f64);
+    let stop_at = options
+        .stop_after
+        .map_or(total_steps, |s| s.min(total_steps));
+    while step < stop_at {
+        step += 1;
+        let step_started = Instant::now();
+        let batch = batch_for_step(&train_set, step, options.batch_size, options.seed);
+        let target_tokens: usize = batch.iter().map(|s| s.tokens.len() - s.loss_from).sum();
+        let be = model.backend();
+        for g in grads.tensors_mut() {
+            be.zero(g)?;
+        }
+        let mut loss = 0.0;
+        for micro in batch.chunks(options.micro_batch_size.unwrap_or(batch.len())) {
+            let micro: Vec<TrainSequence> = micro.iter().map(|s| (*s).clone()).collect();
+            loss += model
+                .loss_and_grads(
+                    &micro,
+                    &mut grads,
+                    1.0 / target_tokens as f32,
+                    options.recompute,
+                )
+                .map_err(|e| at_step(step, e))?
+                .loss;
+        }
+        let mut norm_sq = 0.0;
+        for g in grads.tensors() {
+            norm_sq += be.sum_squares(g)?;
+        }
+        let grad_norm = norm_sq.sqrt();
+        if !grad_norm.is_finite() {
+            return Err(Error::Input(format!(
+                "training diverged at step {step}: the gradient norm is {grad_norm}; {} keeps its last good checkpoint",
+                out.display()
+            )));
+        }
+        if options.grad_clip > 0.0 && grad_norm > options.grad_clip {
+            let factor = (options.grad_clip / (grad_norm + 1e-6)) as f32;
+            for g in grads.tensors_mut() {
+                be.scale(g, factor)?;
+            }
+        }
+        let lr = schedule.lr(step);
+        let (be, params) = model.backend_and_params_mut();
+        let tensors = params.tensors_mut().into_iter().zip(grads.tensors());
+        let moment_pairs = moments
+            .0
+            .tensors_mut()
+            .into_iter()
+            .zip(moments.1.tensors_mut());
+        for ((i, (p, g)), (m, v)) in tensors.enumerate().zip(moment_pairs) {
+            let scalars = adamw.step_params(lr, step, decay[i]).scalars();
+            be.adamw_update(p, g, m, v, &scalars)?;
+        }
+        let tokens: usize = batch.iter().map(|s| s.tokens.len() - 1).sum();
+        let seconds = step_started.elapsed().as_secs_f64();
+        (run_tokens, run_seconds) = (run_tokens + tokens, run_seconds + seconds);
+        let mut entry = StepLog {
+            step,
+            loss: loss / target_tokens as f64,
+            lr,
+            grad_norm,
+            tokens,
+            seconds,
+            eval_loss: None,
+        };
+        if !eval_set.is_empty() && (step % options.eval_every.max(1) == 0 || step == total_steps) {
+            entry.eval_loss =
+                Some(eval_loss(model, &eval_set, options).map_err(|e| at_step(step, e))?);
+        }
+        on_step(&entry, total_steps);
+        log.push(entry);
+        let save = options.save_every.is_some_and(|n| step % n == 0) || step == stop_at;
+        if save {
+            let state = TrainerState {
+                step,
+                total_steps,
+                options: options.shaping(),
+                data: fingerprint.clone(),
+            };
+            write_checkpoint(model, source, out, &state, &moments, &log)?;
+        }
+    }
+    if step == 0 || log.is_empty() {
+        return Err(Error::Input(format!(
+            "{} is already at step {step} of {total_steps}",
+            out.display()
+        )));
+    }
+    Ok(TrainReport {
+        step,
+        total_steps,
+        train_examples: train_set.len(),
+        eval_examples: eval_set.len(),
+        too_long,
+        first_loss: log[0].loss,
+        last_loss: log[log.len() - 1].loss,
+        eval_loss: log.iter().rev().find_map(|l| l.eval_loss),
+        tokens_per_second: run_tokens as f64 / run_seconds.max(1e-9),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn at_step(step: u64, e: lmsi_transformer::Error) -> Error {
+    match e {
+        lmsi_transformer::Error::NonFinite(what) => Error::Input(format!(
+            "training diverged at step {step}: {what} is not finite; the output keeps its last good checkpoint"
+        )),
+        other => Error::Model(other),
+    }
+}
+
+/// Tokenizes examples as prompt tokens followed by completion tokens and EOS; drops (and counts)
+/// those longer than `max_tokens`.
+pub fn tokenize(
+    tokenizer: &Tokenizer,
+    examples: &[TrainExample],
+    max_tokens: usize,
+) -> Result<(Vec<TrainSequence>, usize), Error> {
+    let eos = tokenizer.eos_ids().first().copied();
+    let mut out = Vec::with_capacity(examples.len());
+    let mut too_long = 0;
+    for (i, ex) in examples.iter().enumerate() {
+        let mut tokens = tokenizer.encode(&ex.prompt, true)?;
+        let loss_from = tokens.len();
+        tokens.extend(tokenizer.encode(&ex.completion, false)?);
+        tokens.extend(eos);
+        if loss_from == 0 || tokens.len() == loss_from {
+            return Err(Error::Input(format!(
+                "training example {}: empty prompt or completion",
+                i + 1
+            )));
+        }
+        if tokens.len() > max_tokens {
+            too_long += 1;
+            continue;
+        }
+        out.push(TrainSequence { tokens, loss_from });
+    }
+    Ok((out, too_long))
+}
+
+/// A deterministic permutation of `0..n` for `(seed, stream)` (Fisher-Yates on counter-based draws).
+pub fn permutation(n: usize, seed: u64, stream: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let r = lmsi_sampler::random_u64(seed, stream, i as u32);
+        let j = (r % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+/// Holds out `fraction` of the sequences (chosen by the seed) for evaluation.
+fn split(
+    sequences: Vec<TrainSequence>,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<TrainSequence>, Vec<TrainSequence>) {
+    let held = ((sequences.len() as f64) * fraction.clamp(0.0, 1.0)).round() as usize;
+    let order = permutation(sequences.len(), seed, u64::MAX);
+    let held_out: std::collections::HashSet<usize> = order[..held].iter().copied().collect();
+    let (mut train, mut eval) = (Vec::new(), Vec::new());
+    for (i, s) in sequences.into_iter().enumerate() {
+        if held_out.contains(&i) {
+            eval.push(s)
+        } else {
+            train.push(s)
+        }
+    }
+    (train, eval)
+}
+
+/// The examples of step `step` (1-based): epochs follow each other, each in its own shuffled order.
+fn batch_for_step(
+    train: &[TrainSequence],
+    step: u64,
+    batch_size: usize,
+    seed: u64,
+) -> Vec<&TrainSequence> {
+    let per_epoch = train.len().div_ceil(batch_size) as u64;
+    let (epoch, index) = ((step - 1) / per_epoch, ((step - 1) % per_epoch) as usize);
+    let order = permutation(train.len(), seed, epoch);
+    let end = ((index + 1) * batch_size).min(train.len());
+    order[index * batch_size..end]
+        .iter()
+        .map(|&i| &train[i])
+        .collect()
+}
+
+fn eval_loss<B: Backend>(
+    model: &Model<B>,
+    eval: &[TrainSequence],
+    options: &TrainOptions,
+) -> Result<f64, lmsi_transformer::Error> {
+    let mut total = lmsi_transformer::LossSum::default();
+    for chunk in eval.chunks(options.micro_batch_size.unwrap_or(options.batch_size)) {
+        let loss = model.loss(chunk)?;
+        total.loss += loss.loss;
+        total.tokens += loss.tokens;
+    }
+    Ok(total.mean())
+}
+
+fn fingerprint(examples: &[TrainExample]) -> String {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for ex in examples {
+        for byte in ex
+            .prompt
+            .bytes()
+            .chain([0xff])
+            .chain(ex.completion.bytes())
+            .chain([0xfe])
+        {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    format!("fnv1a64:{hash:016x}:{}", examples.len())
+}
+
+fn write_checkpoint<B: Backend>(
+    model: &Model<B>,
+    source: &Path,
+    out: &Path,
+    state: &TrainerState,
+    moments: &(Params<B::Buf>, Params<B::Buf>),
+    log: &[StepLog],
+) -> Result<(), Error> {
+    let be = model.backend();
+    let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let specs = model.layout().tensors();
+    for (spec, (m, v)) in specs
+        .iter()
+        .zip(moments.0.tensors().into_iter().zip(moments.1.tensors()))
+    {
+        for (suffix, buf) in [("exp_avg", m), ("exp_avg_sq", v)] {
+            let values = be.download(buf)?;
+            let bytes = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+            named.push((format!("{}.{suffix}", spec.name), spec.shape.clone(), bytes));
+        }
+    }
+    let views = named
+        .iter()
+        .map(|(name, shape, bytes)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Input(format!("optimizer state: {e}")))?;
+    let metadata = HashMap::from([("step".to_string(), state.step.to_string())]);
+    let optimizer = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::Input(format!("optimizer state: {e}")))?;
+    let log_lines: String = log
+        .iter()
+        .map(|l| serde_json::to_string(l).expect("log serialises") + "\n")
+        .collect();
+    let curve = loss_curve(log);
+    let extra = [
+        ("optimizer.safetensors", optimizer),
+        (
+            "trainer_state.json",
+            serde_json::to_vec_pretty(state).expect("state serialises"),
+        ),
+        ("train_log.jsonl", log_lines.into_bytes()),
+        ("loss.svg", curve.into_bytes()),
+    ];
+    save_model(model, source, out, &extra)?;
+    Ok(())
+}
+
+/// The loss curve: training loss per step and held-out loss where measured.
+pub fn loss_curve(log: &[StepLog]) -> String {
+    let train: Vec<(f64, f64)> = log.iter().map(|l| (l.step as f64, l.loss)).collect();
+    let eval: Vec<(f64, f64)> = log
+        .iter()
+        .filter_map(|l| Some((l.step as f64, l.eval_loss?)))
+        .collect();
+    let mut series = vec![Series {
+        name: "training loss",
+        points: train,
+        markers: false,
+    }];
+    if !eval.is_empty() {
+        series.push(Series {
+            name: "held-out loss",
+            points: eval,
+            markers: true,
+        });
+    }
+    line_chart(
+        "loss per completion token",
+        "step",
+        "cross-entropy",
+        &series,
+    )
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: {e}", path.display())))
+}
+
+fn read_log(path: &Path, step: u64) -> Result<Vec<StepLog>, Error> {
+    let loaded = lmsi_data::read_jsonl::<StepLog>(path, lmsi_data::BadLines::Error)?;
+    Ok(loaded
+        .items
+        .into_iter()
+        .filter(|l| l.step <= step)
+        .collect())
+}
+
+fn read_moments<B: Backend>(
+    model: &Model<B>,
+    path: &Path,
+) -> Result<(Params<B::Buf>, Params<B::Buf>), Error> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    let tensors = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    let load = |suffix: &str| {
+        model.layout().try_map(|spec| {
+            let name = format!("{}.{suffix}", spec.name);
+            let view = tensors
+                .tensor(&name)
+                .map_err(|e| Error::Input(format!("{}: tensor `{name}`: {e}", path.display())))?;
+            if view.shape() != spec.shape.as_slice() || view.dtype() != safetensors::Dtype::F32 {
+                return Err(Error::Input(format!(
+                    "{}: tensor `{name}` has the wrong shape or dtype",
+                    path.display()
+                )));
+            }
+            let values: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            Ok(model.backend().upload(&values)?)
+        })
+    };
+    Ok((load("exp_avg")?, load("exp_avg_sq")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permutations_are_deterministic_and_complete() {
+        let a = permutation(50, 3, 0);
+        assert_eq!(a, permutation(50, 3, 0));
+        assert_ne!(a, permutation(50, 3, 1));
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+    }
+}

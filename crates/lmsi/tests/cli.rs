@@ -1,0 +1,235 @@
+//! The `lmsi` program as a user runs it: the model commands on a tiny random model, and bad inputs,
+//! which must fail with an error naming the file (or tensor) and leave no output file behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use lmsi_transformer::testing::TinyModel;
+
+fn lmsi(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lmsi"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+struct Fixture {
+    _root: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().to_path_buf();
+        TinyModel::default().write(&dir.join("model")).unwrap();
+        std::fs::write(
+            dir.join("questions.jsonl"),
+            "{\"id\": \"a\", \"question\": \"Ann has 3 pens and buys 4 more. How many pens does she have?\", \"answer\": \"#### 7\"}\n\
+             {\"question\": \"Bo has 9 cups and breaks 2. How many cups are left?\", \"answer\": \"#### 7\"}\n",
+        )
+        .unwrap();
+        Fixture { _root: root, dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+}
+
+#[test]
+fn generate_vote_build_and_eval_on_a_tiny_model() {
+    let f = Fixture::new();
+    let out = lmsi(&[
+        "generate",
+        "--model",
+        &f.path("model"),
+        "--questions",
+        &f.path("questions.jsonl"),
+        "--out",
+        &f.path("paths.jsonl"),
+        "--paths",
+        "3",
+        "--max-new-tokens",
+        "8",
+        "--threads",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("2 questions, 6 paths") && stdout.contains("tokens/s"),
+        "{stdout}"
+    );
+    let paths = std::fs::read_to_string(f.dir.join("paths.jsonl")).unwrap();
+    assert_eq!(paths.lines().count(), 6);
+    let first: serde_json::Value = serde_json::from_str(paths.lines().next().unwrap()).unwrap();
+    for key in [
+        "id", "question", "path", "text", "answer", "logprob", "tokens", "gold",
+    ] {
+        assert!(first.get(key).is_some(), "paths lines have {key}: {first}");
+    }
+
+    let out = lmsi(&[
+        "vote",
+        "--paths",
+        &f.path("paths.jsonl"),
+        "--out",
+        &f.path("votes.jsonl"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = lmsi(&[
+        "eval",
+        "--model",
+        &f.path("model"),
+        "--dataset",
+        &f.path("questions.jsonl"),
+        "--out",
+        &f.path("report.json"),
+        "--mode",
+        "sc",
+        "--paths",
+        "2",
+        "--max-new-tokens",
+        "6",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["mode"], "sc");
+    assert_eq!(report["n"], 2);
+    let ci = report["ci95"].as_array().unwrap();
+    assert!(ci[0].as_f64().unwrap() <= report["accuracy"].as_f64().unwrap());
+}
+
+/// Runs `generate` against a broken model or input; it must fail naming `expected` and write nothing.
+fn fails_cleanly(f: &Fixture, model: &str, questions: &str, expected: &str) {
+    let out_file = f.dir.join("out.jsonl");
+    let out = lmsi(&[
+        "generate",
+        "--model",
+        model,
+        "--questions",
+        questions,
+        "--out",
+        &out_file.to_string_lossy(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(expected), "expected {expected:?} in: {err}");
+    assert!(!out_file.exists(), "no output file after a failure");
+}
+
+fn copy_model(f: &Fixture, name: &str) -> PathBuf {
+    let to = f.dir.join(name);
+    std::fs::create_dir_all(&to).unwrap();
+    for entry in std::fs::read_dir(f.dir.join("model")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    to
+}
+
+#[test]
+fn a_truncated_safetensors_file_is_named() {
+    let f = Fixture::new();
+    let model = copy_model(&f, "truncated");
+    let file = model.join("model.safetensors");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    fails_cleanly(
+        &f,
+        &model.to_string_lossy(),
+        &f.path("questions.jsonl"),
+        "model.safetensors",
+    );
+}
+
+#[test]
+fn a_config_that_does_not_match_the_weights_names_the_tensor() {
+    let f = Fixture::new();
+    let model = copy_model(&f, "reshaped");
+    let config = std::fs::read_to_string(model.join("config.json")).unwrap();
+    std::fs::write(
+        model.join("config.json"),
+        config.replace("\"intermediate_size\": 48", "\"intermediate_size\": 40"),
+    )
+    .unwrap();
+    fails_cleanly(
+        &f,
+        &model.to_string_lossy(),
+        &f.path("questions.jsonl"),
+        "mlp.gate_proj.weight",
+    );
+}
+
+#[test]
+fn a_missing_tokenizer_is_named() {
+    let f = Fixture::new();
+    let model = copy_model(&f, "no-tokenizer");
+    std::fs::remove_file(model.join("tokenizer.json")).unwrap();
+    fails_cleanly(
+        &f,
+        &model.to_string_lossy(),
+        &f.path("questions.jsonl"),
+        "tokenizer.json",
+    );
+}
+
+#[test]
+fn an_empty_questions_file_is_named() {
+    let f = Fixture::new();
+    std::fs::write(f.dir.join("empty.jsonl"), "\n").unwrap();
+    fails_cleanly(&f, &f.path("model"), &f.path("empty.jsonl"), "empty.jsonl");
+}
+
+#[test]
+fn a_directory_that_is_not_a_model_is_named() {
+    let f = Fixture::new();
+    let not_model = f.dir.join("not-a-model");
+    std::fs::create_dir_all(&not_model).unwrap();
+    fails_cleanly(
+        &f,
+        &not_model.to_string_lossy(),
+        &f.path("questions.jsonl"),
+        "config.json",
+    );
+}
+
+#[test]
+fn a_bad_line_is_named_and_skip_bad_skips_it() {
+    let f = Fixture::new();
+    let paths = f.dir.join("paths.jsonl");
+    std::fs::write(
+        &paths,
+        "{\"id\":\"a\",\"question\":\"q\",\"path\":0,\"text\":\"The answer is 5.\",\"answer\":\"5\",\"logprob\":-1.0,\"tokens\":3}\n{not json\n",
+    )
+    .unwrap();
+    let votes = f.dir.join("votes.jsonl");
+    let out = lmsi(&[
+        "vote",
+        "--paths",
+        &paths.to_string_lossy(),
+        "--out",
+        &votes.to_string_lossy(),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("paths.jsonl:2"), "{}", stderr(&out));
+    assert!(!votes.exists());
+    let out = lmsi(&[
+        "vote",
+        "--paths",
+        &paths.to_string_lossy(),
+        "--out",
+        &votes.to_string_lossy(),
+        "--skip-bad",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("skipped 1"), "{}", stderr(&out));
+    assert!(Path::new(&votes).exists());
+}
