@@ -4,6 +4,8 @@
 //!   This is the command CI runs (`.ci/run`). When the shared tools are present (see [`shared_dir`]),
 //!   it first fetches the real test model (SmolLM2-135M-Instruct, cached) so the real-model tests run;
 //!   without them those tests skip and say why.
+//! - `cargo xtask kernels [--check]`: compiles the CUDA kernels with nvcc and prints their resource
+//!   use, and regenerates (or, with `--check`, verifies) their Rust bindings; see [`kernels`].
 //! - `cargo xtask bench [NAME...]`: the benchmarks in `benches/` (all, or the named ones), with the
 //!   real model fetched the same way.
 
@@ -12,6 +14,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+
+mod kernels;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "lmsi project tasks")]
@@ -29,12 +33,20 @@ enum Task {
         /// Benchmark names (files in benches/benches/ without `.rs`).
         names: Vec<String>,
     },
+    /// Compile the CUDA kernels with nvcc (sm_80, sm_90), print their registers, shared memory and
+    /// spills, and regenerate the Rust bindings of the kernel headers.
+    Kernels {
+        /// Fail if the committed bindings differ from fresh ones, instead of writing them.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Test => test(),
         Task::Bench { names } => bench(&names),
+        Task::Kernels { check } => kernels::run(check),
     }
 }
 
