@@ -45,11 +45,11 @@ fn main() {
 fn bench(name: &str, mut model: Model<CpuBackend>, peak: f64) {
     let vocab = model.config().vocab_size as u64;
     let batch: Vec<TrainSequence> = (0..BATCH as u64)
-        .map(|s| TrainSequence {
-            tokens: (0..SEQ_LEN as u64)
+        .map(|s| {
+            let tokens = (0..SEQ_LEN as u64)
                 .map(|i| (lmsi_sampler::random_u64(7, s, i as u32) % vocab) as u32)
-                .collect(),
-            loss_from: 1,
+                .collect();
+            TrainSequence::completion(tokens, 1)
         })
         .collect();
     let tokens = BATCH * (SEQ_LEN - 1);

@@ -97,6 +97,8 @@ pub enum Control {
     Continue,
     /// Sample no more paths of this path's request.
     StopRequest,
+    /// Stop the whole run now (the caller hit an error of its own).
+    Abort,
 }
 
 /// Counts and timings of a generation run.
@@ -194,6 +196,7 @@ struct Engine<'a, B: Backend> {
     max_stop_len: usize,
     stats: GenerateStats,
     started: Instant,
+    aborted: bool,
 }
 
 impl<'a, B: Backend> Engine<'a, B> {
@@ -238,6 +241,7 @@ impl<'a, B: Backend> Engine<'a, B> {
                 .unwrap_or(0),
             stats: GenerateStats::default(),
             started: Instant::now(),
+            aborted: false,
         };
         if !prefix.is_empty() {
             let seq = engine.cache.create();
@@ -260,7 +264,7 @@ impl<'a, B: Backend> Engine<'a, B> {
     fn run(&mut self, observe: &mut dyn FnMut(&Path) -> Control) -> Result<(), Error> {
         loop {
             self.admit();
-            if self.rows.is_empty() {
+            if self.rows.is_empty() || self.aborted {
                 break;
             }
             let decode_logits = self.step()?;
@@ -478,8 +482,13 @@ impl<'a, B: Backend> Engine<'a, B> {
             };
             state.next_to_emit += 1;
             self.stats.paths += 1;
-            if observe(&path) == Control::StopRequest {
-                state.stopped = true;
+            match observe(&path) {
+                Control::Continue => {}
+                Control::StopRequest => state.stopped = true,
+                Control::Abort => {
+                    self.aborted = true;
+                    return;
+                }
             }
         }
         if state.stopped {

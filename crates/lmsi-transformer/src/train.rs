@@ -20,12 +20,30 @@ use crate::backend::{Backend, BatchLayout, SeqLayout};
 use crate::model::Model;
 use crate::params::{LayerParams, Params};
 
-/// One training example as tokens: `tokens[..loss_from]` is the prompt, `tokens[loss_from..]` the
-/// completion whose tokens are predicted.
+/// One training sequence: its tokens and the spans of tokens that are predicted (each from the
+/// tokens before it). A prompt/completion example has one span, the completion; a document of several
+/// worked problems can have one per answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrainSequence {
     pub tokens: Vec<u32>,
-    pub loss_from: usize,
+    /// Ranges of positions in `tokens` whose tokens carry loss; each starts at 1 or later.
+    pub targets: Vec<std::ops::Range<usize>>,
+}
+
+impl TrainSequence {
+    /// A prompt (`tokens[..loss_from]`) and its completion (`tokens[loss_from..]`, the predicted part).
+    pub fn completion(tokens: Vec<u32>, loss_from: usize) -> Self {
+        let end = tokens.len();
+        Self {
+            tokens,
+            targets: std::iter::once(loss_from..end).collect(),
+        }
+    }
+
+    /// Number of predicted tokens.
+    pub fn target_count(&self) -> usize {
+        self.targets.iter().map(|r| r.len()).sum()
+    }
 }
 
 /// The summed loss of a batch and the number of tokens it is summed over.
@@ -65,10 +83,13 @@ struct LayerActivations<Buf> {
 pub fn batch_layout(batch: &[TrainSequence]) -> Result<BatchLayout, Error> {
     let mut layout = BatchLayout::default();
     for (i, seq) in batch.iter().enumerate() {
-        if seq.loss_from == 0 || seq.loss_from >= seq.tokens.len() {
+        let valid = |r: &std::ops::Range<usize>| {
+            r.start >= 1 && r.start < r.end && r.end <= seq.tokens.len()
+        };
+        if seq.targets.is_empty() || !seq.targets.iter().all(valid) {
             return Err(Error::Input(format!(
-                "training sequence {i}: needs a prompt of at least one token and a completion (loss_from {} of {} tokens)",
-                seq.loss_from,
+                "training sequence {i}: target spans {:?} must be non-empty, start after the first token and end within its {} tokens",
+                seq.targets,
                 seq.tokens.len()
             )));
         }
@@ -82,7 +103,7 @@ pub fn batch_layout(batch: &[TrainSequence]) -> Result<BatchLayout, Error> {
         });
         layout.token_ids.extend_from_slice(inputs);
         layout.positions.extend(0..inputs.len() as u32);
-        for p in seq.loss_from..seq.tokens.len() {
+        for p in seq.targets.iter().flat_map(|r| r.clone()) {
             layout.logit_rows.push((start + p - 1) as u32);
             layout.targets.push(seq.tokens[p]);
         }

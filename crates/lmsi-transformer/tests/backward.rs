@@ -233,17 +233,12 @@ fn embedding_gather_scatter_and_cross_entropy() {
 
 fn batch() -> Vec<TrainSequence> {
     vec![
+        TrainSequence::completion(vec![256, 72, 105, 32, 116, 104, 101, 114, 101], 4),
+        TrainSequence::completion(vec![256, 50, 43, 50, 61, 52], 5),
+        // Two separate spans, as in a document of several worked problems.
         TrainSequence {
-            tokens: vec![256, 72, 105, 32, 116, 104, 101, 114, 101],
-            loss_from: 4,
-        },
-        TrainSequence {
-            tokens: vec![256, 50, 43, 50, 61, 52],
-            loss_from: 5,
-        },
-        TrainSequence {
-            tokens: vec![256, 81, 58, 32, 65],
-            loss_from: 2,
+            tokens: vec![256, 81, 58, 32, 65, 66, 10, 67],
+            targets: vec![2..4, 5..8],
         },
     ]
 }
@@ -270,7 +265,7 @@ fn whole_model_gradient_matches_finite_differences() {
         let config = lmsi_transformer::Config::from_json(&spec.config_json().to_string()).unwrap();
         let model = Model::from_host(config.clone(), &host, CpuBackend).unwrap();
         let batch = batch();
-        let tokens: usize = batch.iter().map(|s| s.tokens.len() - s.loss_from).sum();
+        let tokens: usize = batch.iter().map(|s| s.target_count()).sum();
         let mut grads = model.zero_grads().unwrap();
         let loss = model
             .loss_and_grads(&batch, &mut grads, 1.0 / tokens as f32, false)

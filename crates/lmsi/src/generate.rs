@@ -113,6 +113,22 @@ pub fn generate_paths<B: Backend>(
     options: &GenerateOptions,
     on_path: &mut dyn FnMut(&PathRecord),
 ) -> Result<(Vec<PathRecord>, GenerateStats), Error> {
+    generate_paths_by_question(model, tokenizer, questions, options, on_path, &mut |_| {
+        Ok(())
+    })
+}
+
+/// [`generate_paths`], also handing each question's paths to `on_question` as soon as the question is
+/// complete (all its paths, or fewer when early stopping ended it). An error from `on_question` stops
+/// generation.
+pub fn generate_paths_by_question<B: Backend>(
+    model: &Model<B>,
+    tokenizer: &Tokenizer,
+    questions: &[Question],
+    options: &GenerateOptions,
+    on_path: &mut dyn FnMut(&PathRecord),
+    on_question: &mut dyn FnMut(&[PathRecord]) -> Result<(), Error>,
+) -> Result<(Vec<PathRecord>, GenerateStats), Error> {
     if questions.is_empty() {
         return Err(Error::Input(
             "there are no questions to generate paths for".into(),
@@ -160,6 +176,8 @@ pub fn generate_paths<B: Backend>(
         .map(|_| options.early_stop.as_ref().map(EarlyStop::rule))
         .collect();
     let mut records: Vec<PathRecord> = Vec::new();
+    let mut pending: Vec<Vec<PathRecord>> = questions.iter().map(|_| Vec::new()).collect();
+    let mut failure: Option<Error> = None;
     let stats = generate(model, tokenizer, &prefix, &requests, &config, &mut |path| {
         let q = &questions[path.request];
         let answer = extractors[path.request].extract(&path.text);
@@ -177,13 +195,24 @@ pub fn generate_paths<B: Backend>(
             gold: q.gold().map(str::to_owned),
         };
         on_path(&record);
-        records.push(record);
+        let question = &mut pending[path.request];
+        question.push(record);
+        if stop || question.len() == options.paths {
+            if let Err(e) = on_question(question) {
+                failure = Some(e);
+                return Control::Abort;
+            }
+            records.append(question);
+        }
         if stop {
             Control::StopRequest
         } else {
             Control::Continue
         }
     })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
     let order: std::collections::HashMap<&str, usize> = questions
         .iter()
         .enumerate()

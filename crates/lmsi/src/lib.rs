@@ -24,9 +24,12 @@
 //! ```
 
 pub mod build_data;
+pub mod embedded;
 pub mod eval;
 pub mod generate;
 pub mod plot;
+pub mod run;
+pub mod seed;
 pub mod train;
 pub mod vote;
 

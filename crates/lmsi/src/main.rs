@@ -10,6 +10,7 @@ use lmsi::eval::{EvalMode, evaluate};
 use lmsi::generate::{GenerateOptions, PromptKind, generate_paths};
 use lmsi::train::TrainOptions;
 use lmsi::vote::{VoteOptions, vote_paths};
+
 use lmsi_adamw::ScheduleKind;
 use lmsi_data::{
     BadLines, ExemplarSet, Loaded, PathRecord, Question, TrainExample, VoteRecord, parse_formats,
@@ -33,6 +34,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole loop: evaluate, generate, vote, build data, train, evaluate again (default: the
+    /// embedded seed model and task).
+    Run(RunArgs),
     /// Sample chain-of-thought paths for every question.
     Generate(GenerateArgs),
     /// Vote over sampled reasoning paths: each question's majority answer and its confidence.
@@ -43,6 +47,76 @@ enum Command {
     Train(TrainArgs),
     /// Accuracy of a model on a labelled test set (greedy or self-consistency).
     Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Model to improve (default: the embedded seed model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Unlabelled questions (default: the embedded pool of the seed model's task).
+    #[arg(long)]
+    questions: Option<PathBuf>,
+    /// Labelled test questions (default: the embedded test set).
+    #[arg(long)]
+    eval: Option<PathBuf>,
+    /// Run directory; running again with the same options resumes it.
+    #[arg(long, default_value = "runs/default")]
+    work_dir: PathBuf,
+    /// Paths per question [default: 32; 16 for the embedded default].
+    #[arg(long)]
+    paths: Option<usize>,
+    /// Sampling temperature of generation and of the first self-consistency evaluation.
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    /// Sampling temperature of self-consistency evaluation after training (the paper: 1.2).
+    #[arg(long)]
+    eval_temperature: Option<f32>,
+    /// Paths per test question for self-consistency evaluation [default: as --paths].
+    #[arg(long)]
+    eval_paths: Option<usize>,
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// Few-shot exemplars (JSONL) [default: the built-in set; its first two for the embedded default].
+    #[arg(long)]
+    exemplars: Option<PathBuf>,
+    /// Training data formats: all (the paper's mixed formats) or a list, e.g. cot-fewshot (CoT only).
+    #[arg(long, default_value = "all")]
+    formats: String,
+    /// Only questions whose vote confidence reaches this become training data.
+    #[arg(long, default_value_t = 0.0)]
+    min_confidence: f64,
+    #[arg(long)]
+    lr: Option<f32>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    steps: Option<u64>,
+    #[arg(long)]
+    epochs: Option<f64>,
+    #[arg(long)]
+    warmup_steps: Option<u64>,
+    /// Repeat the loop with the improved model.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Distillation: train this (smaller) model on the paths of --model.
+    #[arg(long)]
+    student: Option<PathBuf>,
+    /// The model also writes this many new questions of its own (kept when their vote is confident).
+    #[arg(long, default_value_t = 0)]
+    self_questions: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop after this stage (e.g. round-1/generate); run again to continue.
+    #[arg(long)]
+    stop_after: Option<String>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Args)]
@@ -120,12 +194,7 @@ struct ModelArgs {
 
 impl ModelArgs {
     fn load(&self) -> Result<(Model<CpuBackend>, Tokenizer)> {
-        if let Some(threads) = self.threads {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build_global()
-                .context("setting the number of threads")?;
-        }
+        set_threads(self.threads)?;
         let model = Model::load(&self.model, CpuBackend::new())
             .with_context(|| format!("loading the model in {}", self.model.display()))?;
         let tokenizer = Tokenizer::load(&self.model, model.config())
@@ -321,6 +390,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Run(args) => run_loop(args),
         Command::Generate(args) => generate(args),
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
@@ -391,6 +461,164 @@ fn generate(args: GenerateArgs) -> Result<()> {
         line += &format!(", early stop saved {} paths", stats.paths_saved);
     }
     println!("{line} -> {}", args.out.display());
+    Ok(())
+}
+
+fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(threads) = threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("setting the number of threads")?;
+    }
+    Ok(())
+}
+
+fn run_loop(args: RunArgs) -> Result<()> {
+    use lmsi::run::{Event, RunConfig, VoteSettings};
+    set_threads(args.threads)?;
+    let embedded = args.model.is_none();
+    std::fs::create_dir_all(&args.work_dir)
+        .with_context(|| format!("creating {}", args.work_dir.display()))?;
+    let model = match &args.model {
+        Some(dir) => dir.clone(),
+        None => lmsi::embedded::seed_model(&args.work_dir.join("seed-model"))?,
+    };
+    let (questions, eval) = match (&args.questions, &args.eval) {
+        (Some(q), Some(e)) => (q.clone(), e.clone()),
+        (q, e) => {
+            let (pool, test) = lmsi::embedded::default_data(&args.work_dir)?;
+            (q.clone().unwrap_or(pool), e.clone().unwrap_or(test))
+        }
+    };
+    let defaults = if embedded {
+        lmsi::embedded::settings()
+    } else {
+        lmsi::embedded::Settings::paper()
+    };
+    let exemplars = match &args.exemplars {
+        Some(path) => ExemplarSet::load(path)?,
+        None => ExemplarSet::builtin().first(defaults.exemplars)?,
+    };
+    let paths = args.paths.unwrap_or(defaults.paths);
+    let generate = GenerateOptions {
+        prompt: PromptKind::Format(lmsi_data::PromptFormat::CotFewshot),
+        exemplars,
+        paths,
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            seed: args.seed,
+        },
+        max_new_tokens: args.max_new_tokens.unwrap_or(defaults.max_new_tokens),
+        stop: None,
+        max_batch: defaults.max_batch,
+        answer: AnswerKind::Number,
+        early_stop: None,
+    };
+    let train = TrainOptions {
+        lr: args.lr.unwrap_or(defaults.train.lr),
+        batch_size: args.batch_size.unwrap_or(defaults.train.batch_size),
+        steps: args.steps.or(defaults.train.steps),
+        epochs: args.epochs.unwrap_or(defaults.train.epochs),
+        warmup_steps: args.warmup_steps.unwrap_or(defaults.train.warmup_steps),
+        seed: args.seed,
+        ..defaults.train.clone()
+    };
+    let vote = VoteOptions {
+        min_confidence: args.min_confidence,
+        ..VoteOptions::default()
+    };
+    let config = RunConfig {
+        model,
+        questions,
+        eval,
+        generate_summary: format!("{generate:?}"),
+        generate,
+        eval_paths: args.eval_paths.unwrap_or(paths),
+        eval_temperature: args.eval_temperature.unwrap_or(defaults.eval_temperature),
+        vote: VoteSettings::from_options(&vote),
+        formats: parse_formats(&args.formats)?,
+        train,
+        rounds: args.rounds,
+        student: args.student.clone(),
+        self_questions: args.self_questions,
+        self_question_confidence: 0.6,
+    };
+    let load = |dir: &Path| -> std::result::Result<(Model<CpuBackend>, Tokenizer), lmsi::Error> {
+        let model = Model::load(dir, CpuBackend::new())?;
+        let tokenizer = Tokenizer::load(dir, model.config())?;
+        Ok((model, tokenizer))
+    };
+    let bar = ProgressBar::hidden();
+    let mut current = String::new();
+    let report = lmsi::run::run(
+        &config,
+        &args.work_dir,
+        &load,
+        args.stop_after.as_deref(),
+        &mut |event| match event {
+            Event::Start { stage, work } => {
+                current = stage.to_string();
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                bar.reset();
+                bar.set_length(work as u64);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{prefix:28} {elapsed_precise} [{bar:30}] {pos}/{len}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                );
+                bar.set_prefix(current.clone());
+            }
+            Event::Progress => bar.inc(1),
+            Event::Done {
+                stage,
+                seconds,
+                summary,
+            } => {
+                bar.finish_and_clear();
+                println!("{stage:28} {seconds:7.1} s  {summary}");
+            }
+            Event::Skipped { stage } => println!(
+                "{stage:28}    done  (resumed from {})",
+                args.work_dir.display()
+            ),
+        },
+    )?;
+    let Some(report) = report else {
+        println!(
+            "stopped after {}; run the same command again to continue",
+            args.stop_after.unwrap_or_default()
+        );
+        return Ok(());
+    };
+    let pct = |x: f64| format!("{:5.1}%", 100.0 * x);
+    println!();
+    println!("                     greedy   self-consistency");
+    println!(
+        "before               {}   {}",
+        pct(report.before.greedy_accuracy),
+        pct(report.before.sc_accuracy)
+    );
+    println!(
+        "after                {}   {}",
+        pct(report.after.greedy_accuracy),
+        pct(report.after.sc_accuracy)
+    );
+    if let Some(v) = report.vote_accuracy {
+        println!(
+            "vote accuracy on the pool (gold read for this report only): {}",
+            pct(v)
+        );
+    }
+    println!(
+        "{} seconds in all; report: {}",
+        report.seconds.values().sum::<f64>().round(),
+        args.work_dir.join("report.md").display()
+    );
     Ok(())
 }
 

@@ -106,6 +106,9 @@ impl Default for TrainOptions {
     }
 }
 
+/// AdamW's first and second moments of every parameter.
+type Moments<B> = (Params<<B as Backend>::Buf>, Params<<B as Backend>::Buf>);
+
 /// One line of `train_log.jsonl`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepLog {
@@ -161,19 +164,48 @@ pub fn train<B: Backend>(
     out: &Path,
     on_step: &mut dyn FnMut(&StepLog, u64),
 ) -> Result<TrainReport, Error> {
+    let (sequences, too_long) = tokenize(tokenizer, examples, options.max_tokens)?;
+    if sequences.is_empty() {
+        return Err(Error::Input(format!(
+            "no training examples left ({} examples, {too_long} longer than {} tokens)",
+            examples.len(),
+            options.max_tokens
+        )));
+    }
+    let mut report = train_sequences(
+        model,
+        source,
+        sequences,
+        &fingerprint(examples),
+        options,
+        out,
+        on_step,
+    )?;
+    report.too_long = too_long;
+    Ok(report)
+}
+
+/// [`train`] on sequences that are already tokens. `data` identifies the data (a resumed run must
+/// have the same).
+pub fn train_sequences<B: Backend>(
+    model: &mut Model<B>,
+    source: &Path,
+    sequences: Vec<TrainSequence>,
+    data: &str,
+    options: &TrainOptions,
+    out: &Path,
+    on_step: &mut dyn FnMut(&StepLog, u64),
+) -> Result<TrainReport, Error> {
     if options.batch_size == 0 || options.micro_batch_size == Some(0) {
         return Err(Error::Input(
             "--batch-size and --micro-batch-size must be at least 1".into(),
         ));
     }
     let started = Instant::now();
-    let (sequences, too_long) = tokenize(tokenizer, examples, options.max_tokens)?;
     let (train_set, eval_set) = split(sequences, options.eval_fraction, options.seed);
     if train_set.is_empty() {
         return Err(Error::Input(format!(
-            "no training examples left ({} examples, {too_long} longer than {} tokens, {:.0}% held out)",
-            examples.len(),
-            options.max_tokens,
+            "no training examples left after holding out {:.0}% for evaluation",
             100.0 * options.eval_fraction
         )));
     }
@@ -198,7 +230,7 @@ pub fn train<B: Backend>(
         ..AdamWConfig::default()
     };
     adamw.validate().map_err(|e| Error::Input(e.to_string()))?;
-    let fingerprint = fingerprint(examples);
+    let fingerprint = data.to_string();
 
     let mut moments = (model.zero_grads()?, model.zero_grads()?);
     let mut step = 0;
@@ -234,7 +266,7 @@ pub fn train<B: Backend>(
         step += 1;
         let step_started = Instant::now();
         let batch = batch_for_step(&train_set, step, options.batch_size, options.seed);
-        let target_tokens: usize = batch.iter().map(|s| s.tokens.len() - s.loss_from).sum();
+        let target_tokens: usize = batch.iter().map(|s| s.target_count()).sum();
         let be = model.backend();
         for g in grads.tensors_mut() {
             be.zero(g)?;
@@ -321,7 +353,7 @@ pub fn train<B: Backend>(
         total_steps,
         train_examples: train_set.len(),
         eval_examples: eval_set.len(),
-        too_long,
+        too_long: 0,
         first_loss: log[0].loss,
         last_loss: log[log.len() - 1].loss,
         eval_loss: log.iter().rev().find_map(|l| l.eval_loss),
@@ -364,7 +396,7 @@ pub fn tokenize(
             too_long += 1;
             continue;
         }
-        out.push(TrainSequence { tokens, loss_from });
+        out.push(TrainSequence::completion(tokens, loss_from));
     }
     Ok((out, too_long))
 }
@@ -452,7 +484,7 @@ fn write_checkpoint<B: Backend>(
     source: &Path,
     out: &Path,
     state: &TrainerState,
-    moments: &(Params<B::Buf>, Params<B::Buf>),
+    moments: &Moments<B>,
     log: &[StepLog],
 ) -> Result<(), Error> {
     let be = model.backend();
@@ -539,10 +571,7 @@ fn read_log(path: &Path, step: u64) -> Result<Vec<StepLog>, Error> {
         .collect())
 }
 
-fn read_moments<B: Backend>(
-    model: &Model<B>,
-    path: &Path,
-) -> Result<(Params<B::Buf>, Params<B::Buf>), Error> {
+fn read_moments<B: Backend>(model: &Model<B>, path: &Path) -> Result<Moments<B>, Error> {
     let bytes =
         std::fs::read(path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
     let tensors = safetensors::SafeTensors::deserialize(&bytes)

@@ -1,0 +1,888 @@
+//! `lmsi run`: the whole self-improvement loop, stage by stage, in a run directory.
+//!
+//! Stages of round `r` (files under `round-r/`):
+//!
+//! | stage | output |
+//! |---|---|
+//! | `eval-before-greedy`, `eval-before-sc` (round 1 only) | `eval-before-greedy.json`, `eval-before-sc.json` |
+//! | `self-questions` (with `--self-questions N`) | `self-questions.jsonl` |
+//! | `generate` | `paths.jsonl` |
+//! | `vote` | `votes.jsonl` |
+//! | `build` | `train.jsonl` |
+//! | `train` | `model/` (a Hugging Face model directory) |
+//! | `eval-after-greedy`, `eval-after-sc` | `eval-after-greedy.json`, `eval-after-sc.json` |
+//!
+//! then `report.json`, `report.md`, `accuracy.svg` and `calibration.svg` at the top.
+//!
+//! Every output is written atomically, and `manifest.json` records each finished stage (with its time)
+//! after its output is in place. Run again with the same options in the same directory and finished
+//! stages are skipped; the generate stage also keeps each finished question's paths as it goes
+//! (`paths.jsonl.partial`), so a killed generation resumes with the next question and, generation being
+//! deterministic per question and path, ends with exactly the paths of an uninterrupted run.
+//!
+//! The pool's gold answers, when it has them, are never read by the loop: they only let the report
+//! say how accurate the votes were.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use lmsi_data::{
+    BadLines, PathRecord, PromptFormat, Question, TrainExample, VoteRecord, read_jsonl,
+    read_questions, write_atomic, write_jsonl_atomic,
+};
+use lmsi_transformer::{Backend, Model, Tokenizer};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::build_data::build_examples;
+use crate::eval::{EvalMode, EvalReport, evaluate};
+use crate::generate::{GenerateOptions, PromptKind, generate_paths, generate_paths_by_question};
+use crate::plot::{Series, line_chart};
+use crate::train::{TrainOptions, train};
+use crate::vote::{VoteOptions, vote_paths};
+
+/// Everything a run depends on. Stored in the manifest: a run directory only resumes with the same
+/// (compared as serialised, `generate_summary` standing for the generate options).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// The model to improve (the embedded seed model, when it is the default run).
+    pub model: PathBuf,
+    /// Unlabelled questions (the "pool").
+    pub questions: PathBuf,
+    /// Labelled test questions.
+    pub eval: PathBuf,
+    #[serde(skip)]
+    pub generate: GenerateOptions,
+    /// Paths per test question for self-consistency evaluation.
+    pub eval_paths: usize,
+    /// Sampling temperature of self-consistency evaluation after training (the paper: 1.2).
+    pub eval_temperature: f32,
+    pub vote: VoteSettings,
+    pub formats: Vec<PromptFormat>,
+    pub train: TrainOptions,
+    pub rounds: usize,
+    /// Distillation: train this model on the paths of `model`.
+    pub student: Option<PathBuf>,
+    /// Questions the model writes itself, added to the pool (0: none).
+    pub self_questions: usize,
+    /// Self-written questions are kept only when their vote is at least this confident.
+    pub self_question_confidence: f64,
+    /// A description of the generate options, which are not otherwise serialised.
+    pub generate_summary: String,
+}
+
+/// The vote settings of a run (serialisable mirror of [`VoteOptions`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VoteSettings {
+    pub answer: String,
+    pub weighting: String,
+    pub min_confidence: f64,
+}
+
+impl VoteSettings {
+    pub fn from_options(v: &VoteOptions) -> Self {
+        Self {
+            answer: v.kind.to_string(),
+            weighting: v.weighting.to_string(),
+            min_confidence: v.min_confidence,
+        }
+    }
+}
+
+/// What a run reports (`report.json`; stable keys).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub before: Accuracy,
+    pub after: Accuracy,
+    /// Accuracy of the first round's votes against the pool's gold answers (only when it has them;
+    /// the loop never reads them).
+    pub vote_accuracy: Option<f64>,
+    /// Questions in the pool (self-written ones included).
+    pub questions: usize,
+    /// Paths sampled.
+    pub paths: usize,
+    /// Paths that agree with their question's vote and became training data.
+    pub kept_paths: usize,
+    pub train_examples: usize,
+    /// Seconds per stage (`round-1/generate`, ...), as measured when each stage ran.
+    pub seconds: BTreeMap<String, f64>,
+    pub rounds: Vec<RoundReport>,
+}
+
+/// Greedy and self-consistency accuracy (fractions in [0, 1]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Accuracy {
+    pub greedy_accuracy: f64,
+    pub sc_accuracy: f64,
+}
+
+/// One round's numbers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoundReport {
+    pub round: usize,
+    pub after: Accuracy,
+    pub questions: usize,
+    pub paths: usize,
+    pub voted: usize,
+    pub mean_confidence: f64,
+    pub vote_accuracy: Option<f64>,
+    pub kept_paths: usize,
+    pub train_examples: usize,
+    pub first_loss: f64,
+    pub last_loss: f64,
+}
+
+/// Progress of a run, for the command line.
+pub enum Event<'a> {
+    /// A stage begins; `work` is how many units (paths, steps) it will report.
+    Start { stage: &'a str, work: usize },
+    /// One more unit of the running stage is done.
+    Progress,
+    /// A stage ended, with a one-line summary.
+    Done {
+        stage: &'a str,
+        seconds: f64,
+        summary: String,
+    },
+    /// A stage was already done in this run directory.
+    Skipped { stage: &'a str },
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Manifest {
+    config: Option<RunConfig>,
+    /// Finished stages and their wall time.
+    stages: BTreeMap<String, f64>,
+}
+
+/// Loads a model directory on the run's backend.
+pub type Loader<'a, B> = &'a dyn Fn(&Path) -> Result<(Model<B>, Tokenizer), Error>;
+
+/// Runs (or resumes) the loop in `work_dir`. Stops after `stop_after` (a stage name such as
+/// `round-1/generate`) when given.
+pub fn run<B: Backend>(
+    config: &RunConfig,
+    work_dir: &Path,
+    load: Loader<'_, B>,
+    stop_after: Option<&str>,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Option<RunReport>, Error> {
+    if config.rounds == 0 {
+        return Err(Error::Input("--rounds must be at least 1".into()));
+    }
+    std::fs::create_dir_all(work_dir).map_err(|e| io_error(work_dir, e))?;
+    let manifest_path = work_dir.join("manifest.json");
+    let mut manifest: Manifest = if manifest_path.exists() {
+        read_json(&manifest_path)?
+    } else {
+        Manifest::default()
+    };
+    let same =
+        |saved: &RunConfig| serde_json::to_value(saved).ok() == serde_json::to_value(config).ok();
+    match &manifest.config {
+        Some(saved) if !same(saved) => {
+            return Err(Error::Input(format!(
+                "{} holds a run with other options; use another --work-dir (or delete it) for this one",
+                work_dir.display()
+            )));
+        }
+        Some(_) => {}
+        None => {
+            manifest.config = Some(config.clone());
+            write_json(&manifest_path, &manifest)?;
+        }
+    }
+    let mut runner = Runner {
+        config,
+        work_dir,
+        load,
+        manifest,
+        manifest_path,
+        on_event,
+        stop_after,
+        stopped: false,
+    };
+    runner.all()
+}
+
+struct Runner<'a, B: Backend> {
+    config: &'a RunConfig,
+    work_dir: &'a Path,
+    load: Loader<'a, B>,
+    manifest: Manifest,
+    manifest_path: PathBuf,
+    on_event: &'a mut dyn FnMut(Event<'_>),
+    stop_after: Option<&'a str>,
+    stopped: bool,
+}
+
+impl<B: Backend> Runner<'_, B> {
+    fn all(&mut self) -> Result<Option<RunReport>, Error> {
+        let c = self.config;
+        let pool = load_questions(&c.questions)?;
+        let test = load_questions(&c.eval)?;
+        if test.iter().any(|q| q.gold().is_none()) {
+            return Err(Error::Input(format!(
+                "{}: every test question needs a gold answer",
+                c.eval.display()
+            )));
+        }
+        let trainee = c.student.clone().unwrap_or_else(|| c.model.clone());
+        let mut rounds = Vec::new();
+        let mut before = None;
+        for r in 1..=c.rounds {
+            let dir = self.work_dir.join(format!("round-{r}"));
+            std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+            // The model this round starts from, and the one that writes the paths.
+            let start = if r == 1 {
+                trainee.clone()
+            } else {
+                self.work_dir.join(format!("round-{}/model", r - 1))
+            };
+            let teacher = if c.student.is_some() {
+                c.model.clone()
+            } else {
+                start.clone()
+            };
+            if r == 1 {
+                let greedy = self.eval_stage(
+                    &format!("round-{r}/eval-before-greedy"),
+                    &start,
+                    &test,
+                    EvalMode::Greedy,
+                    c.generate.sampling.temperature,
+                )?;
+                let sc = self.eval_stage(
+                    &format!("round-{r}/eval-before-sc"),
+                    &start,
+                    &test,
+                    EvalMode::Sc,
+                    c.generate.sampling.temperature,
+                )?;
+                let (Some(greedy), Some(sc)) = (greedy, sc) else {
+                    return Ok(None);
+                };
+                before = Some(Accuracy {
+                    greedy_accuracy: greedy.accuracy,
+                    sc_accuracy: sc.accuracy,
+                });
+            }
+            let mut questions = pool.clone();
+            if c.self_questions > 0 {
+                let Some(extra) = self.self_questions_stage(
+                    &format!("round-{r}/self-questions"),
+                    &teacher,
+                    &pool,
+                )?
+                else {
+                    return Ok(None);
+                };
+                questions.extend(extra);
+            }
+            let Some(paths) =
+                self.generate_stage(&format!("round-{r}/generate"), &teacher, &questions)?
+            else {
+                return Ok(None);
+            };
+            let Some(votes) = self.vote_stage(&format!("round-{r}/vote"), &paths)? else {
+                return Ok(None);
+            };
+            let Some(examples) = self.build_stage(&format!("round-{r}/build"), &votes, &paths)?
+            else {
+                return Ok(None);
+            };
+            let Some(loss) = self.train_stage(
+                &format!("round-{r}/train"),
+                &start,
+                &dir.join("model"),
+                &examples,
+            )?
+            else {
+                return Ok(None);
+            };
+            let trained = dir.join("model");
+            let greedy = self.eval_stage(
+                &format!("round-{r}/eval-after-greedy"),
+                &trained,
+                &test,
+                EvalMode::Greedy,
+                c.eval_temperature,
+            )?;
+            let sc = self.eval_stage(
+                &format!("round-{r}/eval-after-sc"),
+                &trained,
+                &test,
+                EvalMode::Sc,
+                c.eval_temperature,
+            )?;
+            let (Some(greedy), Some(sc)) = (greedy, sc) else {
+                return Ok(None);
+            };
+            let summary = vote_summary(&votes);
+            rounds.push(RoundReport {
+                round: r,
+                after: Accuracy {
+                    greedy_accuracy: greedy.accuracy,
+                    sc_accuracy: sc.accuracy,
+                },
+                questions: questions.len(),
+                paths: paths.len(),
+                voted: summary.0,
+                mean_confidence: summary.1,
+                vote_accuracy: summary.2,
+                kept_paths: votes
+                    .iter()
+                    .filter(|v| v.answer.is_some())
+                    .map(|v| v.paths.len())
+                    .sum(),
+                train_examples: examples.len(),
+                first_loss: loss.0,
+                last_loss: loss.1,
+            });
+        }
+        let report = RunReport {
+            before: before.expect("round 1 evaluates the starting model"),
+            after: rounds.last().expect("at least one round").after,
+            vote_accuracy: rounds[0].vote_accuracy,
+            questions: rounds[0].questions,
+            paths: rounds.iter().map(|r| r.paths).sum(),
+            kept_paths: rounds.iter().map(|r| r.kept_paths).sum(),
+            train_examples: rounds.iter().map(|r| r.train_examples).sum(),
+            seconds: self.manifest.stages.clone(),
+            rounds,
+        };
+        self.write_report(&report)?;
+        Ok(Some(report))
+    }
+
+    /// Runs `work` as stage `name` unless the manifest says it is done; `load` reads its output back.
+    fn stage<T>(
+        &mut self,
+        name: &str,
+        work_units: usize,
+        load: impl FnOnce() -> Result<T, Error>,
+        work: impl FnOnce(&mut dyn FnMut(Event<'_>)) -> Result<(T, String), Error>,
+    ) -> Result<Option<T>, Error> {
+        if self.stopped {
+            return Ok(None);
+        }
+        let result = if self.manifest.stages.contains_key(name) {
+            (self.on_event)(Event::Skipped { stage: name });
+            load()?
+        } else {
+            (self.on_event)(Event::Start {
+                stage: name,
+                work: work_units,
+            });
+            let started = Instant::now();
+            let (value, summary) = work(&mut *self.on_event)?;
+            let seconds = started.elapsed().as_secs_f64();
+            self.manifest.stages.insert(name.to_string(), seconds);
+            write_json(&self.manifest_path, &self.manifest)?;
+            (self.on_event)(Event::Done {
+                stage: name,
+                seconds,
+                summary,
+            });
+            value
+        };
+        if self.stop_after == Some(name) {
+            self.stopped = true;
+        }
+        Ok(Some(result))
+    }
+
+    fn eval_stage(
+        &mut self,
+        name: &str,
+        model_dir: &Path,
+        test: &[Question],
+        mode: EvalMode,
+        temperature: f32,
+    ) -> Result<Option<EvalReport>, Error> {
+        let out = self.work_dir.join(format!("{name}.json"));
+        let mut options = self.config.generate.clone();
+        options.paths = self.config.eval_paths;
+        options.sampling.temperature = temperature;
+        let load = self.load;
+        let units = if mode == EvalMode::Greedy {
+            test.len()
+        } else {
+            test.len() * options.paths
+        };
+        self.stage(
+            name,
+            units,
+            || read_json(&out),
+            |events| {
+                let (model, tokenizer) = load(model_dir)?;
+                let report = evaluate(&model, &tokenizer, test, mode, &options, &mut |_| {
+                    events(Event::Progress)
+                })?;
+                write_json(&out, &report)?;
+                let summary = report.summary();
+                Ok((report, summary))
+            },
+        )
+    }
+
+    fn self_questions_stage(
+        &mut self,
+        name: &str,
+        model_dir: &Path,
+        pool: &[Question],
+    ) -> Result<Option<Vec<Question>>, Error> {
+        let out = self.work_dir.join(format!("{name}.jsonl"));
+        let c = self.config;
+        let load = self.load;
+        self.stage(
+            name,
+            c.self_questions,
+            || load_questions_or_empty(&out),
+            |events| {
+                let (model, tokenizer) = load(model_dir)?;
+                let written =
+                    write_questions(&model, &tokenizer, pool, c, &mut || events(Event::Progress))?;
+                write_jsonl_atomic(&out, &written)?;
+                let summary = format!(
+                    "{} new questions from {} prompts",
+                    written.len(),
+                    c.self_questions
+                );
+                Ok((written, summary))
+            },
+        )
+    }
+
+    fn generate_stage(
+        &mut self,
+        name: &str,
+        model_dir: &Path,
+        questions: &[Question],
+    ) -> Result<Option<Vec<PathRecord>>, Error> {
+        let out = self
+            .work_dir
+            .join(format!("{name}.jsonl"))
+            .with_file_name("paths.jsonl");
+        let partial = out.with_file_name("paths.jsonl.partial");
+        let options = self.config.generate.clone();
+        let load = self.load;
+        let units = questions.len() * options.paths;
+        self.stage(
+            name,
+            units,
+            || Ok(read_jsonl(&out, BadLines::Error)?.items),
+            |events| {
+                let done = read_partial(&partial)?;
+                let done_ids: HashSet<&str> = done
+                    .iter()
+                    .flat_map(|q| q.first())
+                    .map(|p| p.id.as_str())
+                    .collect();
+                for _ in done.iter().flatten() {
+                    events(Event::Progress);
+                }
+                let remaining: Vec<Question> = questions
+                    .iter()
+                    .filter(|q| !done_ids.contains(q.id.as_str()))
+                    .cloned()
+                    .collect();
+                let mut all: Vec<PathRecord> = done.iter().flatten().cloned().collect();
+                let mut seconds_line = String::new();
+                if !remaining.is_empty() {
+                    let (model, tokenizer) = load(model_dir)?;
+                    let mut file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&partial)
+                        .map_err(|e| io_error(&partial, e))?;
+                    let (paths, stats) = generate_paths_by_question(
+                        &model,
+                        &tokenizer,
+                        &remaining,
+                        &options,
+                        &mut |_| events(Event::Progress),
+                        &mut |paths| {
+                            let line =
+                                serde_json::to_string(paths).expect("paths serialise") + "\n";
+                            file.write_all(line.as_bytes())
+                                .and_then(|_| file.flush())
+                                .map_err(|e| io_error(&partial, e))
+                        },
+                    )?;
+                    all.extend(paths);
+                    seconds_line = format!(
+                        ", {:.0} sampled tokens/s",
+                        stats.sampled_tokens_per_second()
+                    );
+                }
+                let order: std::collections::HashMap<&str, usize> = questions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, q)| (q.id.as_str(), i))
+                    .collect();
+                all.sort_by_key(|p| {
+                    (
+                        order.get(p.id.as_str()).copied().unwrap_or(usize::MAX),
+                        p.path,
+                    )
+                });
+                write_jsonl_atomic(&out, &all)?;
+                std::fs::remove_file(&partial).map_err(|e| io_error(&partial, e))?;
+                let summary = format!(
+                    "{} paths for {} questions{seconds_line}",
+                    all.len(),
+                    questions.len()
+                );
+                Ok((all, summary))
+            },
+        )
+    }
+
+    fn vote_stage(
+        &mut self,
+        name: &str,
+        paths: &[PathRecord],
+    ) -> Result<Option<Vec<VoteRecord>>, Error> {
+        let out = self.work_dir.join(name).with_file_name("votes.jsonl");
+        let c = self.config;
+        let options = VoteOptions {
+            kind: c
+                .vote
+                .answer
+                .parse()
+                .map_err(|e| Error::Input(format!("{e}")))?,
+            weighting: c
+                .vote
+                .weighting
+                .parse()
+                .map_err(|e| Error::Input(format!("{e}")))?,
+            min_confidence: c.vote.min_confidence,
+        };
+        self.stage(
+            name,
+            0,
+            || Ok(read_jsonl(&out, BadLines::Error)?.items),
+            |_| {
+                let (mut votes, summary) = vote_paths(paths, &options)?;
+                // Self-written questions count only when their vote is confident.
+                votes.retain(|v| {
+                    !v.id.starts_with(SELF_QUESTION_PREFIX)
+                        || v.confidence >= c.self_question_confidence
+                });
+                write_jsonl_atomic(&out, &votes)?;
+                let mut line = format!(
+                    "{} questions, {} voted, mean confidence {:.3}",
+                    summary.questions, summary.voted, summary.mean_confidence
+                );
+                if let Some(accuracy) = summary.accuracy() {
+                    line += &format!(
+                        ", vote accuracy {:.1}% (gold answers used for this report only)",
+                        100.0 * accuracy
+                    );
+                }
+                Ok((votes, line))
+            },
+        )
+    }
+
+    fn build_stage(
+        &mut self,
+        name: &str,
+        votes: &[VoteRecord],
+        paths: &[PathRecord],
+    ) -> Result<Option<Vec<TrainExample>>, Error> {
+        let out = self.work_dir.join(name).with_file_name("train.jsonl");
+        let c = self.config;
+        self.stage(
+            name,
+            0,
+            || Ok(read_jsonl(&out, BadLines::Error)?.items),
+            |_| {
+                let (examples, summary) =
+                    build_examples(votes, paths, &c.formats, &c.generate.exemplars)?;
+                write_jsonl_atomic(&out, &examples)?;
+                let line = format!(
+                    "{} examples from {} paths of {} questions",
+                    summary.examples(),
+                    summary.kept_paths,
+                    summary.questions
+                );
+                Ok((examples, line))
+            },
+        )
+    }
+
+    fn train_stage(
+        &mut self,
+        name: &str,
+        start: &Path,
+        out: &Path,
+        examples: &[TrainExample],
+    ) -> Result<Option<(f64, f64)>, Error> {
+        let c = self.config;
+        let load = self.load;
+        let log_path = out.join("train_log.jsonl");
+        let read_losses = || -> Result<(f64, f64), Error> {
+            let log = read_jsonl::<crate::train::StepLog>(&log_path, BadLines::Error)?.items;
+            match (log.first(), log.last()) {
+                (Some(a), Some(b)) => Ok((a.loss, b.loss)),
+                _ => Err(Error::Input(format!(
+                    "{}: empty training log",
+                    log_path.display()
+                ))),
+            }
+        };
+        self.stage(name, 0, read_losses, |events| {
+            let (mut model, tokenizer) = load(start)?;
+            let report = train(
+                &mut model,
+                &tokenizer,
+                start,
+                examples,
+                &c.train,
+                out,
+                &mut |_, _| events(Event::Progress),
+            )?;
+            let line = format!(
+                "{} steps, loss {:.4} -> {:.4}, {:.0} tokens/s",
+                report.step, report.first_loss, report.last_loss, report.tokens_per_second
+            );
+            Ok(((report.first_loss, report.last_loss), line))
+        })
+    }
+
+    fn write_report(&self, report: &RunReport) -> Result<(), Error> {
+        write_json(&self.work_dir.join("report.json"), report)?;
+        write_atomic(
+            &self.work_dir.join("report.md"),
+            markdown(report).as_bytes(),
+        )?;
+        write_atomic(
+            &self.work_dir.join("accuracy.svg"),
+            accuracy_chart(report).as_bytes(),
+        )?;
+        let votes: Vec<VoteRecord> =
+            read_jsonl(&self.work_dir.join("round-1/votes.jsonl"), BadLines::Error)?.items;
+        write_atomic(
+            &self.work_dir.join("calibration.svg"),
+            calibration_chart(&votes, &self.config.vote).as_bytes(),
+        )?;
+        Ok(())
+    }
+}
+
+/// Ids of self-written questions start with this.
+pub const SELF_QUESTION_PREFIX: &str = "self-";
+
+/// Prompts the model with a few pool questions at a time ("Q: ...\n\n" each, then "Q:") to write new
+/// questions; keeps new, well-formed ones (ending in "?", not already in the pool).
+fn write_questions<B: Backend>(
+    model: &Model<B>,
+    tokenizer: &Tokenizer,
+    pool: &[Question],
+    c: &RunConfig,
+    progress: &mut dyn FnMut(),
+) -> Result<Vec<Question>, Error> {
+    const SHOWN: usize = 3;
+    let prompts: Vec<Question> = (0..c.self_questions)
+        .map(|i| {
+            let shown: String = (0..SHOWN)
+                .map(|j| format!("Q: {}\n\n", pool[(i * SHOWN + j) % pool.len()].question))
+                .collect();
+            Question {
+                id: format!("{SELF_QUESTION_PREFIX}{i}"),
+                question: format!("{shown}Q:"),
+                answer: None,
+                choices: None,
+            }
+        })
+        .collect();
+    let options = GenerateOptions {
+        prompt: PromptKind::Raw,
+        paths: 1,
+        stop: Some(vec!["\n".into()]),
+        max_new_tokens: c.generate.max_new_tokens,
+        early_stop: None,
+        ..c.generate.clone()
+    };
+    let (texts, _) = generate_paths(model, tokenizer, &prompts, &options, &mut |_| progress())?;
+    let mut seen: HashSet<String> = pool.iter().map(|q| q.question.clone()).collect();
+    Ok(texts
+        .into_iter()
+        .filter_map(|p| {
+            let text = p.text.trim().to_string();
+            let keep = text.ends_with('?') && text.len() > 10 && seen.insert(text.clone());
+            keep.then_some(Question {
+                id: p.id,
+                question: text,
+                answer: None,
+                choices: None,
+            })
+        })
+        .collect())
+}
+
+/// Questions a loop stage reads: no usable question is an error naming the file.
+fn load_questions(path: &Path) -> Result<Vec<Question>, Error> {
+    let loaded = read_questions(path, BadLines::Error)?;
+    if loaded.items.is_empty() {
+        return Err(Error::Input(format!(
+            "{}: no usable question",
+            path.display()
+        )));
+    }
+    Ok(loaded.items)
+}
+
+fn load_questions_or_empty(path: &Path) -> Result<Vec<Question>, Error> {
+    Ok(read_jsonl(path, BadLines::Error)?.items)
+}
+
+/// The finished questions of an interrupted generate stage: one JSON array of paths per line. A last
+/// line cut short by the interruption is ignored (that question is generated again).
+fn read_partial(path: &Path) -> Result<Vec<Vec<PathRecord>>, Error> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    let done: Vec<Vec<PathRecord>> = complete
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    // Rewrite the file without the cut line, so appending continues cleanly.
+    let cleaned: String = done
+        .iter()
+        .map(|q| serde_json::to_string(q).expect("paths serialise") + "\n")
+        .collect();
+    write_atomic(path, cleaned.as_bytes())?;
+    Ok(done)
+}
+
+/// (voted questions, mean confidence, vote accuracy against gold when present).
+fn vote_summary(votes: &[VoteRecord]) -> (usize, f64, Option<f64>) {
+    let voted: Vec<&VoteRecord> = votes.iter().filter(|v| v.answer.is_some()).collect();
+    let mean = voted.iter().map(|v| v.confidence).sum::<f64>() / voted.len().max(1) as f64;
+    let judged: Vec<bool> = voted.iter().filter_map(|v| gold_matches(v)).collect();
+    let accuracy = (!judged.is_empty())
+        .then(|| judged.iter().filter(|&&c| c).count() as f64 / judged.len() as f64);
+    (voted.len(), mean, accuracy)
+}
+
+fn gold_matches(v: &VoteRecord) -> Option<bool> {
+    let gold = v.gold.as_deref()?;
+    let answer = v.answer.as_deref()?;
+    let extractor = lmsi_voter::Extractor::new(lmsi_voter::AnswerKind::Number);
+    Some(extractor.extract(gold).as_deref() == Some(answer))
+}
+
+fn markdown(r: &RunReport) -> String {
+    let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+    let mut s = String::from("# lmsi run\n\n| | greedy | self-consistency |\n|---|---|---|\n");
+    s += &format!(
+        "| before | {} | {} |\n",
+        pct(r.before.greedy_accuracy),
+        pct(r.before.sc_accuracy)
+    );
+    for round in &r.rounds {
+        s += &format!(
+            "| after round {} | {} | {} |\n",
+            round.round,
+            pct(round.after.greedy_accuracy),
+            pct(round.after.sc_accuracy)
+        );
+    }
+    s += &format!(
+        "\n{} questions, {} paths, {} kept paths, {} training examples.\n",
+        r.questions, r.paths, r.kept_paths, r.train_examples
+    );
+    if let Some(v) = r.vote_accuracy {
+        s += &format!(
+            "Vote accuracy on the pool (gold answers read for this report only): {}.\n",
+            pct(v)
+        );
+    }
+    s += "\n| stage | seconds |\n|---|---|\n";
+    for (stage, secs) in &r.seconds {
+        s += &format!("| {stage} | {secs:.1} |\n");
+    }
+    s
+}
+
+fn accuracy_chart(r: &RunReport) -> String {
+    let mut greedy = vec![(0.0, 100.0 * r.before.greedy_accuracy)];
+    let mut sc = vec![(0.0, 100.0 * r.before.sc_accuracy)];
+    for round in &r.rounds {
+        greedy.push((round.round as f64, 100.0 * round.after.greedy_accuracy));
+        sc.push((round.round as f64, 100.0 * round.after.sc_accuracy));
+    }
+    line_chart(
+        "test accuracy before (0) and after each round",
+        "round",
+        "accuracy (%)",
+        &[
+            Series {
+                name: "greedy",
+                points: greedy,
+                markers: true,
+            },
+            Series {
+                name: "self-consistency",
+                points: sc,
+                markers: true,
+            },
+        ],
+    )
+}
+
+/// Vote accuracy against vote confidence, in tenths of confidence (only votes with gold answers).
+fn calibration_chart(votes: &[VoteRecord], _settings: &VoteSettings) -> String {
+    let mut bins = [(0usize, 0usize); 10];
+    for v in votes {
+        if let Some(correct) = gold_matches(v) {
+            let bin = ((v.confidence * 10.0) as usize).min(9);
+            bins[bin].0 += 1;
+            bins[bin].1 += usize::from(correct);
+        }
+    }
+    let points: Vec<(f64, f64)> = bins
+        .iter()
+        .enumerate()
+        .filter(|(_, (n, _))| *n > 0)
+        .map(|(i, (n, c))| ((i as f64 + 0.5) / 10.0, *c as f64 / *n as f64))
+        .collect();
+    line_chart(
+        "vote confidence against vote accuracy (pool, round 1)",
+        "confidence (votes / valid paths)",
+        "accuracy of the vote",
+        &[
+            Series {
+                name: "votes",
+                points,
+                markers: true,
+            },
+            Series {
+                name: "calibrated",
+                points: vec![(0.0, 0.0), (1.0, 1.0)],
+                markers: false,
+            },
+        ],
+    )
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> Error {
+    Error::Input(format!("{}: {e}", path.display()))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: {e}", path.display())))
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
+    let bytes = serde_json::to_vec_pretty(value).expect("reports serialise");
+    Ok(write_atomic(path, &bytes)?)
+}
