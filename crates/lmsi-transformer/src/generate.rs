@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use lmsi_sampler::{RowKey, SamplingParams, sample_batch, sequence_id};
+use lmsi_sampler::{RowKey, Sampled, SamplingParams, sequence_id};
 
 use crate::Error;
 use crate::backend::Backend;
@@ -141,12 +141,11 @@ struct Row {
     logprob: f64,
 }
 
-#[derive(Default)]
-struct RequestState {
+struct RequestState<Buf> {
     /// The question's sequence, alive while some of its paths have not started.
     seq: Option<SeqId>,
-    /// The next-token logits after the question's prompt.
-    logits: Option<Vec<f32>>,
+    /// The next-token logits after the question's prompt (one row, on the backend).
+    logits: Option<Buf>,
     started: usize,
     next_to_emit: usize,
     finished: BTreeMap<usize, Path>,
@@ -189,8 +188,8 @@ struct Engine<'a, B: Backend> {
     requests: &'a [Request],
     config: &'a GenerateConfig,
     cache: KvCache<B>,
-    prefix: Option<(SeqId, Vec<f32>)>,
-    states: Vec<RequestState>,
+    prefix: Option<(SeqId, B::Buf)>,
+    states: Vec<RequestState<B::Buf>>,
     waiting: VecDeque<(usize, usize)>,
     rows: Vec<Row>,
     max_stop_len: usize,
@@ -230,7 +229,17 @@ impl<'a, B: Backend> Engine<'a, B> {
             config,
             cache,
             prefix: None,
-            states: requests.iter().map(|_| RequestState::default()).collect(),
+            states: requests
+                .iter()
+                .map(|_| RequestState {
+                    seq: None,
+                    logits: None,
+                    started: 0,
+                    next_to_emit: 0,
+                    finished: BTreeMap::new(),
+                    stopped: false,
+                })
+                .collect(),
             waiting,
             rows: Vec::new(),
             max_stop_len: config
@@ -246,14 +255,16 @@ impl<'a, B: Backend> Engine<'a, B> {
         if !prefix.is_empty() {
             let seq = engine.cache.create();
             let step = Instant::now();
-            let logits = model.forward(
-                &mut engine.cache,
-                &[Chunk {
-                    seq,
-                    tokens: prefix,
-                    logits: Logits::Last,
-                }],
-            )?;
+            let logits = model
+                .forward_logits(
+                    &mut engine.cache,
+                    &[Chunk {
+                        seq,
+                        tokens: prefix,
+                        logits: Logits::Last,
+                    }],
+                )?
+                .expect("the prefix chunk asks for logits");
             engine.stats.prompt_tokens += prefix.len();
             engine.stats.prompt_seconds += step.elapsed().as_secs_f64();
             engine.prefix = Some((seq, logits));
@@ -268,7 +279,7 @@ impl<'a, B: Backend> Engine<'a, B> {
                 break;
             }
             let decode_logits = self.step()?;
-            self.sample(&decode_logits, observe)?;
+            self.sample(decode_logits.as_ref(), observe)?;
         }
         if let Some((seq, _)) = self.prefix.take() {
             self.cache.release(seq);
@@ -301,8 +312,9 @@ impl<'a, B: Backend> Engine<'a, B> {
     }
 
     /// One forward step: the next token of every decoding row, and the prompts of questions whose
-    /// first paths are waiting for them. Returns the logits of the decoding rows, in row order.
-    fn step(&mut self) -> Result<Vec<f32>, Error> {
+    /// first paths are waiting for them. Returns the logits (on the backend) whose first rows are
+    /// those of the decoding rows, in row order.
+    fn step(&mut self) -> Result<Option<B::Buf>, Error> {
         let mut chunks: Vec<(SeqId, &[u32])> = Vec::new();
         for row in &self.rows {
             if let Some(seq) = row.seq {
@@ -323,7 +335,9 @@ impl<'a, B: Backend> Engine<'a, B> {
                 // A question with no tokens of its own starts from the prefix's logits.
                 Some((seq, logits)) if self.requests[r].tokens.is_empty() => {
                     self.states[r].seq = Some(*seq);
-                    self.states[r].logits = Some(logits.clone());
+                    let vocab = self.model.config().vocab_size;
+                    self.states[r].logits =
+                        Some(self.model.backend().copy_range(logits, 0, vocab)?);
                 }
                 prefix => {
                     let seq = match prefix {
@@ -337,7 +351,7 @@ impl<'a, B: Backend> Engine<'a, B> {
             }
         }
         if chunks.is_empty() {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let chunks: Vec<Chunk<'_>> = chunks
             .into_iter()
@@ -348,45 +362,33 @@ impl<'a, B: Backend> Engine<'a, B> {
             })
             .collect();
         let started = Instant::now();
-        let mut logits = self.model.forward(&mut self.cache, &chunks)?;
+        let logits = self
+            .model
+            .forward_logits(&mut self.cache, &chunks)?
+            .expect("every chunk asks for logits");
         let vocab = self.model.config().vocab_size;
         for (i, &r) in prefill.iter().enumerate() {
             let row = decoding + i;
-            self.states[r].logits = Some(logits[row * vocab..(row + 1) * vocab].to_vec());
+            self.states[r].logits = Some(self.model.backend().copy_range(
+                &logits,
+                row * vocab,
+                vocab,
+            )?);
             self.stats.prompt_tokens += self.requests[r].tokens.len();
         }
         if !prefill.is_empty() {
             self.stats.prompt_seconds += started.elapsed().as_secs_f64();
         }
-        logits.truncate(decoding * vocab);
-        Ok(logits)
+        Ok(Some(logits))
     }
 
     /// Samples the next token of every row, starts new rows from their question, and finishes rows.
     fn sample(
         &mut self,
-        decode_logits: &[f32],
+        decode_logits: Option<&B::Buf>,
         observe: &mut dyn FnMut(&Path) -> Control,
     ) -> Result<(), Error> {
-        let vocab = self.model.config().vocab_size;
-        let mut batch = Vec::with_capacity(self.rows.len() * vocab);
-        let mut keys = Vec::with_capacity(self.rows.len());
-        let mut decoded_rows = decode_logits.chunks_exact(vocab);
-        for row in &self.rows {
-            let logits = match row.seq {
-                Some(_) => decoded_rows
-                    .next()
-                    .expect("one logits row per decoding row"),
-                None => self.states[row.request]
-                    .logits
-                    .as_deref()
-                    .expect("prefilled in this step"),
-            };
-            batch.extend_from_slice(logits);
-            let id = sequence_id(&self.requests[row.request].key, row.path as u32);
-            keys.push(RowKey::new(id, row.tokens.len() as u32));
-        }
-        let sampled = sample_batch(&batch, vocab, &self.config.sampling, &keys)?;
+        let sampled = self.draw(decode_logits)?;
         self.stats.sampled_tokens += sampled.len();
 
         let mut finished = Vec::new();
@@ -450,6 +452,66 @@ impl<'a, B: Backend> Engine<'a, B> {
             self.emit(r, observe);
         }
         Ok(())
+    }
+
+    /// The next token of every row, in row order: decoding rows from their rows of `decode_logits`,
+    /// new rows from their question's logits (one backend call per source).
+    fn draw(&self, decode_logits: Option<&B::Buf>) -> Result<Vec<Sampled>, Error> {
+        let be = self.model.backend();
+        let vocab = self.model.config().vocab_size;
+        let key = |row: &Row| {
+            let id = sequence_id(&self.requests[row.request].key, row.path as u32);
+            RowKey::new(id, row.tokens.len() as u32)
+        };
+        let mut sampled: Vec<Option<Sampled>> = vec![None; self.rows.len()];
+        // Rows of the step's logits, decoding rows first, in row order.
+        let decoding: Vec<usize> = (0..self.rows.len())
+            .filter(|&i| self.rows[i].seq.is_some())
+            .collect();
+        if let Some(logits) = decode_logits.filter(|_| !decoding.is_empty()) {
+            let keys: Vec<RowKey> = decoding.iter().map(|&i| key(&self.rows[i])).collect();
+            let rows: Vec<u32> = (0..decoding.len() as u32).collect();
+            for (&i, s) in decoding.iter().zip(be.sample(
+                logits,
+                &rows,
+                vocab,
+                &self.config.sampling,
+                &keys,
+            )?) {
+                sampled[i] = Some(s);
+            }
+        }
+        let mut requests: Vec<usize> = self
+            .rows
+            .iter()
+            .filter(|r| r.seq.is_none())
+            .map(|r| r.request)
+            .collect();
+        requests.dedup();
+        for r in requests {
+            let members: Vec<usize> = (0..self.rows.len())
+                .filter(|&i| self.rows[i].seq.is_none() && self.rows[i].request == r)
+                .collect();
+            let keys: Vec<RowKey> = members.iter().map(|&i| key(&self.rows[i])).collect();
+            let logits = self.states[r]
+                .logits
+                .as_ref()
+                .expect("prefilled in this step");
+            let draws = be.sample(
+                logits,
+                &vec![0; keys.len()],
+                vocab,
+                &self.config.sampling,
+                &keys,
+            )?;
+            for (&i, s) in members.iter().zip(draws) {
+                sampled[i] = Some(s);
+            }
+        }
+        Ok(sampled
+            .into_iter()
+            .map(|s| s.expect("every row was sampled"))
+            .collect())
     }
 
     /// A question's sequence is dropped once every one of its paths has forked from it.

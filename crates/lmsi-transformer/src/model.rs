@@ -137,6 +137,18 @@ impl<B: Backend> Model<B> {
     /// whole (prefill), a token at a time (decode), or both mixed in one step. A sequence may appear
     /// once per step.
     pub fn forward(&self, cache: &mut KvCache<B>, chunks: &[Chunk<'_>]) -> Result<Vec<f32>, Error> {
+        match self.forward_logits(cache, chunks)? {
+            Some(logits) => self.backend.download(&logits),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// [`Model::forward`], leaving the logits on the backend (`None` when no chunk asks for any).
+    pub fn forward_logits(
+        &self,
+        cache: &mut KvCache<B>,
+        chunks: &[Chunk<'_>],
+    ) -> Result<Option<B::Buf>, Error> {
         let layout = self.plan(cache, chunks)?;
         let c = &self.config;
         let (d, t) = (c.hidden_size, layout.num_tokens());
@@ -204,7 +216,7 @@ impl<B: Backend> Model<B> {
 
         let rows = layout.logit_rows.len();
         if rows == 0 {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let mut picked = be.zeros(rows * d)?;
         be.gather_logit_rows(&mut picked, &x, &prepared, 0..rows, d)?;
@@ -227,7 +239,7 @@ impl<B: Backend> Model<B> {
             d,
             false,
         )?;
-        be.download(&logits)
+        Ok(Some(logits))
     }
 
     /// Reserves cache slots for the chunks and lays the step out.

@@ -29,6 +29,20 @@ pub trait Backend: Send + Sync + Sized + 'static {
 
     /// A short description of the device for logs, e.g. `cpu (2 threads)`.
     fn describe(&self) -> String;
+    /// A new buffer holding `len` values of `src` from `start` on.
+    fn copy_range(&self, src: &Self::Buf, start: usize, len: usize) -> Result<Self::Buf, Error>;
+
+    /// Samples one token per key, key `i` from row `rows[i]` of `logits` (`[_, vocab]` row-major), with
+    /// exactly the draws of [`lmsi_sampler::sample_row`]. An error names the position in `keys`.
+    fn sample(
+        &self,
+        logits: &Self::Buf,
+        rows: &[u32],
+        vocab: usize,
+        params: &lmsi_sampler::SamplingParams,
+        keys: &[lmsi_sampler::RowKey],
+    ) -> Result<Vec<lmsi_sampler::Sampled>, Error>;
+
     /// A zero-filled buffer of `len` values.
     fn zeros(&self, len: usize) -> Result<Self::Buf, Error>;
     /// A buffer holding a copy of `data`.

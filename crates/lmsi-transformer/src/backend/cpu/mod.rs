@@ -49,6 +49,35 @@ impl Backend for CpuBackend {
         format!("cpu ({} threads)", rayon::current_num_threads())
     }
 
+    fn copy_range(&self, src: &Vec<f32>, start: usize, len: usize) -> Result<Vec<f32>, Error> {
+        check_len("copied range", src, start + len)?;
+        Ok(src[start..start + len].to_vec())
+    }
+
+    fn sample(
+        &self,
+        logits: &Vec<f32>,
+        rows: &[u32],
+        vocab: usize,
+        params: &lmsi_sampler::SamplingParams,
+        keys: &[lmsi_sampler::RowKey],
+    ) -> Result<Vec<lmsi_sampler::Sampled>, Error> {
+        if rows.len() != keys.len() {
+            return Err(Error::Backend(format!(
+                "sample: {} rows for {} keys",
+                rows.len(),
+                keys.len()
+            )));
+        }
+        let mut gathered = Vec::with_capacity(rows.len() * vocab);
+        for &r in rows {
+            let start = r as usize * vocab;
+            check_len("sampled logits", logits, start + vocab)?;
+            gathered.extend_from_slice(&logits[start..start + vocab]);
+        }
+        Ok(lmsi_sampler::sample_batch(&gathered, vocab, params, keys)?)
+    }
+
     fn zeros(&self, len: usize) -> Result<Vec<f32>, Error> {
         Ok(vec![0.0; len])
     }
