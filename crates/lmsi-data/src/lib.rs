@@ -48,6 +48,6 @@ pub use prompt::{
 pub use records::{PathRecord, Question, TrainExample, VoteRecord};
 pub use synthetic::{
     MAX_MAX_VALUE, MAX_STEPS, MIN_MAX_VALUE, SYMBOLS, SyntheticProblem, TaskConfig, generate,
-    vocabulary_words,
+    vary_reasoning, vocabulary_words,
 };
 pub use text::{normalize_whitespace, words};

@@ -24,11 +24,13 @@
 
 mod render;
 mod rng;
+mod routes;
 mod templates;
 mod vocabulary;
 
 use std::collections::HashSet;
 
+pub use routes::vary_reasoning;
 pub use vocabulary::{SYMBOLS, vocabulary_words};
 
 use crate::error::DataError;
