@@ -694,15 +694,20 @@ mod tests {
     }
 
     fn requests(tok: &Tokenizer) -> Vec<Request> {
-        ["Q: 12 + 7?\nA:", "Q: how many?\nA:", "Q: x\nA:"]
-            .iter()
-            .enumerate()
-            .map(|(i, q)| Request {
-                key: format!("q{i}"),
-                tokens: tok.encode(q, false).unwrap(),
-                paths: 3 + i,
-            })
-            .collect()
+        // Long enough that a step with several prompts has more than 64 rows.
+        [
+            "Q: Mia has 12 shells and finds 7 more on the beach. How many now?\nA:",
+            "Q: how many?\nA:",
+            "Q: Leo starts with 30 apples and gives 12 away. How many are left?\nA:",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, q)| Request {
+            key: format!("q{i}"),
+            tokens: tok.encode(q, false).unwrap(),
+            paths: 3 + i,
+        })
+        .collect()
     }
 
     #[test]

@@ -9,12 +9,18 @@
 //! of weight rows (output columns), so each thread streams its own part of `W` once per call.
 //!
 //! Each output is a sum in a fixed order that depends only on `k` and the processor's vector width,
-//! never on `m`, `n` or the thread count: a row's result does not depend on the other rows.
+//! never on `m`, `n` or the thread count: a row's result does not depend on the other rows. That is
+//! why every matrix product of the forward pass goes through here, prompts included: a path's tokens
+//! must not depend on which other rows share its steps. (Large prompts are blocked in chunks of
+//! input rows so that the inputs stay in cache.)
 
 use rayon::prelude::*;
 
 /// Weight rows per block handed to one thread.
 const ROWS_PER_TASK: usize = 64;
+
+/// Input rows multiplied by a block of weights before moving to the next input rows.
+const ROWS_PER_CHUNK: usize = 64;
 
 /// `out[i, j] = (accumulate ? out[i, j] : 0) + Σ_k x[i, k]·w[j, k]` for `i < m`, `j < n`.
 pub fn linear(
@@ -100,33 +106,37 @@ mod x86 {
     /// `RW` weight rows and `RX` input rows, for every remainder size.
     macro_rules! tiles {
         ($tile:ident, $out:expr, $x:expr, $w:expr, $m:expr, $n:expr, $k:expr, $j0:expr, $j1:expr, $acc:expr) => {{
-            let mut j = $j0;
-            while j < $j1 {
-                let rw = ($j1 - j).min(4);
-                let mut i = 0;
-                while i < $m {
-                    let rx = ($m - i).min(4);
-                    match (rw, rx) {
-                        (4, 4) => $tile::<4, 4>($out, $x, $w, $n, $k, i, j, $acc),
-                        (4, 3) => $tile::<4, 3>($out, $x, $w, $n, $k, i, j, $acc),
-                        (4, 2) => $tile::<4, 2>($out, $x, $w, $n, $k, i, j, $acc),
-                        (4, _) => $tile::<4, 1>($out, $x, $w, $n, $k, i, j, $acc),
-                        (3, 4) => $tile::<3, 4>($out, $x, $w, $n, $k, i, j, $acc),
-                        (3, 3) => $tile::<3, 3>($out, $x, $w, $n, $k, i, j, $acc),
-                        (3, 2) => $tile::<3, 2>($out, $x, $w, $n, $k, i, j, $acc),
-                        (3, _) => $tile::<3, 1>($out, $x, $w, $n, $k, i, j, $acc),
-                        (2, 4) => $tile::<2, 4>($out, $x, $w, $n, $k, i, j, $acc),
-                        (2, 3) => $tile::<2, 3>($out, $x, $w, $n, $k, i, j, $acc),
-                        (2, 2) => $tile::<2, 2>($out, $x, $w, $n, $k, i, j, $acc),
-                        (2, _) => $tile::<2, 1>($out, $x, $w, $n, $k, i, j, $acc),
-                        (_, 4) => $tile::<1, 4>($out, $x, $w, $n, $k, i, j, $acc),
-                        (_, 3) => $tile::<1, 3>($out, $x, $w, $n, $k, i, j, $acc),
-                        (_, 2) => $tile::<1, 2>($out, $x, $w, $n, $k, i, j, $acc),
-                        (_, _) => $tile::<1, 1>($out, $x, $w, $n, $k, i, j, $acc),
+            // Input rows in chunks that stay in cache while every weight tile of the block passes.
+            for chunk in (0..$m).step_by(super::ROWS_PER_CHUNK) {
+                let chunk_end = ($m).min(chunk + super::ROWS_PER_CHUNK);
+                let mut j = $j0;
+                while j < $j1 {
+                    let rw = ($j1 - j).min(4);
+                    let mut i = chunk;
+                    while i < chunk_end {
+                        let rx = (chunk_end - i).min(4);
+                        match (rw, rx) {
+                            (4, 4) => $tile::<4, 4>($out, $x, $w, $n, $k, i, j, $acc),
+                            (4, 3) => $tile::<4, 3>($out, $x, $w, $n, $k, i, j, $acc),
+                            (4, 2) => $tile::<4, 2>($out, $x, $w, $n, $k, i, j, $acc),
+                            (4, _) => $tile::<4, 1>($out, $x, $w, $n, $k, i, j, $acc),
+                            (3, 4) => $tile::<3, 4>($out, $x, $w, $n, $k, i, j, $acc),
+                            (3, 3) => $tile::<3, 3>($out, $x, $w, $n, $k, i, j, $acc),
+                            (3, 2) => $tile::<3, 2>($out, $x, $w, $n, $k, i, j, $acc),
+                            (3, _) => $tile::<3, 1>($out, $x, $w, $n, $k, i, j, $acc),
+                            (2, 4) => $tile::<2, 4>($out, $x, $w, $n, $k, i, j, $acc),
+                            (2, 3) => $tile::<2, 3>($out, $x, $w, $n, $k, i, j, $acc),
+                            (2, 2) => $tile::<2, 2>($out, $x, $w, $n, $k, i, j, $acc),
+                            (2, _) => $tile::<2, 1>($out, $x, $w, $n, $k, i, j, $acc),
+                            (_, 4) => $tile::<1, 4>($out, $x, $w, $n, $k, i, j, $acc),
+                            (_, 3) => $tile::<1, 3>($out, $x, $w, $n, $k, i, j, $acc),
+                            (_, 2) => $tile::<1, 2>($out, $x, $w, $n, $k, i, j, $acc),
+                            (_, _) => $tile::<1, 1>($out, $x, $w, $n, $k, i, j, $acc),
+                        }
+                        i += rx;
                     }
-                    i += rx;
+                    j += rw;
                 }
-                j += rw;
             }
         }};
     }

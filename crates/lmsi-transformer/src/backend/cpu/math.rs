@@ -173,6 +173,28 @@ with_dispatch! {
     pub fn weighted_rows(out: &mut [f32], weights: &[f32], rows: &[f32], stride: usize) => weighted_rows_body
 }
 
+#[inline(always)]
+fn silu_mul_backward_body<const FMA: bool>(
+    d_gate: &mut [f32],
+    d_up: &mut [f32],
+    d_out: &[f32],
+    gate: &[f32],
+    up: &[f32],
+) {
+    for i in 0..d_out.len() {
+        let (g, u, dy) = (gate[i], up[i], d_out[i]);
+        let sig = 1.0 / (1.0 + exp_one::<FMA>(-g));
+        d_up[i] = dy * g * sig;
+        d_gate[i] = dy * u * sig * (1.0 + g * (1.0 - sig));
+    }
+}
+
+with_dispatch! {
+    /// Backward of [`silu_mul`]: `d_up = d_out·silu(gate)`, `d_gate = d_out·up·silu'(gate)` with
+    /// `silu'(g) = σ(g)·(1 + g·(1 - σ(g)))`.
+    pub fn silu_mul_backward(d_gate: &mut [f32], d_up: &mut [f32], d_out: &[f32], gate: &[f32], up: &[f32]) => silu_mul_backward_body
+}
+
 with_dispatch! {
     /// `Σ a[i]·b[i]`.
     pub fn dot(a: &[f32], b: &[f32]) -> f32 => dot_body

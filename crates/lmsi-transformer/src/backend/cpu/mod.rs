@@ -1,4 +1,6 @@
-//! The CPU reference backend: f32, matrix products through the `gemm` crate, everything else as
+//! The CPU reference backend: f32; the forward pass's matrix products through [`linear`] (whose rows
+//! are independent of each other, so batching never changes a result), the backward pass's through
+//! the `gemm` crate; everything else as
 //! plain loops parallelised over rows with rayon.
 
 mod linear;
@@ -7,7 +9,7 @@ mod train_attention;
 
 pub use linear::linear;
 
-pub use math::{dot, exp_sub_sum, key_scores, silu_mul, weighted_rows};
+pub use math::{dot, exp_sub_sum, key_scores, silu_mul, silu_mul_backward, weighted_rows};
 
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
@@ -172,11 +174,7 @@ impl Backend for CpuBackend {
             }
             read_dst = true;
         }
-        if m <= LINEAR_MAX_ROWS {
-            linear(out, x, w, m, n, k, read_dst);
-        } else {
-            matmul_raw(out, x, w, m, n, k, read_dst);
-        }
+        linear(out, x, w, m, n, k, read_dst);
         Ok(())
     }
 
@@ -334,21 +332,13 @@ impl Backend for CpuBackend {
         check_len("attention input", qkv, t * dims.qkv_dim())?;
         check_len("attention output", out, t * attn_dim)?;
         check_len("attention log-sum-exp", lse, t * dims.num_heads)?;
-        out[..t * attn_dim]
-            .par_chunks_mut(attn_dim)
-            .zip(lse[..t * dims.num_heads].par_chunks_mut(dims.num_heads))
-            .enumerate()
-            .for_each(|(i, (out_row, lse_row))| {
-                let seq = &layout.layout.seqs[layout.token_seq[i] as usize];
-                train_attention::forward_token(
-                    out_row,
-                    lse_row,
-                    qkv,
-                    seq.token_start as usize,
-                    i,
-                    dims,
-                );
-            });
+        let groups: Vec<train_attention::GroupForward> = group_tasks(layout, dims)
+            .par_iter()
+            .map(|&(s, g)| train_attention::forward_group(qkv, seq_range(layout, s), g, dims))
+            .collect();
+        for group in groups {
+            group.write(out, lse, dims);
+        }
         Ok(())
     }
 
@@ -364,14 +354,10 @@ impl Backend for CpuBackend {
     ) -> Result<(), Error> {
         let t = layout.layout.num_tokens();
         check_len("attention gradient", d_qkv, t * dims.qkv_dim())?;
-        let tasks: Vec<(usize, usize)> = (0..layout.layout.seqs.len())
-            .flat_map(|s| (0..dims.num_kv_heads).map(move |g| (s, g)))
-            .collect();
-        let parts: Vec<train_attention::GroupGrads> = tasks
+        let parts: Vec<train_attention::GroupGrads> = group_tasks(layout, dims)
             .par_iter()
             .map(|&(s, g)| {
-                let seq = &layout.layout.seqs[s];
-                let range = seq.token_start as usize..(seq.token_start + seq.num_tokens) as usize;
+                let range = seq_range(layout, s);
                 train_attention::backward_group(d_out, out, lse, qkv, range, g, dims)
             })
             .collect();
@@ -536,12 +522,7 @@ impl Backend for CpuBackend {
             .zip(d_out[..rows * inter].par_chunks(inter))
             .for_each(|((dgu, gu), dy)| {
                 let (dg, du) = dgu.split_at_mut(inter);
-                for i in 0..inter {
-                    let (g, u) = (gu[i], gu[inter + i]);
-                    let sig = 1.0 / (1.0 + (-g).exp());
-                    du[i] = dy[i] * g * sig;
-                    dg[i] = dy[i] * u * sig * (1.0 + g * (1.0 - sig));
-                }
+                silu_mul_backward(dg, du, dy, &gu[..inter], &gu[inter..]);
             });
         Ok(())
     }
@@ -645,55 +626,19 @@ impl Backend for CpuBackend {
     }
 }
 
-/// Up to this many rows, [`linear`] (no packing) beats the `gemm` crate, which packs the weights on
-/// every call; above it packing pays for itself.
-const LINEAR_MAX_ROWS: usize = 64;
+/// The (sequence, key/value head) pairs of a training batch, largest sequences first so that long
+/// tasks start early.
+fn group_tasks(layout: &CpuLayout, dims: &AttentionDims) -> Vec<(usize, usize)> {
+    let mut seqs: Vec<usize> = (0..layout.layout.seqs.len()).collect();
+    seqs.sort_by_key(|&s| std::cmp::Reverse(layout.layout.seqs[s].num_tokens));
+    seqs.into_iter()
+        .flat_map(|s| (0..dims.num_kv_heads).map(move |g| (s, g)))
+        .collect()
+}
 
-/// `out[m, n] = (read_dst ? out : 0) + x[m, k] · w[n, k]ᵀ`, through the `gemm` crate.
-pub fn matmul_raw(
-    out: &mut [f32],
-    x: &[f32],
-    w: &[f32],
-    m: usize,
-    n: usize,
-    k: usize,
-    read_dst: bool,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !read_dst {
-            out[..m * n].fill(0.0);
-        }
-        return;
-    }
-    assert!(out.len() >= m * n && x.len() >= m * k && w.len() >= n * k);
-    // SAFETY: the asserts above keep every access inside the three slices, whose strides describe
-    // row-major `out[m, n]`, `x[m, k]` and the transpose of row-major `w[n, k]`.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            read_dst,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::Rayon(0),
-        );
-    }
+fn seq_range(layout: &CpuLayout, s: usize) -> std::ops::Range<usize> {
+    let seq = &layout.layout.seqs[s];
+    seq.token_start as usize..(seq.token_start + seq.num_tokens) as usize
 }
 
 /// `out[m, n] (+)= a · b` where `a` is `[m, k]` and `b` is `[k, n]`, each given as (values, column

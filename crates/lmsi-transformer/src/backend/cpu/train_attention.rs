@@ -1,62 +1,191 @@
 //! Causal attention of a training batch (no cache: every token's k and v are in the batch's fused
-//! `qkv` rows) and its backward pass, flash-attention style: the forward keeps each token's
-//! log-sum-exp per head, the backward recomputes the attention weights from it.
+//! `qkv` rows) and its backward pass.
+//!
+//! Work is split by (sequence, key/value head): each task handles the query heads that share one
+//! key/value head, one after another, with whole-sequence matrix products (`gemm`, one thread per
+//! task): `S = scale·Q·Kᵀ` masked to the causal (and sliding) window, `P = softmax(S)`, `O = P·V`. The
+//! forward keeps each token's log-sum-exp per head; the backward recomputes `P` from it (as flash
+//! attention does) and forms `dV = Pᵀ·dO`, `dP = dO·Vᵀ`, `dS = P ∘ (dP - rowsum(dO ∘ O))·scale`,
+//! `dQ = dS·K`, `dK = dSᵀ·Q`, summing `dK` and `dV` over the heads of the group.
+
+use std::ops::Range;
+
+use gemm::{Parallelism, gemm};
 
 use super::math::{dot, exp_sub_sum};
 use crate::backend::AttentionDims;
 
-fn q_at<'a>(qkv: &'a [f32], t: usize, h: usize, d: &AttentionDims) -> &'a [f32] {
-    &qkv[t * d.qkv_dim() + h * d.head_dim..][..d.head_dim]
-}
+/// A strided matrix view: (values, row stride); columns are contiguous.
+type View<'a> = (&'a [f32], usize);
 
-fn k_at<'a>(qkv: &'a [f32], t: usize, g: usize, d: &AttentionDims) -> &'a [f32] {
-    &qkv[t * d.qkv_dim() + (d.num_heads + g) * d.head_dim..][..d.head_dim]
-}
-
-fn v_at<'a>(qkv: &'a [f32], t: usize, g: usize, d: &AttentionDims) -> &'a [f32] {
-    &qkv[t * d.qkv_dim() + (d.num_heads + d.num_kv_heads + g) * d.head_dim..][..d.head_dim]
-}
-
-/// Attention of token `t` (of a sequence starting at token `start`), all heads.
-pub fn forward_token(
-    out_row: &mut [f32],
-    lse_row: &mut [f32],
-    qkv: &[f32],
-    start: usize,
-    t: usize,
-    d: &AttentionDims,
+/// `out[m, n] = (accumulate ? out : 0) + a · b` where `a` is `[m, k]` and `b` is `[k, n]`, given as
+/// (values, row stride, column stride), on the calling thread.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    out: &mut [f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
 ) {
-    let hd = d.head_dim;
-    let group = d.num_heads / d.num_kv_heads;
-    let first = start + d.first_visible(t - start);
-    let mut scores = vec![0.0f32; t + 1 - first];
-    for h in 0..d.num_heads {
-        let g = h / group;
-        let q = q_at(qkv, t, h, d);
-        for (s, j) in scores.iter_mut().zip(first..=t) {
-            *s = dot(q, k_at(qkv, j, g, d)) * d.scale;
+    let fits = |(v, rs, cs): (&[f32], usize, usize), rows: usize, cols: usize| {
+        rows == 0 || cols == 0 || v.len() > (rows - 1) * rs + (cols - 1) * cs
+    };
+    assert!(out.len() >= m * n && fits(a, m, k) && fits(b, k, n));
+    if m == 0 || n == 0 || k == 0 {
+        if !accumulate {
+            out[..m * n].fill(0.0);
         }
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum = exp_sub_sum(&mut scores, max);
-        lse_row[h] = max + sum.ln();
-        let o = &mut out_row[h * hd..(h + 1) * hd];
-        o.fill(0.0);
-        for (&p, j) in scores.iter().zip(first..=t) {
-            let w = p / sum;
-            o.iter_mut()
-                .zip(v_at(qkv, j, g, d))
-                .for_each(|(o, v)| *o += w * v);
+        return;
+    }
+    // SAFETY: the assert keeps every access inside the three slices their strides describe.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.0.as_ptr(),
+            a.2 as isize,
+            a.1 as isize,
+            b.0.as_ptr(),
+            b.2 as isize,
+            b.1 as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
+/// Where a sequence's heads are in the fused rows.
+struct Heads<'a> {
+    qkv: &'a [f32],
+    start: usize,
+    len: usize,
+    d: &'a AttentionDims,
+}
+
+impl<'a> Heads<'a> {
+    fn at(&self, head: usize) -> View<'a> {
+        (
+            &self.qkv[self.start * self.d.qkv_dim() + head * self.d.head_dim..],
+            self.d.qkv_dim(),
+        )
+    }
+    fn q(&self, h: usize) -> View<'a> {
+        self.at(h)
+    }
+    fn k(&self, g: usize) -> View<'a> {
+        self.at(self.d.num_heads + g)
+    }
+    fn v(&self, g: usize) -> View<'a> {
+        self.at(self.d.num_heads + self.d.num_kv_heads + g)
+    }
+    /// Positions `i` may attend to, within the sequence.
+    fn visible(&self, i: usize) -> Range<usize> {
+        self.d.first_visible(i)..i + 1
+    }
+}
+
+/// `scale·Q_h·K_gᵀ` as an `[len, len]` matrix.
+fn scores(heads: &Heads<'_>, h: usize, g: usize) -> Vec<f32> {
+    let (l, hd) = (heads.len, heads.d.head_dim);
+    let mut s = vec![0.0f32; l * l];
+    let (q, q_rs) = heads.q(h);
+    let (k, k_rs) = heads.k(g);
+    product(&mut s, l, l, hd, false, (q, q_rs, 1), (k, 1, k_rs));
+    s.iter_mut().for_each(|x| *x *= heads.d.scale);
+    s
+}
+
+/// One task's outputs: a sequence's attention output and log-sum-exp for the heads of one group.
+pub struct GroupForward {
+    seq_start: usize,
+    group: usize,
+    /// `[heads_per_group][len, head_dim]`.
+    out: Vec<Vec<f32>>,
+    /// `[heads_per_group][len]`.
+    lse: Vec<Vec<f32>>,
+}
+
+impl GroupForward {
+    /// Writes this task's results into the batch's `out` (`[tokens, heads·head_dim]`) and `lse`.
+    pub fn write(&self, out: &mut [f32], lse: &mut [f32], d: &AttentionDims) {
+        let (hd, per_group) = (d.head_dim, d.num_heads / d.num_kv_heads);
+        let attn_dim = d.num_heads * hd;
+        for (hg, (o, l)) in self.out.iter().zip(&self.lse).enumerate() {
+            let h = self.group * per_group + hg;
+            for (i, (row, &value)) in o.chunks_exact(hd).zip(l).enumerate() {
+                let t = self.seq_start + i;
+                out[t * attn_dim + h * hd..][..hd].copy_from_slice(row);
+                lse[t * d.num_heads + h] = value;
+            }
         }
+    }
+}
+
+/// Forward attention of one sequence (tokens `range`) for key/value group `g`.
+pub fn forward_group(
+    qkv: &[f32],
+    range: Range<usize>,
+    g: usize,
+    d: &AttentionDims,
+) -> GroupForward {
+    let heads = Heads {
+        qkv,
+        start: range.start,
+        len: range.len(),
+        d,
+    };
+    let (l, hd, per_group) = (range.len(), d.head_dim, d.num_heads / d.num_kv_heads);
+    let mut out = Vec::with_capacity(per_group);
+    let mut lse = Vec::with_capacity(per_group);
+    for hg in 0..per_group {
+        let h = g * per_group + hg;
+        let mut p = scores(&heads, h, g);
+        let mut lse_h = vec![0.0f32; l];
+        for (i, row) in p.chunks_exact_mut(l).enumerate() {
+            let visible = heads.visible(i);
+            let max = row[visible.clone()]
+                .iter()
+                .copied()
+                .fold(f32::NEG_INFINITY, f32::max);
+            let sum = exp_sub_sum(&mut row[visible.clone()], max);
+            lse_h[i] = max + sum.ln();
+            row[visible.clone()].iter_mut().for_each(|x| *x /= sum);
+            row[..visible.start].fill(0.0);
+            row[visible.end..].fill(0.0);
+        }
+        let mut o = vec![0.0f32; l * hd];
+        let (v, v_rs) = heads.v(g);
+        product(&mut o, l, hd, l, false, (&p, l, 1), (v, v_rs, 1));
+        out.push(o);
+        lse.push(lse_h);
+    }
+    GroupForward {
+        seq_start: range.start,
+        group: g,
+        out,
+        lse,
     }
 }
 
 /// Gradients of one sequence's q heads of one key/value group, and of that group's k and v.
 pub struct GroupGrads {
-    tokens: std::ops::Range<usize>,
+    seq_start: usize,
     group: usize,
-    /// `[tokens, heads_per_group, head_dim]`.
-    dq: Vec<f32>,
-    /// `[tokens, head_dim]` each.
+    /// `[heads_per_group][len, head_dim]`.
+    dq: Vec<Vec<f32>>,
+    /// `[len, head_dim]` each.
     dk: Vec<f32>,
     dv: Vec<f32>,
 }
@@ -64,76 +193,82 @@ pub struct GroupGrads {
 impl GroupGrads {
     /// Writes these gradients into their places in the fused `d_qkv` rows.
     pub fn write(&self, d_qkv: &mut [f32], d: &AttentionDims) {
-        let hd = d.head_dim;
-        let per_group = d.num_heads / d.num_kv_heads;
-        for (i, t) in self.tokens.clone().enumerate() {
-            let row = &mut d_qkv[t * d.qkv_dim()..(t + 1) * d.qkv_dim()];
-            let q_from = self.group * per_group * hd;
-            row[q_from..q_from + per_group * hd]
-                .copy_from_slice(&self.dq[i * per_group * hd..(i + 1) * per_group * hd]);
-            let k_from = (d.num_heads + self.group) * hd;
-            row[k_from..k_from + hd].copy_from_slice(&self.dk[i * hd..(i + 1) * hd]);
-            let v_from = (d.num_heads + d.num_kv_heads + self.group) * hd;
-            row[v_from..v_from + hd].copy_from_slice(&self.dv[i * hd..(i + 1) * hd]);
+        let (hd, per_group) = (d.head_dim, d.num_heads / d.num_kv_heads);
+        let place = |d_qkv: &mut [f32], head: usize, values: &[f32]| {
+            for (i, row) in values.chunks_exact(hd).enumerate() {
+                let t = self.seq_start + i;
+                d_qkv[t * d.qkv_dim() + head * hd..][..hd].copy_from_slice(row);
+            }
+        };
+        for (hg, dq) in self.dq.iter().enumerate() {
+            place(d_qkv, self.group * per_group + hg, dq);
         }
+        place(d_qkv, d.num_heads + self.group, &self.dk);
+        place(d_qkv, d.num_heads + d.num_kv_heads + self.group, &self.dv);
     }
 }
 
 /// Backward of one sequence (tokens `range`) for key/value group `g` and its query heads.
-///
-/// With `P[i, j] = exp(scale·q_i·k_j - lse_i)`, `D_i = dO_i·O_i` and `dS = P ∘ (dO·Vᵀ - D)`:
-/// `dQ = scale·dS·K`, `dK = scale·dSᵀ·Q`, `dV = Pᵀ·dO`, summed over the group's heads for k and v.
 pub fn backward_group(
     d_out: &[f32],
     out: &[f32],
     lse: &[f32],
     qkv: &[f32],
-    range: std::ops::Range<usize>,
+    range: Range<usize>,
     g: usize,
     d: &AttentionDims,
 ) -> GroupGrads {
-    let hd = d.head_dim;
-    let per_group = d.num_heads / d.num_kv_heads;
+    let heads = Heads {
+        qkv,
+        start: range.start,
+        len: range.len(),
+        d,
+    };
+    let (l, hd, per_group) = (range.len(), d.head_dim, d.num_heads / d.num_kv_heads);
     let attn_dim = d.num_heads * hd;
-    let (start, len) = (range.start, range.len());
-    let mut dq = vec![0.0f32; len * per_group * hd];
-    let mut dk = vec![0.0f32; len * hd];
-    let mut dv = vec![0.0f32; len * hd];
-    let mut weights = vec![0.0f32; len];
+    let mut dk = vec![0.0f32; l * hd];
+    let mut dv = vec![0.0f32; l * hd];
+    let mut dqs = Vec::with_capacity(per_group);
     for hg in 0..per_group {
         let h = g * per_group + hg;
-        for i in 0..len {
-            let t = start + i;
-            let first = d.first_visible(i);
-            let q = q_at(qkv, t, h, d);
-            let d_o = &d_out[t * attn_dim + h * hd..][..hd];
-            let o = &out[t * attn_dim + h * hd..][..hd];
-            let big_d = dot(d_o, o);
-            let l = lse[t * d.num_heads + h];
-            for (j, w) in weights.iter_mut().enumerate().take(i + 1).skip(first) {
-                *w = (dot(q, k_at(qkv, start + j, g, d)) * d.scale - l).exp();
-            }
-            let dq_i = &mut dq[(i * per_group + hg) * hd..][..hd];
-            for (j, &p) in weights.iter().enumerate().take(i + 1).skip(first) {
-                let v = v_at(qkv, start + j, g, d);
-                let ds = p * (dot(d_o, v) - big_d) * d.scale;
-                let k = k_at(qkv, start + j, g, d);
-                dq_i.iter_mut().zip(k).for_each(|(a, b)| *a += ds * b);
-                dk[j * hd..(j + 1) * hd]
-                    .iter_mut()
-                    .zip(q)
-                    .for_each(|(a, b)| *a += ds * b);
-                dv[j * hd..(j + 1) * hd]
-                    .iter_mut()
-                    .zip(d_o)
-                    .for_each(|(a, b)| *a += p * b);
+        // P from the saved log-sum-exp.
+        let mut p = scores(&heads, h, g);
+        for (i, row) in p.chunks_exact_mut(l).enumerate() {
+            let visible = heads.visible(i);
+            exp_sub_sum(
+                &mut row[visible.clone()],
+                lse[(range.start + i) * d.num_heads + h],
+            );
+            row[..visible.start].fill(0.0);
+            row[visible.end..].fill(0.0);
+        }
+        let d_o: View<'_> = (&d_out[range.start * attn_dim + h * hd..], attn_dim);
+        let o: View<'_> = (&out[range.start * attn_dim + h * hd..], attn_dim);
+        // dV += Pᵀ·dO.
+        product(&mut dv, l, hd, l, true, (&p, 1, l), (d_o.0, d_o.1, 1));
+        // dP = dO·Vᵀ, then dS = P ∘ (dP - D)·scale in place.
+        let mut ds = vec![0.0f32; l * l];
+        let (v, v_rs) = heads.v(g);
+        product(&mut ds, l, l, hd, false, (d_o.0, d_o.1, 1), (v, 1, v_rs));
+        for i in 0..l {
+            let big_d = dot(&d_o.0[i * d_o.1..][..hd], &o.0[i * o.1..][..hd]);
+            let (ds_row, p_row) = (&mut ds[i * l..(i + 1) * l], &p[i * l..(i + 1) * l]);
+            for (x, &pij) in ds_row.iter_mut().zip(p_row) {
+                *x = pij * (*x - big_d) * d.scale;
             }
         }
+        // dQ = dS·K, dK += dSᵀ·Q.
+        let mut dq = vec![0.0f32; l * hd];
+        let (k, k_rs) = heads.k(g);
+        product(&mut dq, l, hd, l, false, (&ds, l, 1), (k, k_rs, 1));
+        let (q, q_rs) = heads.q(h);
+        product(&mut dk, l, hd, l, true, (&ds, 1, l), (q, q_rs, 1));
+        dqs.push(dq);
     }
     GroupGrads {
-        tokens: range,
+        seq_start: range.start,
         group: g,
-        dq,
+        dq: dqs,
         dk,
         dv,
     }
