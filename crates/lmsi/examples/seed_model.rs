@@ -31,6 +31,14 @@ struct Args {
     max_steps: Option<usize>,
     #[arg(long)]
     vocab: Option<usize>,
+    /// Train on the generator's single way of writing each equation.
+    #[arg(long)]
+    plain_reasoning: bool,
+    /// Stop training after this step (with a checkpoint); continue with --resume.
+    #[arg(long)]
+    stop_after: Option<u64>,
+    #[arg(long)]
+    resume: bool,
     /// Only evaluate an existing model in --out: greedy and self-consistency on this many new problems.
     #[arg(long)]
     eval: Option<usize>,

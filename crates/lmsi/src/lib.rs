@@ -2,10 +2,17 @@
 //!
 //! The stages of the method, each usable on its own and each behind a subcommand of the `lmsi` program:
 //!
-//! - [`vote::vote_paths`]: extract every sampled path's answer and keep each question's majority
-//!   (self-consistent) answer, with its confidence.
-//! - [`build_data::build_examples`]: every path that reaches its question's majority answer becomes
-//!   training data in the paper's four "mixed formats".
+//! - [`generate::generate_paths`] (`lmsi generate`): sample chain-of-thought paths for every question.
+//! - [`vote::vote_paths`] (`lmsi vote`): extract every sampled path's answer and keep each question's
+//!   majority (self-consistent) answer, with its confidence.
+//! - [`build_data::build_examples`] (`lmsi build-data`): every path that reaches its question's majority
+//!   answer becomes training data in the paper's four "mixed formats".
+//! - [`train::train`] (`lmsi train`): fine-tune with AdamW, loss on the completion only, checkpoints in
+//!   Hugging Face layout. (The loop is here, not in `lmsi-adamw`, so that the optimizer crate stays
+//!   independent of the model.)
+//! - [`eval::evaluate`] (`lmsi eval`): greedy or self-consistency accuracy on a labelled test set.
+//! - [`run::run`] (`lmsi run`): the whole loop in a resumable run directory, with reports and plots;
+//!   [`embedded`] holds its default (the seed model built by [`seed`] and the task's data).
 //!
 //! ```
 //! use lmsi::vote::{vote_paths, VoteOptions};

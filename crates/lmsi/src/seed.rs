@@ -27,6 +27,9 @@ pub struct SeedRecipe {
     pub train_problems: usize,
     /// Worked problems per training document.
     pub problems_per_document: usize,
+    /// Write each training problem's equations by varied routes ([`lmsi_data::vary_reasoning`]),
+    /// so that the model learns more than one way to each answer.
+    pub varied_reasoning: bool,
     /// How many of the built-in exemplars the few-shot prompt uses.
     pub exemplars: usize,
     pub vocab_size: usize,
@@ -50,6 +53,7 @@ impl Default for SeedRecipe {
             },
             train_problems: 6000,
             problems_per_document: 3,
+            varied_reasoning: true,
             exemplars: 2,
             vocab_size: 384,
             hidden_size: 128,
@@ -230,11 +234,20 @@ pub fn training_documents(recipe: &SeedRecipe) -> Result<Vec<Vec<(String, bool)>
     let problems = recipe.training_problems()?;
     Ok(problems
         .chunks(recipe.problems_per_document)
-        .map(|doc| {
+        .enumerate()
+        .map(|(d, doc)| {
             let mut pieces = Vec::new();
             for (i, p) in doc.iter().enumerate() {
                 pieces.push((format.question_part(&p.question), false));
-                let mut answer = format.completion(&p.reasoning, &p.answer.to_string());
+                let reasoning = if recipe.varied_reasoning {
+                    let seed = recipe.task.seed
+                        ^ ((d * recipe.problems_per_document + i) as u64)
+                            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    lmsi_data::vary_reasoning(&p.reasoning, seed)
+                } else {
+                    p.reasoning.clone()
+                };
+                let mut answer = format.completion(&reasoning, &p.answer.to_string());
                 if i + 1 < doc.len() {
                     answer.push_str("\n\n");
                 }
@@ -310,6 +323,27 @@ pub fn build_seed_model(
             .map_err(|e| Error::Input(format!("{name}: {e}")))?;
     }
     let tokenizer = Tokenizer::load(init.path(), &config)?;
+    if recipe.train.resume {
+        // Continue the checkpoint in `out` (same recipe): its weights, not a fresh initialisation.
+        let mut model = Model::load(out, CpuBackend::new())?;
+        let sequences = documents
+            .iter()
+            .map(|d| document_sequence(&tokenizer, d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let data = format!(
+            "seed documents: {} problems, task {:?}",
+            recipe.train_problems, recipe.task
+        );
+        return train_sequences(
+            &mut model,
+            out,
+            sequences,
+            &data,
+            &recipe.train,
+            out,
+            on_step,
+        );
+    }
     let mut model = Model::from_host(
         config,
         &init_params(
