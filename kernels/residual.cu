@@ -1,7 +1,11 @@
-// Element-wise updates of a whole buffer, as grid-stride loops over `len` values.
+// Element-wise updates of a whole buffer, and a linear layer's bias and its gradient.
 //
-// add_assign    x[i] += y[i]  (residual connections, gradient accumulation).
-// scale_assign  x[i] *= factor.
+// add_assign    x[i] += y[i]  (residual connections, gradient accumulation), grid-stride.
+// scale_assign  x[i] *= factor, grid-stride.
+// bias_add      out[r, c] += bias[c] over rows x dim values (after cuBLAS wrote x·Wᵀ), grid-stride.
+// bias_grad     d_bias[c] += d_out[0, c] + d_out[1, c] + ... in row order. One thread per column
+//               (grid.x = ceil(dim / blockDim)) walks the rows, so the sum is the CPU's bit for bit
+//               and needs no atomics; consecutive threads read consecutive columns of a row.
 #include "lmsi_common.cuh"
 
 extern "C" __global__ void add_assign(LmsiVecParams p, float* x, const float* y) {
@@ -16,11 +20,32 @@ extern "C" __global__ void scale_assign(LmsiVecParams p, float* x) {
     }
 }
 
+extern "C" __global__ void bias_add(LmsiBiasParams p, float* out, const float* bias) {
+    const uint64_t n = (uint64_t)p.rows * p.dim;
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
+        out[i] += bias[i % p.dim];
+    }
+}
+
+extern "C" __global__ void bias_grad(LmsiBiasParams p, float* d_bias, const float* d_out) {
+    const uint32_t c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= p.dim) return;
+    float acc = d_bias[c];
+    for (uint32_t r = 0; r < p.rows; ++r) acc += d_out[(uint64_t)r * p.dim + c];
+    d_bias[c] = acc;
+}
+
 #ifdef LMSI_SIM
 extern "C" int lmsi_sim_add_assign(const LmsiSimLaunch* launch, LmsiVecParams p, float* x, const float* y) {
     LMSI_SIM_RUN(add_assign, p, x, y);
 }
 extern "C" int lmsi_sim_scale_assign(const LmsiSimLaunch* launch, LmsiVecParams p, float* x) {
     LMSI_SIM_RUN(scale_assign, p, x);
+}
+extern "C" int lmsi_sim_bias_add(const LmsiSimLaunch* launch, LmsiBiasParams p, float* out, const float* bias) {
+    LMSI_SIM_RUN(bias_add, p, out, bias);
+}
+extern "C" int lmsi_sim_bias_grad(const LmsiSimLaunch* launch, LmsiBiasParams p, float* d_bias, const float* d_out) {
+    LMSI_SIM_RUN(bias_grad, p, d_bias, d_out);
 }
 #endif

@@ -126,6 +126,13 @@ typedef struct LmsiVecParams {
     float factor;
 } LmsiVecParams;
 
+/* bias_add (out[r, c] += bias[c]) and bias_grad (d_bias[c] += the sum over r of d_out[r, c]):
+ * `rows` rows of `dim` values. */
+typedef struct LmsiBiasParams {
+    uint32_t rows;
+    uint32_t dim;
+} LmsiBiasParams;
+
 /* cross_entropy: `rows` rows of `vocab` logits; the gradient is scaled by `scale`. */
 typedef struct LmsiCrossEntropyParams {
     uint32_t rows;

@@ -65,6 +65,8 @@ int lmsi_sim_swiglu_backward(const LmsiSimLaunch* launch, LmsiSwigluParams p, fl
 /* residual.cu */
 int lmsi_sim_add_assign(const LmsiSimLaunch* launch, LmsiVecParams p, float* x, const float* y);
 int lmsi_sim_scale_assign(const LmsiSimLaunch* launch, LmsiVecParams p, float* x);
+int lmsi_sim_bias_add(const LmsiSimLaunch* launch, LmsiBiasParams p, float* out, const float* bias);
+int lmsi_sim_bias_grad(const LmsiSimLaunch* launch, LmsiBiasParams p, float* d_bias, const float* d_out);
 
 /* cross_entropy.cu */
 int lmsi_sim_cross_entropy(const LmsiSimLaunch* launch, LmsiCrossEntropyParams p, float* logits, float* losses,

@@ -22,6 +22,10 @@ pub enum Error {
     #[cfg(feature = "cuda")]
     #[error("no NVRTC library (libnvrtc) found: put the CUDA toolkit's lib/ on LD_LIBRARY_PATH")]
     NoNvrtc,
+    /// `cudarc` cannot open libcublas, which does the matrix products.
+    #[cfg(feature = "cuda")]
+    #[error("no cuBLAS library (libcublas) found: put the CUDA toolkit's lib/ on LD_LIBRARY_PATH")]
+    NoCublas,
     /// A CUDA driver call failed.
     #[cfg(feature = "cuda")]
     #[error("CUDA driver: {0}")]

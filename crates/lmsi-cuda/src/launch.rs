@@ -324,6 +324,29 @@ pub fn scale_assign(p: &LmsiVecParams, x: usize) -> Result<Option<Launch>, Error
     Ok(grid_stride(p.len))
 }
 
+/// `bias_add(p, out, bias)`.
+pub fn bias_add(p: &LmsiBiasParams, out: usize, bias: usize) -> Result<Option<Launch>, Error> {
+    let c = Check { kernel: "bias_add" };
+    let n = u64::from(p.rows) * u64::from(p.dim);
+    c.len("out", out, n)?;
+    c.len("bias", bias, u64::from(p.dim))?;
+    Ok(grid_stride(n))
+}
+
+/// `bias_grad(p, d_bias, d_out)`: one thread per column.
+pub fn bias_grad(p: &LmsiBiasParams, d_bias: usize, d_out: usize) -> Result<Option<Launch>, Error> {
+    let c = Check {
+        kernel: "bias_grad",
+    };
+    c.len("d_bias", d_bias, u64::from(p.dim))?;
+    c.len("d_out", d_out, u64::from(p.rows) * u64::from(p.dim))?;
+    Ok(if p.rows == 0 {
+        None
+    } else {
+        rows(p.dim.div_ceil(THREADS), THREADS)
+    })
+}
+
 /// `cross_entropy(p, logits, losses, targets)`.
 pub fn cross_entropy(
     p: &LmsiCrossEntropyParams,

@@ -24,6 +24,7 @@ mod device_repr {
     unsafe impl DeviceRepr for LmsiRopeParams {}
     unsafe impl DeviceRepr for LmsiSwigluParams {}
     unsafe impl DeviceRepr for LmsiVecParams {}
+    unsafe impl DeviceRepr for LmsiBiasParams {}
     unsafe impl DeviceRepr for LmsiCrossEntropyParams {}
     unsafe impl DeviceRepr for LmsiAdamwParams {}
     unsafe impl DeviceRepr for LmsiSumSquaresParams {}

@@ -216,6 +216,20 @@ const _: () = {
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
+pub struct LmsiBiasParams {
+    pub rows: u32,
+    pub dim: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of LmsiBiasParams"][::std::mem::size_of::<LmsiBiasParams>() - 8usize];
+    ["Alignment of LmsiBiasParams"][::std::mem::align_of::<LmsiBiasParams>() - 4usize];
+    ["Offset of field: LmsiBiasParams::rows"]
+        [::std::mem::offset_of!(LmsiBiasParams, rows) - 0usize];
+    ["Offset of field: LmsiBiasParams::dim"][::std::mem::offset_of!(LmsiBiasParams, dim) - 4usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct LmsiCrossEntropyParams {
     pub rows: u32,
     pub vocab: u32,

@@ -65,7 +65,7 @@ pub const FILES: [KernelFile; 9] = [
     KernelFile {
         name: "residual.cu",
         source: include_str!("../../../kernels/residual.cu"),
-        kernels: &["add_assign", "scale_assign"],
+        kernels: &["add_assign", "scale_assign", "bias_add", "bias_grad"],
     },
     KernelFile {
         name: "rmsnorm.cu",

@@ -1,8 +1,8 @@
-//! Row gathers and scatters, RMSNorm, RoPE, SwiGLU, residual adds and cross-entropy through the CPU
-//! shim, against the CPU backend of lmsi-transformer, under every fiber schedule.
+//! Row gathers and scatters, RMSNorm, RoPE, SwiGLU, residual adds, biases and cross-entropy through
+//! the CPU shim, against the CPU backend of lmsi-transformer, under every fiber schedule.
 //!
-//! Tolerances: gathers, scatters and adds are exact (bit for bit: same operations in the same
-//! order). The rest differ from the CPU reference in summation order and in `exp` (the CPU backend
+//! Tolerances: gathers, scatters, adds and biases are exact (bit for bit: same operations in the
+//! same order). The rest differ from the CPU reference in summation order and in `exp` (the CPU backend
 //! uses its own vectorised exp, the shim glibc's, a GPU its own): `1e-6 + 1e-5·|x|` for values,
 //! `1e-5 + 1e-5·|x|` for gradients summed over many rows.
 
@@ -290,6 +290,76 @@ fn add_and_scale_are_exact() {
             runner.scale_assign(&p, &mut x).unwrap();
             let scaled: Vec<f32> = want.iter().map(|v| v * 0.7).collect();
             assert_bits("x *= 0.7", &x, &scaled);
+        }
+    }
+}
+
+#[test]
+fn bias_add_is_the_bias_of_a_linear_layer() {
+    let mut rng = Rng::new(11);
+    // Up to 64 rows the CPU computes each product on its own and then adds it to the bias, one
+    // rounding like the kernel's `product + bias`: the results are equal bit for bit.
+    for (m, n, k) in [(1, 7, 5), (13, 300, 33), (64, 129, 64)] {
+        let x = rng.values(m * k, 1.0);
+        let w = rng.values(n * k, 1.0);
+        let bias = rng.values(n, 1.0);
+        let cpu = CpuBackend::new();
+        let mut product = poisoned(m * n);
+        cpu.matmul(&mut product, &x, &w, None, m, n, k, false)
+            .unwrap();
+        let mut want = poisoned(m * n);
+        cpu.matmul(&mut want, &x, &w, Some(&bias), m, n, k, false)
+            .unwrap();
+        let p = LmsiBiasParams {
+            rows: m as u32,
+            dim: n as u32,
+        };
+        for runner in runners() {
+            let mut got = product.clone();
+            runner.bias_add(&p, &mut got, &bias).unwrap();
+            assert_bits("x·Wᵀ + bias", &got, &want);
+        }
+    }
+    // More values than one grid-stride pass covers.
+    let (rows, dim) = (2100, 1001);
+    let out0 = rng.values(rows * dim, 1.0);
+    let bias = rng.values(dim, 1.0);
+    let want: Vec<f32> = out0
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + bias[i % dim])
+        .collect();
+    let p = LmsiBiasParams {
+        rows: rows as u32,
+        dim: dim as u32,
+    };
+    for runner in runners() {
+        let mut got = out0.clone();
+        runner.bias_add(&p, &mut got, &bias).unwrap();
+        assert_bits("out + bias", &got, &want);
+    }
+}
+
+#[test]
+fn bias_grad_is_the_cpus_bias_gradient() {
+    let mut rng = Rng::new(12);
+    for (m, n, k) in [(1, 3, 4), (70, 257, 16), (300, 40, 8)] {
+        let d_out = rng.values(m * n, 1.0);
+        let x = rng.values(m * k, 1.0);
+        let d_bias0 = rng.values(n, 0.5);
+        let mut d_w = vec![0.0; n * k];
+        let mut want = d_bias0.clone();
+        CpuBackend::new()
+            .matmul_backward_weight(&mut d_w, Some(&mut want), &d_out, &x, m, n, k)
+            .unwrap();
+        let p = LmsiBiasParams {
+            rows: m as u32,
+            dim: n as u32,
+        };
+        for runner in runners() {
+            let mut got = d_bias0.clone();
+            runner.bias_grad(&p, &mut got, &d_out).unwrap();
+            assert_bits("bias gradient", &got, &want);
         }
     }
 }

@@ -21,6 +21,13 @@ pub fn driver_available() -> bool {
     unsafe { cudarc::driver::sys::is_culib_present() }
 }
 
+/// Whether libcublas can be opened. Creating a cuBLAS handle without it panics inside cudarc, so
+/// [`Device::blas`] checks this first.
+pub fn cublas_available() -> bool {
+    // SAFETY: only tries to open the library by its candidate names.
+    unsafe { cudarc::cublas::sys::is_culib_present() }
+}
+
 /// One GPU: its context and stream, the kernel modules loaded so far, and a cuBLAS handle. Every
 /// launch goes to [`Device::stream`].
 pub struct Device {
@@ -90,9 +97,16 @@ impl Device {
     }
 
     /// A cuBLAS handle on [`Device::stream`], created on first use.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoCublas`] without libcublas; [`Error::Cublas`] when cuBLAS fails to start.
     pub fn blas(&self) -> Result<&CudaBlas, Error> {
         if let Some(blas) = self.blas.get() {
             return Ok(blas);
+        }
+        if !cublas_available() {
+            return Err(Error::NoCublas);
         }
         let blas = CudaBlas::new(self.stream.clone())?;
         Ok(self.blas.get_or_init(|| blas))

@@ -82,6 +82,10 @@ kernels! {
     fn add_assign(LmsiVecParams; x: f32; y: f32);
     /// `x *= p.factor`.
     fn scale_assign(LmsiVecParams; x: f32;);
+    /// `out[r, c] += bias[c]`: a linear layer's bias.
+    fn bias_add(LmsiBiasParams; out: f32; bias: f32);
+    /// `d_bias[c] +=` the sum of column `c` of `d_out`, in row order: the bias gradient.
+    fn bias_grad(LmsiBiasParams; d_bias: f32; d_out: f32);
     /// Cross-entropy of each row against its target: the row becomes its scaled gradient.
     fn cross_entropy(LmsiCrossEntropyParams; logits: f32, losses: f32; targets: u32);
     /// One AdamW step of one tensor, in place.

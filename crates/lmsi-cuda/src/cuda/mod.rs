@@ -25,4 +25,7 @@ mod kernels;
 pub use compile::{
     NVRTC_OPTIONS, cache_dir, cache_name, cached_ptx, compile_ptx, nvrtc_available, nvrtc_version,
 };
-pub use device::{Device, driver_available};
+/// The cudarc this crate is built with: its buffer types ([`cudarc::driver::CudaSlice`]) are the
+/// arguments of the launch methods, so crates above use them from here, at the same version.
+pub use cudarc;
+pub use device::{Device, cublas_available, driver_available};

@@ -123,6 +123,22 @@ unsafe extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
+    pub fn lmsi_sim_bias_add(
+        launch: *const LmsiSimLaunch,
+        p: LmsiBiasParams,
+        out: *mut f32,
+        bias: *const f32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    pub fn lmsi_sim_bias_grad(
+        launch: *const LmsiSimLaunch,
+        p: LmsiBiasParams,
+        d_bias: *mut f32,
+        d_out: *const f32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
     pub fn lmsi_sim_cross_entropy(
         launch: *const LmsiSimLaunch,
         p: LmsiCrossEntropyParams,

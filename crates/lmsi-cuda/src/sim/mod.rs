@@ -269,6 +269,27 @@ impl Sim {
         })
     }
 
+    /// `out[r, c] += bias[c]`: a linear layer's bias.
+    pub fn bias_add(&self, p: &LmsiBiasParams, out: &mut [f32], bias: &[f32]) -> Result<(), Error> {
+        let l = launch::bias_add(p, out.len(), bias.len())?;
+        self.run(l, |c| unsafe {
+            ffi::lmsi_sim_bias_add(c, *p, out.as_mut_ptr(), bias.as_ptr())
+        })
+    }
+
+    /// `d_bias[c] +=` the sum of column `c` of `d_out`, in row order: the bias gradient.
+    pub fn bias_grad(
+        &self,
+        p: &LmsiBiasParams,
+        d_bias: &mut [f32],
+        d_out: &[f32],
+    ) -> Result<(), Error> {
+        let l = launch::bias_grad(p, d_bias.len(), d_out.len())?;
+        self.run(l, |c| unsafe {
+            ffi::lmsi_sim_bias_grad(c, *p, d_bias.as_mut_ptr(), d_out.as_ptr())
+        })
+    }
+
     /// Cross-entropy of each row against its target: the row becomes its scaled gradient, the
     /// loss goes to `losses`.
     pub fn cross_entropy(

@@ -89,6 +89,8 @@ kernels! {
     fn swiglu_backward(LmsiSwigluParams; d_gate_up: f32; d_out: f32, gate_up: f32);
     fn add_assign(LmsiVecParams; x: f32; y: f32);
     fn scale_assign(LmsiVecParams; x: f32;);
+    fn bias_add(LmsiBiasParams; out: f32; bias: f32);
+    fn bias_grad(LmsiBiasParams; d_bias: f32; d_out: f32);
     fn cross_entropy(LmsiCrossEntropyParams; logits: f32, losses: f32; targets: u32);
     fn adamw_update(LmsiAdamwParams; param: f32, m: f32, v: f32; grad: f32);
     fn sum_squares_partial(LmsiSumSquaresParams; partials: f64; x: f32);
