@@ -13,7 +13,8 @@
 //! [`adamw_update`] is the update of a single tensor; its arithmetic is specified to the
 //! operation (see [`StepScalars::update`]) so that other implementations, such as a CUDA kernel,
 //! can reproduce it bit for bit. Every function here gives the same bits for any number of rayon
-//! threads.
+//! threads. With the `cuda` feature, `cuda::update` and `cuda::sum_squares` run the update and the
+//! norm's reduction on tensors that live on a GPU (lmsi-cuda's kernels), with the same results.
 //!
 //! # Example
 //!
@@ -42,6 +43,8 @@
 
 mod accumulate;
 mod clip;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod error;
 mod optimizer;
 mod schedule;

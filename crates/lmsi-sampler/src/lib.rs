@@ -90,7 +90,14 @@
 //! compiled for AVX-512 and AVX2 as well and picked at run time (same results).
 //! [`sample_batch`] runs rows in parallel with rayon and allocates only small per-thread
 //! buffers.
+//!
+//! # GPU
+//!
+//! With the `cuda` feature, `cuda::sample_rows` samples rows of logits that stay on a GPU with
+//! lmsi-cuda's `sample_rows` kernel, an implementation of the algorithm above: the same tokens.
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod draw;
 mod error;
 mod math;

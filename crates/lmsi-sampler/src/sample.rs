@@ -115,7 +115,7 @@ pub fn sample_batch(
     results.into_iter().collect()
 }
 
-fn check_vocab(vocab: usize) -> Result<(), SampleError> {
+pub(crate) fn check_vocab(vocab: usize) -> Result<(), SampleError> {
     match vocab {
         0 => Err(SampleError::EmptyVocab),
         v if v > MAX_VOCAB => Err(SampleError::VocabTooLarge {

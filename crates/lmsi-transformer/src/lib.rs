@@ -1,11 +1,12 @@
-//! Llama-family transformers from Hugging Face files, on the CPU (and, later, CUDA).
+//! Llama-family transformers from Hugging Face files, on the CPU or (feature `cuda`) a GPU.
 //!
 //! - [`Config`]: `config.json` of `llama`, `qwen2` and `mistral` models, checked.
 //! - [`WeightFiles`]: safetensors weights (single file or sharded; f32, f16 or bf16), memory-mapped and
 //!   converted to f32, each tensor checked for presence and shape.
 //! - [`Tokenizer`]: `tokenizer.json` through the `tokenizers` crate, BOS/EOS as the model's files say,
 //!   incremental decoding.
-//! - [`Model`]: the forward pass, written once over a [`Backend`]; [`CpuBackend`] is the f32 reference.
+//! - [`Model`]: the forward pass, written once over a [`Backend`]; [`CpuBackend`] is the f32 reference,
+//!   `CudaBackend` (feature `cuda`) runs the same operations on a GPU.
 //! - [`KvCache`]: the paged key/value cache with reference-counted blocks, forks and copy-on-write.
 //! - [`generate`]: batched generation of many sampled paths per prompt with a shared prefix and
 //!   continuous batching.
@@ -39,6 +40,8 @@ pub mod weights;
 
 use std::path::PathBuf;
 
+#[cfg(feature = "cuda")]
+pub use backend::CudaBackend;
 pub use backend::{Backend, CpuBackend};
 pub use config::Config;
 pub use kv_cache::{KvCache, SeqId};

@@ -15,8 +15,12 @@
 //!   [`BatchLayout`].
 
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 pub use cpu::CpuBackend;
+#[cfg(feature = "cuda")]
+pub use cuda::CudaBackend;
 
 use crate::Error;
 

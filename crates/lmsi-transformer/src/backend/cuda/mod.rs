@@ -1,0 +1,756 @@
+//! The CUDA backend: every operation of [`Backend`] on one GPU, with lmsi-cuda's kernels and cuBLAS.
+//!
+//! Buffers are cudarc device buffers of `f32` ([`CudaSlice<f32>`]); a step's layout is uploaded once
+//! ([`CudaLayout`]). Every operation is enqueued on the device's one stream and returns without
+//! waiting, except those whose results come back to the host: [`Backend::download`],
+//! [`Backend::sample`] (the tokens), [`Backend::cross_entropy`] (the losses) and
+//! [`Backend::sum_squares`]. Indices the kernels follow (token ids, slots, logit rows, targets) are
+//! checked on the host first, with the CPU backend's errors.
+//!
+//! Agreement with [`CpuBackend`](super::CpuBackend) (see `tests/cuda_backend.rs`): gathers,
+//! scatters, adds, the bias gradient and the AdamW update are exact; sampling draws the same
+//! tokens; everything else that sums (matrix products, norms, softmax, attention) differs by
+//! rounding only.
+
+mod blas;
+mod layout;
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use lmsi_cuda::cuda::Device;
+use lmsi_cuda::cuda::cudarc::driver::CudaSlice;
+use lmsi_cuda::launch::{rmsnorm_params, rmsnorm_partial_rows};
+use lmsi_cuda::params::{
+    LmsiAttnShape, LmsiBiasParams, LmsiCausalAttentionParams, LmsiCrossEntropyParams,
+    LmsiKvStoreParams, LmsiPagedAttentionParams, LmsiRopeParams, LmsiRowsParams, LmsiSwigluParams,
+    LmsiVecParams,
+};
+use lmsi_sampler::cuda::CudaSampleError;
+
+pub use layout::CudaLayout;
+
+use super::{AttentionDims, Backend, BatchLayout};
+use crate::Error;
+
+/// The CUDA backend on one GPU.
+///
+/// ```no_run
+/// use lmsi_transformer::{CudaBackend, Model};
+///
+/// let gpu = CudaBackend::new(0)?; // an error, not a panic, without a driver or a GPU
+/// println!("{}", lmsi_transformer::Backend::describe(&gpu));
+/// let model = Model::load(std::path::Path::new("models/smollm2-135m-instruct"), gpu)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct CudaBackend {
+    device: Arc<Device>,
+    name: String,
+    /// Query heads per kv head in the last attention call (0 before any): the next layouts are
+    /// uploaded with their attention work items planned for it.
+    group: AtomicU32,
+}
+
+/// Another handle on the same GPU (its context, stream, kernels and cuBLAS), so several models
+/// share one device.
+impl Clone for CudaBackend {
+    fn clone(&self) -> Self {
+        CudaBackend {
+            device: self.device.clone(),
+            name: self.name.clone(),
+            group: AtomicU32::new(self.group.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// A CUDA error as the backend reports it.
+fn cuda(e: impl std::fmt::Display) -> Error {
+    Error::Backend(format!("cuda: {e}"))
+}
+
+/// The CPU backend's check that a buffer holds `needed` values.
+fn need(what: &str, have: usize, needed: usize) -> Result<(), Error> {
+    if have < needed {
+        return Err(Error::Backend(format!(
+            "{what}: buffer has {have} values, needs {needed}"
+        )));
+    }
+    Ok(())
+}
+
+/// `v` as a kernel's 32-bit count.
+fn count(what: &str, v: usize) -> Result<u32, Error> {
+    u32::try_from(v)
+        .map_err(|_| Error::Backend(format!("{what}: {v} is too large for the GPU kernels")))
+}
+
+/// Checks that `rows` lies within `logit_rows` and every row it names is one of `x_rows` rows.
+fn check_logit_rows(layout: &CudaLayout, rows: &Range<usize>, x_rows: usize) -> Result<(), Error> {
+    let all = &layout.host.logit_rows;
+    let picked = all.get(rows.clone()).ok_or_else(|| {
+        Error::Backend(format!(
+            "logit rows {rows:?} asked of a step with {} logit rows",
+            all.len()
+        ))
+    })?;
+    match picked.iter().find(|&&r| r as usize >= x_rows) {
+        Some(r) => Err(Error::Backend(format!(
+            "logit row {r} is outside the step's {x_rows} rows"
+        ))),
+        None => Ok(()),
+    }
+}
+
+impl CudaBackend {
+    /// Opens GPU `ordinal`: creates its context, loads cuBLAS and compiles (or takes from the
+    /// on-disk cache) every kernel, so that a GPU that cannot run the model fails here.
+    ///
+    /// # Errors
+    ///
+    /// Without libcuda [`lmsi_cuda::Error::NoDriver`] ("no CUDA driver (libcuda) found"); without
+    /// the device, or a driver that does not start, [`lmsi_cuda::Error::Driver`]; without libcublas
+    /// or libnvrtc [`lmsi_cuda::Error::NoCublas`] / [`lmsi_cuda::Error::NoNvrtc`]. Never panics.
+    pub fn new(ordinal: usize) -> Result<Self, lmsi_cuda::Error> {
+        let device = Device::new(ordinal)?;
+        // One stream carries all the work, so cudarc's per-buffer events, which order work across
+        // streams, would only cost two events per allocation.
+        // SAFETY: every buffer of this context is allocated and used on the device's one stream.
+        unsafe { device.context().disable_event_tracking() };
+        device.blas()?;
+        device.load_all()?;
+        let (major, minor) = device.compute_capability();
+        let name = format!("cuda:{ordinal} ({}, sm_{major}{minor})", device.name()?);
+        Ok(CudaBackend {
+            device: Arc::new(device),
+            name,
+            group: AtomicU32::new(0),
+        })
+    }
+
+    /// The GPU.
+    pub fn device(&self) -> &Arc<Device> {
+        &self.device
+    }
+
+    fn alloc(&self, len: usize) -> Result<CudaSlice<f32>, Error> {
+        self.device.stream().alloc_zeros(len).map_err(cuda)
+    }
+
+    /// The work items of `layout` for `dims`' head grouping (remembered for the next layouts).
+    fn items<'a>(
+        &self,
+        layout: &'a CudaLayout,
+        dims: &AttentionDims,
+    ) -> Result<layout::Items<'a>, Error> {
+        let group = count(
+            "query heads per kv head",
+            dims.num_heads / dims.num_kv_heads.max(1),
+        )?;
+        self.group.store(group, Ordering::Relaxed);
+        layout.items(&self.device, group)
+    }
+}
+
+/// The attention kernels' head geometry.
+fn shape(dims: &AttentionDims) -> Result<LmsiAttnShape, Error> {
+    Ok(LmsiAttnShape {
+        num_heads: count("heads", dims.num_heads)?,
+        num_kv_heads: count("kv heads", dims.num_kv_heads)?,
+        head_dim: count("head_dim", dims.head_dim)?,
+        block_size: count("block_size", dims.block_size)?,
+        // The kernels read 0 as no window; a window past u32 covers every position anyway.
+        window: dims
+            .window
+            .map_or(0, |w| u32::try_from(w).unwrap_or(u32::MAX)),
+        scale: dims.scale,
+    })
+}
+
+impl Backend for CudaBackend {
+    type Buf = CudaSlice<f32>;
+    type Layout = CudaLayout;
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    fn copy_range(
+        &self,
+        src: &CudaSlice<f32>,
+        start: usize,
+        len: usize,
+    ) -> Result<CudaSlice<f32>, Error> {
+        need("copied range", src.len(), start + len)?;
+        let mut dst = self.alloc(len)?;
+        self.device
+            .stream()
+            .memcpy_dtod(&src.slice(start..start + len), &mut dst)
+            .map_err(cuda)?;
+        Ok(dst)
+    }
+
+    fn sample(
+        &self,
+        logits: &CudaSlice<f32>,
+        rows: &[u32],
+        vocab: usize,
+        params: &lmsi_sampler::SamplingParams,
+        keys: &[lmsi_sampler::RowKey],
+    ) -> Result<Vec<lmsi_sampler::Sampled>, Error> {
+        lmsi_sampler::cuda::sample_rows(&self.device, logits, rows, vocab, params, keys).map_err(
+            |e| match e {
+                CudaSampleError::Sample(e) => Error::Sampling(e),
+                other => Error::Backend(format!("sample: {other}")),
+            },
+        )
+    }
+
+    fn zeros(&self, len: usize) -> Result<CudaSlice<f32>, Error> {
+        self.alloc(len)
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<CudaSlice<f32>, Error> {
+        self.device.stream().clone_htod(data).map_err(cuda)
+    }
+
+    fn download(&self, buf: &CudaSlice<f32>) -> Result<Vec<f32>, Error> {
+        self.device.stream().clone_dtoh(buf).map_err(cuda)
+    }
+
+    fn len(&self, buf: &CudaSlice<f32>) -> usize {
+        buf.len()
+    }
+
+    fn prepare(&self, layout: &BatchLayout) -> Result<CudaLayout, Error> {
+        let group = self.group.load(Ordering::Relaxed);
+        CudaLayout::new(&self.device, layout, (group > 0).then_some(group))
+    }
+
+    fn embedding(
+        &self,
+        out: &mut CudaSlice<f32>,
+        table: &CudaSlice<f32>,
+        layout: &CudaLayout,
+        dim: usize,
+    ) -> Result<(), Error> {
+        let ids = &layout.host.token_ids;
+        need("embedding output", out.len(), ids.len() * dim)?;
+        let vocab = table.len().checked_div(dim).unwrap_or(0);
+        if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::Input(format!(
+                "token id {id} is outside the vocabulary ({vocab} tokens)"
+            )));
+        }
+        let p = LmsiRowsParams {
+            rows: count("tokens", ids.len())?,
+            dim: count("embedding width", dim)?,
+            table_rows: count("vocabulary", vocab)?,
+        };
+        self.device
+            .gather_rows(&p, out, table, &layout.token_ids())
+            .map_err(cuda)
+    }
+
+    fn rmsnorm(
+        &self,
+        out: &mut CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        weight: &CudaSlice<f32>,
+        rows: usize,
+        eps: f32,
+    ) -> Result<(), Error> {
+        let dim = weight.len();
+        need("rmsnorm input", x.len(), rows * dim)?;
+        need("rmsnorm output", out.len(), rows * dim)?;
+        let p = rmsnorm_params(count("rows", rows)?, count("width", dim)?, eps);
+        self.device
+            .rmsnorm_forward(&p, out, x, weight)
+            .map_err(cuda)
+    }
+
+    fn matmul(
+        &self,
+        out: &mut CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        m: usize,
+        n: usize,
+        k: usize,
+        accumulate: bool,
+    ) -> Result<(), Error> {
+        if let Some(bias) = bias {
+            need("matmul bias", bias.len(), n)?;
+        }
+        blas::linear(&self.device, out, x, w, m, n, k, accumulate)?;
+        if let Some(bias) = bias {
+            let p = LmsiBiasParams {
+                rows: count("rows", m)?,
+                dim: count("columns", n)?,
+            };
+            self.device.bias_add(&p, out, bias).map_err(cuda)?;
+        }
+        Ok(())
+    }
+
+    fn rope(
+        &self,
+        qkv: &mut CudaSlice<f32>,
+        layout: &CudaLayout,
+        dims: &AttentionDims,
+        inv_freq: &CudaSlice<f32>,
+    ) -> Result<(), Error> {
+        rope(&self.device, qkv, layout, dims, inv_freq, false)
+    }
+
+    fn kv_store(
+        &self,
+        k_cache: &mut CudaSlice<f32>,
+        v_cache: &mut CudaSlice<f32>,
+        qkv: &CudaSlice<f32>,
+        layout: &CudaLayout,
+        dims: &AttentionDims,
+    ) -> Result<(), Error> {
+        let slots = &layout.host.slots;
+        need("kv input", qkv.len(), slots.len() * dims.qkv_dim())?;
+        let block_len = dims.block_len().max(1);
+        let blocks = k_cache.len().min(v_cache.len()) / block_len;
+        // The kernel skips a slot outside the cache; the CPU fails, and so does this.
+        if let Some(&slot) = slots
+            .iter()
+            .find(|&&s| s as usize / dims.block_size.max(1) >= blocks)
+        {
+            return Err(Error::Backend(format!(
+                "kv cache: slot {slot} is outside its {blocks} blocks of {}",
+                dims.block_size
+            )));
+        }
+        let p = LmsiKvStoreParams {
+            shape: shape(dims)?,
+            tokens: count("tokens", slots.len())?,
+            cache_blocks: count("cache blocks", blocks)?,
+        };
+        self.device
+            .kv_store(&p, k_cache, v_cache, qkv, &layout.slots())
+            .map_err(cuda)
+    }
+
+    fn paged_attention(
+        &self,
+        out: &mut CudaSlice<f32>,
+        qkv: &CudaSlice<f32>,
+        k_cache: &CudaSlice<f32>,
+        v_cache: &CudaSlice<f32>,
+        layout: &CudaLayout,
+        dims: &AttentionDims,
+    ) -> Result<(), Error> {
+        let tokens = layout.host.num_tokens();
+        need(
+            "attention output",
+            out.len(),
+            tokens * dims.num_heads * dims.head_dim,
+        )?;
+        let items = self.items(layout, dims)?;
+        let p = LmsiPagedAttentionParams {
+            shape: shape(dims)?,
+            num_items: count("work items", items.num_paged())?,
+            tokens: count("tokens", tokens)?,
+            item_rows_len: count("work item rows", items.paged_rows().len())?,
+            block_tables_len: count("block tables", layout.host.block_tables.len())?,
+            cache_blocks: count(
+                "cache blocks",
+                k_cache.len().min(v_cache.len()) / dims.block_len().max(1),
+            )?,
+        };
+        self.device
+            .paged_attention(
+                &p,
+                out,
+                qkv,
+                k_cache,
+                v_cache,
+                &layout.positions(),
+                &layout.row_tables(),
+                &layout.block_tables(),
+                &items.paged_offsets(),
+                &items.paged_rows(),
+            )
+            .map_err(cuda)
+    }
+
+    fn swiglu(
+        &self,
+        out: &mut CudaSlice<f32>,
+        gate_up: &CudaSlice<f32>,
+        rows: usize,
+        inter: usize,
+    ) -> Result<(), Error> {
+        need("swiglu input", gate_up.len(), rows * 2 * inter)?;
+        need("swiglu output", out.len(), rows * inter)?;
+        let p = LmsiSwigluParams {
+            rows: count("rows", rows)?,
+            inter: count("intermediate size", inter)?,
+        };
+        self.device.swiglu_forward(&p, out, gate_up).map_err(cuda)
+    }
+
+    fn gather_logit_rows(
+        &self,
+        out: &mut CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        layout: &CudaLayout,
+        rows: Range<usize>,
+        dim: usize,
+    ) -> Result<(), Error> {
+        let x_rows = x.len().checked_div(dim).unwrap_or(0);
+        check_logit_rows(layout, &rows, x_rows)?;
+        need("gathered rows", out.len(), rows.len() * dim)?;
+        let p = LmsiRowsParams {
+            rows: count("rows", rows.len())?,
+            dim: count("width", dim)?,
+            table_rows: count("rows", x_rows)?,
+        };
+        self.device
+            .gather_rows(&p, out, x, &layout.logit_rows(rows))
+            .map_err(cuda)
+    }
+
+    fn copy_block(
+        &self,
+        cache: &mut CudaSlice<f32>,
+        src: usize,
+        dst: usize,
+        block_len: usize,
+    ) -> Result<(), Error> {
+        need("cache", cache.len(), (src.max(dst) + 1) * block_len)?;
+        if src == dst {
+            return Ok(());
+        }
+        // Two disjoint views of the one buffer: split it between the blocks.
+        let stream = self.device.stream();
+        let (src_at, dst_at) = (src * block_len, dst * block_len);
+        if src < dst {
+            let (low, mut high) = cache.split_at_mut(dst_at);
+            let from = low.slice(src_at..src_at + block_len);
+            stream.memcpy_dtod(&from, &mut high.slice_mut(..block_len))
+        } else {
+            let (mut low, high) = cache.split_at_mut(src_at);
+            let mut to = low.slice_mut(dst_at..dst_at + block_len);
+            stream.memcpy_dtod(&high.slice(..block_len), &mut to)
+        }
+        .map_err(cuda)
+    }
+
+    fn copy(&self, buf: &CudaSlice<f32>) -> Result<CudaSlice<f32>, Error> {
+        self.device.stream().clone_dtod(buf).map_err(cuda)
+    }
+
+    fn zero(&self, buf: &mut CudaSlice<f32>) -> Result<(), Error> {
+        self.device.stream().memset_zeros(buf).map_err(cuda)
+    }
+
+    fn add_assign(
+        &self,
+        x: &mut CudaSlice<f32>,
+        y: &CudaSlice<f32>,
+        len: usize,
+    ) -> Result<(), Error> {
+        need("add input", y.len(), len)?;
+        need("add output", x.len(), len)?;
+        let p = LmsiVecParams {
+            len: len as u64,
+            factor: 0.0,
+        };
+        self.device.add_assign(&p, x, y).map_err(cuda)
+    }
+
+    fn causal_attention(
+        &self,
+        out: &mut CudaSlice<f32>,
+        lse: &mut CudaSlice<f32>,
+        qkv: &CudaSlice<f32>,
+        layout: &CudaLayout,
+        dims: &AttentionDims,
+    ) -> Result<(), Error> {
+        let t = layout.host.num_tokens();
+        need("attention input", qkv.len(), t * dims.qkv_dim())?;
+        need(
+            "attention output",
+            out.len(),
+            t * dims.num_heads * dims.head_dim,
+        )?;
+        need("attention log-sum-exp", lse.len(), t * dims.num_heads)?;
+        let items = self.items(layout, dims)?;
+        let p = LmsiCausalAttentionParams {
+            shape: shape(dims)?,
+            tokens: count("tokens", t)?,
+            num_items: count("work items", items.num_query())?,
+        };
+        self.device
+            .causal_attention_forward(&p, out, lse, qkv, &items.query())
+            .map_err(cuda)
+    }
+
+    fn causal_attention_backward(
+        &self,
+        d_qkv: &mut CudaSlice<f32>,
+        d_out: &CudaSlice<f32>,
+        out: &CudaSlice<f32>,
+        lse: &CudaSlice<f32>,
+        qkv: &CudaSlice<f32>,
+        layout: &CudaLayout,
+        dims: &AttentionDims,
+    ) -> Result<(), Error> {
+        let t = layout.host.num_tokens();
+        need("attention gradient", d_qkv.len(), t * dims.qkv_dim())?;
+        let items = self.items(layout, dims)?;
+        let mut p = LmsiCausalAttentionParams {
+            shape: shape(dims)?,
+            tokens: count("tokens", t)?,
+            num_items: count("work items", items.num_query())?,
+        };
+        let mut delta = self.alloc(t * dims.num_heads)?;
+        let device = &self.device;
+        device
+            .causal_attention_backward_delta(&p, &mut delta, d_out, out)
+            .map_err(cuda)?;
+        device
+            .causal_attention_backward_dq(&p, d_qkv, d_out, lse, &delta, qkv, &items.query())
+            .map_err(cuda)?;
+        p.num_items = count("work items", items.num_keys())?;
+        device
+            .causal_attention_backward_dkdv(&p, d_qkv, d_out, lse, &delta, qkv, &items.keys())
+            .map_err(cuda)
+    }
+
+    fn rope_backward(
+        &self,
+        d_qkv: &mut CudaSlice<f32>,
+        layout: &CudaLayout,
+        dims: &AttentionDims,
+        inv_freq: &CudaSlice<f32>,
+    ) -> Result<(), Error> {
+        rope(&self.device, d_qkv, layout, dims, inv_freq, true)
+    }
+
+    fn rmsnorm_backward(
+        &self,
+        d_x: &mut CudaSlice<f32>,
+        d_weight: &mut CudaSlice<f32>,
+        d_out: &CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        weight: &CudaSlice<f32>,
+        rows: usize,
+        eps: f32,
+    ) -> Result<(), Error> {
+        let dim = weight.len();
+        for (what, len) in [
+            ("input", x.len()),
+            ("output gradient", d_out.len()),
+            ("input gradient", d_x.len()),
+        ] {
+            need(&format!("rmsnorm backward {what}"), len, rows * dim)?;
+        }
+        // Per-block partial weight gradients, added in block order: the CPU's 64-row chunks.
+        let p = rmsnorm_params(count("rows", rows)?, count("width", dim)?, eps);
+        let mut partial = self.alloc(rmsnorm_partial_rows(&p) as usize * dim)?;
+        self.device
+            .rmsnorm_backward(&p, d_x, &mut partial, d_out, x, weight)
+            .map_err(cuda)?;
+        self.device
+            .rmsnorm_backward_reduce(&p, d_weight, &partial)
+            .map_err(cuda)
+    }
+
+    fn matmul_backward_input(
+        &self,
+        d_x: &mut CudaSlice<f32>,
+        d_out: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        m: usize,
+        n: usize,
+        k: usize,
+        accumulate: bool,
+    ) -> Result<(), Error> {
+        blas::linear_backward_input(&self.device, d_x, d_out, w, m, n, k, accumulate)
+    }
+
+    fn matmul_backward_weight(
+        &self,
+        d_w: &mut CudaSlice<f32>,
+        d_bias: Option<&mut CudaSlice<f32>>,
+        d_out: &CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<(), Error> {
+        if let Some(d_bias) = &d_bias {
+            need("matmul backward bias gradient", d_bias.len(), n)?;
+        }
+        blas::linear_backward_weight(&self.device, d_w, d_out, x, m, n, k)?;
+        if let Some(d_bias) = d_bias {
+            let p = LmsiBiasParams {
+                rows: count("rows", m)?,
+                dim: count("columns", n)?,
+            };
+            self.device.bias_grad(&p, d_bias, d_out).map_err(cuda)?;
+        }
+        Ok(())
+    }
+
+    fn swiglu_backward(
+        &self,
+        d_gate_up: &mut CudaSlice<f32>,
+        d_out: &CudaSlice<f32>,
+        gate_up: &CudaSlice<f32>,
+        rows: usize,
+        inter: usize,
+    ) -> Result<(), Error> {
+        need("swiglu backward input", gate_up.len(), rows * 2 * inter)?;
+        need("swiglu backward output gradient", d_out.len(), rows * inter)?;
+        need(
+            "swiglu backward input gradient",
+            d_gate_up.len(),
+            rows * 2 * inter,
+        )?;
+        let p = LmsiSwigluParams {
+            rows: count("rows", rows)?,
+            inter: count("intermediate size", inter)?,
+        };
+        self.device
+            .swiglu_backward(&p, d_gate_up, d_out, gate_up)
+            .map_err(cuda)
+    }
+
+    fn embedding_backward(
+        &self,
+        d_table: &mut CudaSlice<f32>,
+        d_out: &CudaSlice<f32>,
+        layout: &CudaLayout,
+        dim: usize,
+    ) -> Result<(), Error> {
+        let ids = &layout.host.token_ids;
+        need(
+            "embedding backward output gradient",
+            d_out.len(),
+            ids.len() * dim,
+        )?;
+        let vocab = d_table.len().checked_div(dim).unwrap_or(0);
+        if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::Input(format!(
+                "token id {id} is outside the vocabulary ({vocab} tokens)"
+            )));
+        }
+        let p = LmsiRowsParams {
+            rows: count("tokens", ids.len())?,
+            dim: count("embedding width", dim)?,
+            table_rows: count("vocabulary", vocab)?,
+        };
+        self.device
+            .scatter_add_rows(&p, d_table, d_out, &layout.token_ids())
+            .map_err(cuda)
+    }
+
+    fn scatter_logit_rows(
+        &self,
+        x: &mut CudaSlice<f32>,
+        src: &CudaSlice<f32>,
+        layout: &CudaLayout,
+        rows: Range<usize>,
+        dim: usize,
+    ) -> Result<(), Error> {
+        let x_rows = x.len().checked_div(dim).unwrap_or(0);
+        check_logit_rows(layout, &rows, x_rows)?;
+        need("scattered rows", src.len(), rows.len() * dim)?;
+        let p = LmsiRowsParams {
+            rows: count("rows", rows.len())?,
+            dim: count("width", dim)?,
+            table_rows: count("rows", x_rows)?,
+        };
+        self.device
+            .scatter_add_rows(&p, x, src, &layout.logit_rows(rows))
+            .map_err(cuda)
+    }
+
+    fn sum_squares(&self, buf: &CudaSlice<f32>) -> Result<f64, Error> {
+        lmsi_adamw::cuda::sum_squares(&self.device, &[buf]).map_err(cuda)
+    }
+
+    fn scale(&self, buf: &mut CudaSlice<f32>, factor: f32) -> Result<(), Error> {
+        let p = LmsiVecParams {
+            len: buf.len() as u64,
+            factor,
+        };
+        self.device.scale_assign(&p, buf).map_err(cuda)
+    }
+
+    fn adamw_update(
+        &self,
+        param: &mut CudaSlice<f32>,
+        grad: &CudaSlice<f32>,
+        m: &mut CudaSlice<f32>,
+        v: &mut CudaSlice<f32>,
+        scalars: &lmsi_adamw::StepScalars,
+    ) -> Result<(), Error> {
+        lmsi_adamw::cuda::update(&self.device, param, grad, m, v, scalars)
+            .map_err(|e| Error::Backend(format!("adamw: {e}")))
+    }
+
+    fn cross_entropy(
+        &self,
+        logits: &mut CudaSlice<f32>,
+        layout: &CudaLayout,
+        rows: Range<usize>,
+        vocab: usize,
+        scale: f32,
+    ) -> Result<Vec<f32>, Error> {
+        let all = &layout.host.targets;
+        let targets = all.get(rows.clone()).ok_or_else(|| {
+            Error::Backend(format!(
+                "targets {rows:?} asked of a step with {} targets",
+                all.len()
+            ))
+        })?;
+        need("cross-entropy logits", logits.len(), targets.len() * vocab)?;
+        if let Some(&bad) = targets.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::Input(format!(
+                "target token {bad} is outside the vocabulary ({vocab})"
+            )));
+        }
+        let p = LmsiCrossEntropyParams {
+            rows: count("rows", targets.len())?,
+            vocab: count("vocabulary", vocab)?,
+            scale,
+        };
+        let mut losses = self.alloc(targets.len())?;
+        self.device
+            .cross_entropy(&p, logits, &mut losses, &layout.targets(rows))
+            .map_err(cuda)?;
+        self.download(&losses)
+    }
+}
+
+/// RoPE of the q and k heads of fused `qkv` rows in place; `inverse` rotates back (the backward).
+fn rope(
+    device: &Device,
+    qkv: &mut CudaSlice<f32>,
+    layout: &CudaLayout,
+    dims: &AttentionDims,
+    inv_freq: &CudaSlice<f32>,
+    inverse: bool,
+) -> Result<(), Error> {
+    let tokens = layout.host.positions.len();
+    need("rope input", qkv.len(), tokens * dims.qkv_dim())?;
+    let p = LmsiRopeParams {
+        tokens: count("tokens", tokens)?,
+        num_heads: count("heads", dims.num_heads)?,
+        num_kv_heads: count("kv heads", dims.num_kv_heads)?,
+        head_dim: count("head_dim", dims.head_dim)?,
+        inverse: u32::from(inverse),
+    };
+    device
+        .rope(&p, qkv, &layout.positions(), inv_freq)
+        .map_err(cuda)
+}

@@ -1,0 +1,686 @@
+//! The CUDA backend against the CPU backend on the same inputs: every operation, whole forward passes
+//! of tiny random models (prefill, forks sharing a prefix, decode), a whole backward pass, and AdamW
+//! steps. Each test runs twice: with the CPU backend standing in for the GPU (CPU against CPU, which
+//! checks the test itself on any machine), then on the GPU, or prints why it cannot.
+//!
+//! Tolerances, `|gpu - cpu| <= atol + rtol·|cpu|`:
+//! - exact (bit for bit): uploads and copies, gathers and scatters (embedding, logit rows, the
+//!   embedding gradient), the KV-cache store, block copies, adds, scaling, the bias gradient, and
+//!   the AdamW update;
+//! - sampling: the same tokens; log-probabilities to `1e-6 + 1e-6·|x|`;
+//! - element-wise maths with `exp`/`sin`/`cos` (RMSNorm, RoPE, SwiGLU, cross-entropy) and
+//!   attention: `1e-5 + 1e-5·|x|` (its backward `1e-5 + 1e-4·|x|`); sums of squares: `1e-12`
+//!   relative;
+//! - cuBLAS products (another summation order over `k` up to 300): `1e-4 + 1e-4·|x|`;
+//! - whole models: logits `1e-4 + 1e-4·|x|`, the loss `1e-5` relative, and each gradient tensor to
+//!   `1e-4` of its largest value.
+#![cfg(feature = "cuda")]
+
+use std::sync::OnceLock;
+
+use lmsi_adamw::StepParams;
+use lmsi_sampler::{RowKey, SampleError, SamplingParams};
+use lmsi_transformer::backend::{AttentionDims, Backend, BatchLayout, SeqLayout};
+use lmsi_transformer::config::Config;
+use lmsi_transformer::testing::TinyModel;
+use lmsi_transformer::{
+    Chunk, CpuBackend, CudaBackend, Error, Logits, Model, Params, SeqId, TrainSequence,
+};
+
+/// The GPU, opened once; `None` with the reason printed by each test that needs it.
+fn gpu(test: &str) -> Option<&'static CudaBackend> {
+    static GPU: OnceLock<Result<CudaBackend, String>> = OnceLock::new();
+    match GPU.get_or_init(|| CudaBackend::new(0).map_err(|e| e.to_string())) {
+        Ok(gpu) => Some(gpu),
+        Err(reason) => {
+            eprintln!("{test}: skipped, no usable GPU: {reason}");
+            None
+        }
+    }
+}
+
+const CPU: CpuBackend = CpuBackend;
+
+/// Uniform in ±[0.1, 1]·scale: random sign and magnitude, never zero.
+fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let u = (state >> 40) as f32 / (1u64 << 24) as f32;
+            let sign = if state & 1 == 0 { 1.0 } else { -1.0 };
+            sign * (0.1 + 0.9 * u) * scale
+        })
+        .collect()
+}
+
+#[track_caller]
+fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        assert!(
+            err <= atol + rtol * w.abs(),
+            "{what}[{i}]: gpu {g}, cpu {w} (error {err:e})"
+        );
+    }
+}
+
+#[track_caller]
+fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.to_bits(), w.to_bits(), "{what}[{i}]: gpu {g}, cpu {w}");
+    }
+}
+
+fn up<B: Backend>(be: &B, data: &[f32]) -> B::Buf {
+    be.upload(data).unwrap()
+}
+
+fn down<B: Backend>(be: &B, buf: &B::Buf) -> Vec<f32> {
+    be.download(buf).unwrap()
+}
+
+/// A test run twice: with the CPU backend in the place of the GPU (CPU against CPU: this checks the
+/// test itself, on any machine) and with the GPU when there is one.
+macro_rules! on_backends {
+    ($(fn $name:ident($be:ident) $body:block)*) => {$(
+        #[test]
+        fn $name() {
+            fn check<B: Backend + Clone>($be: &B) $body
+            check(&CpuBackend::new());
+            if let Some(gpu) = gpu(stringify!($name)) {
+                check(gpu);
+            }
+        }
+    )*};
+}
+
+/// Sequences of `lens` tokens prefilled in one step, with scattered, interleaved block tables.
+fn paged_layout(lens: &[usize], block_size: usize) -> BatchLayout {
+    let mut l = BatchLayout::default();
+    let mut next = 0u32;
+    for &len in lens {
+        let blocks: Vec<u32> = (0..len.div_ceil(block_size))
+            .map(|i| {
+                next += 1;
+                100 - next * 3 + (i as u32 % 2)
+            })
+            .collect();
+        l.seqs.push(SeqLayout {
+            token_start: l.token_ids.len() as u32,
+            num_tokens: len as u32,
+            context_len: len as u32,
+            table_start: l.block_tables.len() as u32,
+        });
+        for p in 0..len {
+            l.token_ids.push((p * 37 % 250) as u32);
+            l.positions.push(p as u32);
+            l.slots
+                .push(blocks[p / block_size] * block_size as u32 + (p % block_size) as u32);
+        }
+        l.block_tables.extend(blocks);
+    }
+    l
+}
+
+/// A packed training batch of sequences of `lens` tokens, with a logit row and target for every
+/// token after the first of each sequence.
+fn train_layout(lens: &[usize]) -> BatchLayout {
+    let mut l = BatchLayout::default();
+    for &len in lens {
+        let start = l.token_ids.len() as u32;
+        l.seqs.push(SeqLayout {
+            token_start: start,
+            num_tokens: len as u32,
+            context_len: len as u32,
+            table_start: 0,
+        });
+        for p in 0..len as u32 {
+            l.token_ids.push((p * 11 + start) % 200);
+            l.positions.push(p);
+            if p > 0 {
+                l.logit_rows.push(start + p - 1);
+                l.targets.push((p * 13 + 5) % 200);
+            }
+        }
+    }
+    l
+}
+
+fn dims(heads: usize, kv_heads: usize, head_dim: usize, window: Option<usize>) -> AttentionDims {
+    AttentionDims {
+        num_heads: heads,
+        num_kv_heads: kv_heads,
+        head_dim,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+        window,
+        block_size: 4,
+    }
+}
+
+fn inv_freq(head_dim: usize) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|i| 10000f32.powf(-2.0 * i as f32 / head_dim as f32))
+        .collect()
+}
+
+#[test]
+fn the_backend_names_its_gpu() {
+    let Some(gpu) = gpu("the_backend_names_its_gpu") else {
+        return;
+    };
+    assert!(gpu.describe().starts_with("cuda:0 ("), "{}", gpu.describe());
+}
+
+on_backends! {
+    fn buffers_round_trip_exactly(be) {
+        let data = random(1000, 1, 3.0);
+        let buf = up(be, &data);
+        assert_eq!(be.len(&buf), 1000);
+        assert_bits("download", &down(be, &buf), &data);
+        assert_bits("copy", &down(be, &be.copy(&buf).unwrap()), &data);
+        let range = be.copy_range(&buf, 123, 456).unwrap();
+        assert_bits("copy_range", &down(be, &range), &data[123..579]);
+        assert!(be.copy_range(&buf, 900, 101).is_err());
+        let mut zeroed = be.copy(&buf).unwrap();
+        be.zero(&mut zeroed).unwrap();
+        assert_eq!(down(be, &zeroed), vec![0.0; 1000]);
+        assert_eq!(down(be, &be.zeros(77).unwrap()), vec![0.0; 77]);
+        assert_eq!(be.len(&be.zeros(0).unwrap()), 0);
+        assert!(down(be, &up(be, &[])).is_empty());
+    }
+
+    fn embedding_and_its_backward_are_exact(be) {
+        let (vocab, dim) = (260, 48);
+        let layout = paged_layout(&[9, 30], 4);
+        let t = layout.num_tokens();
+        let table = random(vocab * dim, 2, 1.0);
+        let (cl, bl) = (CPU.prepare(&layout).unwrap(), be.prepare(&layout).unwrap());
+        let mut want = vec![0.0; t * dim];
+        CPU.embedding(&mut want, &table, &cl, dim).unwrap();
+        let mut got = up(be, &vec![f32::NAN; t * dim]);
+        be.embedding(&mut got, &up(be, &table), &bl, dim).unwrap();
+        assert_bits("embedding", &down(be, &got), &want);
+
+        let d_out = random(t * dim, 3, 1.0);
+        let start = random(vocab * dim, 4, 0.5);
+        let mut want = start.clone();
+        CPU.embedding_backward(&mut want, &d_out, &cl, dim).unwrap();
+        let mut got = up(be, &start);
+        be.embedding_backward(&mut got, &up(be, &d_out), &bl, dim).unwrap();
+        assert_bits("embedding gradient", &down(be, &got), &want);
+
+        let bad = BatchLayout {
+            token_ids: vec![3, vocab as u32],
+            positions: vec![0, 1],
+            slots: vec![0, 1],
+            ..BatchLayout::default()
+        };
+        let mut out = be.zeros(2 * dim).unwrap();
+        let err = be
+            .embedding(&mut out, &up(be, &table), &be.prepare(&bad).unwrap(), dim)
+            .unwrap_err();
+        assert!(matches!(err, Error::Input(_)), "{err}");
+    }
+
+    fn rmsnorm_and_its_backward_match(be) {
+        for (rows, dim) in [(1, 32), (70, 100), (130, 257)] {
+            let x = random(rows * dim, 5, 2.0);
+            let w = random(dim, 6, 1.0);
+            let mut want = vec![0.0; rows * dim];
+            CPU.rmsnorm(&mut want, &x, &w, rows, 1e-5).unwrap();
+            let mut got = be.zeros(rows * dim).unwrap();
+            be.rmsnorm(&mut got, &up(be, &x), &up(be, &w), rows, 1e-5).unwrap();
+            assert_close("rmsnorm", &down(be, &got), &want, 1e-5, 1e-5);
+
+            let d_out = random(rows * dim, 7, 1.0);
+            let (dx0, dw0) = (random(rows * dim, 8, 0.5), random(dim, 9, 0.5));
+            let (mut want_dx, mut want_dw) = (dx0.clone(), dw0.clone());
+            CPU.rmsnorm_backward(&mut want_dx, &mut want_dw, &d_out, &x, &w, rows, 1e-5)
+                .unwrap();
+            let (mut dx, mut dw) = (up(be, &dx0), up(be, &dw0));
+            let (d_out, x, w) = (up(be, &d_out), up(be, &x), up(be, &w));
+            be.rmsnorm_backward(&mut dx, &mut dw, &d_out, &x, &w, rows, 1e-5)
+                .unwrap();
+            assert_close("rmsnorm d_x", &down(be, &dx), &want_dx, 1e-5, 1e-5);
+            assert_close("rmsnorm d_weight", &down(be, &dw), &want_dw, 1e-5, 1e-5);
+        }
+    }
+
+    fn matrix_products_match_in_every_direction(be) {
+        // Few rows (decode; the CPU's unpacked kernel) and many (prefill; the gemm crate).
+        for (m, n, k) in [(1, 5, 3), (7, 96, 64), (130, 300, 48), (65, 33, 300)] {
+            let x = random(m * k, 10, 1.0);
+            let w = random(n * k, 11, 1.0);
+            let bias = random(n, 12, 1.0);
+            let start = random(m * n, 13, 1.0);
+            let (bx, bw, bb) = (up(be, &x), up(be, &w), up(be, &bias));
+            for accumulate in [false, true] {
+                for with_bias in [false, true] {
+                    let mut want = start.clone();
+                    CPU.matmul(&mut want, &x, &w, with_bias.then_some(&bias), m, n, k, accumulate)
+                        .unwrap();
+                    let mut got = up(be, &start);
+                    be.matmul(&mut got, &bx, &bw, with_bias.then_some(&bb), m, n, k, accumulate)
+                        .unwrap();
+                    let what =
+                        format!("matmul {m}x{n}x{k}, accumulate {accumulate}, bias {with_bias}");
+                    assert_close(&what, &down(be, &got), &want, 1e-4, 1e-4);
+                }
+            }
+
+            let d_out = random(m * n, 14, 1.0);
+            let bd = up(be, &d_out);
+            let dx0 = random(m * k, 15, 1.0);
+            for accumulate in [false, true] {
+                let mut want = dx0.clone();
+                CPU.matmul_backward_input(&mut want, &d_out, &w, m, n, k, accumulate)
+                    .unwrap();
+                let mut got = up(be, &dx0);
+                be.matmul_backward_input(&mut got, &bd, &bw, m, n, k, accumulate)
+                    .unwrap();
+                assert_close("matmul d_x", &down(be, &got), &want, 1e-4, 1e-4);
+            }
+            let (dw0, db0) = (random(n * k, 16, 1.0), random(n, 17, 1.0));
+            let (mut want_dw, mut want_db) = (dw0.clone(), db0.clone());
+            CPU.matmul_backward_weight(&mut want_dw, Some(&mut want_db), &d_out, &x, m, n, k)
+                .unwrap();
+            let (mut dw, mut db) = (up(be, &dw0), up(be, &db0));
+            be.matmul_backward_weight(&mut dw, Some(&mut db), &bd, &bx, m, n, k)
+                .unwrap();
+            assert_close("matmul d_w", &down(be, &dw), &want_dw, 1e-4, 1e-4);
+            assert_bits("matmul d_bias", &down(be, &db), &want_db);
+        }
+    }
+
+    fn rope_swiglu_and_their_backwards_match(be) {
+        let d = dims(8, 2, 16, None);
+        let layout = paged_layout(&[5, 40], 4);
+        let t = layout.num_tokens();
+        let (cl, bl) = (CPU.prepare(&layout).unwrap(), be.prepare(&layout).unwrap());
+        let freqs = inv_freq(d.head_dim);
+        let bf = up(be, &freqs);
+        let qkv = random(t * d.qkv_dim(), 18, 1.0);
+        let mut want = qkv.clone();
+        CPU.rope(&mut want, &cl, &d, &freqs).unwrap();
+        let mut got = up(be, &qkv);
+        be.rope(&mut got, &bl, &d, &bf).unwrap();
+        assert_close("rope", &down(be, &got), &want, 1e-5, 1e-5);
+        let mut want = qkv.clone();
+        CPU.rope_backward(&mut want, &cl, &d, &freqs).unwrap();
+        let mut got = up(be, &qkv);
+        be.rope_backward(&mut got, &bl, &d, &bf).unwrap();
+        assert_close("rope backward", &down(be, &got), &want, 1e-5, 1e-5);
+
+        let (rows, inter) = (33, 70);
+        let gate_up = random(rows * 2 * inter, 19, 4.0);
+        let mut want = vec![0.0; rows * inter];
+        CPU.swiglu(&mut want, &gate_up, rows, inter).unwrap();
+        let mut got = be.zeros(rows * inter).unwrap();
+        be.swiglu(&mut got, &up(be, &gate_up), rows, inter).unwrap();
+        assert_close("swiglu", &down(be, &got), &want, 1e-5, 1e-5);
+        let d_out = random(rows * inter, 20, 1.0);
+        let mut want = vec![0.0; rows * 2 * inter];
+        CPU.swiglu_backward(&mut want, &d_out, &gate_up, rows, inter).unwrap();
+        let mut got = be.zeros(rows * 2 * inter).unwrap();
+        be.swiglu_backward(&mut got, &up(be, &d_out), &up(be, &gate_up), rows, inter)
+            .unwrap();
+        assert_close("swiglu backward", &down(be, &got), &want, 1e-5, 1e-5);
+    }
+
+    fn paged_cache_store_and_attention_match(be) {
+        for (heads, kv_heads, window) in [(4, 2, None), (8, 2, Some(6)), (3, 3, None)] {
+            let d = dims(heads, kv_heads, 16, window);
+            let layout = paged_layout(&[7, 13, 1], d.block_size);
+            let t = layout.num_tokens();
+            let (cl, bl) = (CPU.prepare(&layout).unwrap(), be.prepare(&layout).unwrap());
+            let qkv = random(t * d.qkv_dim(), 21, 1.0);
+            let cache_len = 101 * d.block_len();
+            let (mut k, mut v) = (vec![0.0; cache_len], vec![0.0; cache_len]);
+            CPU.kv_store(&mut k, &mut v, &qkv, &cl, &d).unwrap();
+            let (mut bk, mut bv) = (be.zeros(cache_len).unwrap(), be.zeros(cache_len).unwrap());
+            let bq = up(be, &qkv);
+            be.kv_store(&mut bk, &mut bv, &bq, &bl, &d).unwrap();
+            assert_bits("key cache", &down(be, &bk), &k);
+            assert_bits("value cache", &down(be, &bv), &v);
+
+            let attn = heads * d.head_dim;
+            let mut want = vec![0.0; t * attn];
+            CPU.paged_attention(&mut want, &qkv, &k, &v, &cl, &d).unwrap();
+            let mut got = up(be, &vec![f32::NAN; t * attn]);
+            be.paged_attention(&mut got, &bq, &bk, &bv, &bl, &d).unwrap();
+            let what = format!("paged attention, {heads}/{kv_heads} heads, window {window:?}");
+            assert_close(&what, &down(be, &got), &want, 1e-5, 1e-5);
+
+            // A slot outside the cache is an error.
+            let mut small_k = be.zeros(d.block_len()).unwrap();
+            let mut small_v = be.zeros(d.block_len()).unwrap();
+            assert!(be.kv_store(&mut small_k, &mut small_v, &bq, &bl, &d).is_err());
+        }
+    }
+
+    fn rows_blocks_adds_and_scaling_are_exact(be) {
+        let layout = train_layout(&[6, 9, 4]);
+        let (cl, bl) = (CPU.prepare(&layout).unwrap(), be.prepare(&layout).unwrap());
+        let (t, dim) = (layout.num_tokens(), 40);
+        let x = random(t * dim, 22, 1.0);
+        let rows = 3..11;
+        let mut want = vec![0.0; rows.len() * dim];
+        CPU.gather_logit_rows(&mut want, &x, &cl, rows.clone(), dim).unwrap();
+        let mut got = be.zeros(rows.len() * dim).unwrap();
+        be.gather_logit_rows(&mut got, &up(be, &x), &bl, rows.clone(), dim).unwrap();
+        assert_bits("gathered logit rows", &down(be, &got), &want);
+        let src = random(rows.len() * dim, 23, 1.0);
+        let mut want = x.clone();
+        CPU.scatter_logit_rows(&mut want, &src, &cl, rows.clone(), dim).unwrap();
+        let mut got = up(be, &x);
+        be.scatter_logit_rows(&mut got, &up(be, &src), &bl, rows, dim).unwrap();
+        assert_bits("scattered logit rows", &down(be, &got), &want);
+
+        let block_len = 24;
+        let cache = random(10 * block_len, 24, 1.0);
+        for (src, dst) in [(2, 7), (8, 1)] {
+            let mut want = cache.clone();
+            CPU.copy_block(&mut want, src, dst, block_len).unwrap();
+            let mut got = up(be, &cache);
+            be.copy_block(&mut got, src, dst, block_len).unwrap();
+            assert_bits("copied block", &down(be, &got), &want);
+        }
+
+        let (a, b) = (random(5000, 25, 1.0), random(5000, 26, 1.0));
+        let mut want = a.clone();
+        CPU.add_assign(&mut want, &b, 4321).unwrap();
+        CPU.scale(&mut want, 0.37).unwrap();
+        let mut got = up(be, &a);
+        be.add_assign(&mut got, &up(be, &b), 4321).unwrap();
+        be.scale(&mut got, 0.37).unwrap();
+        assert_bits("add and scale", &down(be, &got), &want);
+    }
+
+    fn training_attention_and_its_backward_match(be) {
+        for (heads, kv_heads, window) in [(4, 2, None), (8, 2, Some(5)), (2, 1, None)] {
+            let d = AttentionDims {
+                block_size: 1,
+                ..dims(heads, kv_heads, 16, window)
+            };
+            let layout = train_layout(&[3, 40, 17]);
+            let t = layout.num_tokens();
+            let (cl, bl) = (CPU.prepare(&layout).unwrap(), be.prepare(&layout).unwrap());
+            let qkv = random(t * d.qkv_dim(), 27, 1.0);
+            let attn = heads * d.head_dim;
+            let (mut out, mut lse) = (vec![0.0; t * attn], vec![0.0; t * heads]);
+            CPU.causal_attention(&mut out, &mut lse, &qkv, &cl, &d).unwrap();
+            let bq = up(be, &qkv);
+            let (mut bout, mut blse) = (be.zeros(t * attn).unwrap(), be.zeros(t * heads).unwrap());
+            be.causal_attention(&mut bout, &mut blse, &bq, &bl, &d).unwrap();
+            let what = format!("{heads}/{kv_heads} heads, window {window:?}");
+            assert_close(&format!("attention, {what}"), &down(be, &bout), &out, 1e-5, 1e-5);
+            assert_close(&format!("log-sum-exp, {what}"), &down(be, &blse), &lse, 1e-5, 1e-5);
+
+            let d_out = random(t * attn, 28, 1.0);
+            let mut want = vec![f32::NAN; t * d.qkv_dim()];
+            CPU.causal_attention_backward(&mut want, &d_out, &out, &lse, &qkv, &cl, &d)
+                .unwrap();
+            let mut got = up(be, &vec![f32::NAN; t * d.qkv_dim()]);
+            let bd = up(be, &d_out);
+            be.causal_attention_backward(&mut got, &bd, &bout, &blse, &bq, &bl, &d)
+                .unwrap();
+            assert_close(&format!("d_qkv, {what}"), &down(be, &got), &want, 1e-5, 1e-4);
+        }
+    }
+
+    fn cross_entropy_matches_and_checks_targets(be) {
+        let vocab = 260;
+        let layout = train_layout(&[5, 8]);
+        let (cl, bl) = (CPU.prepare(&layout).unwrap(), be.prepare(&layout).unwrap());
+        let rows = 2..9;
+        let logits = random(rows.len() * vocab, 29, 6.0);
+        let mut want = logits.clone();
+        let want_loss = CPU.cross_entropy(&mut want, &cl, rows.clone(), vocab, 0.125).unwrap();
+        let mut got = up(be, &logits);
+        let loss = be.cross_entropy(&mut got, &bl, rows.clone(), vocab, 0.125).unwrap();
+        assert_close("cross-entropy loss", &loss, &want_loss, 1e-5, 1e-5);
+        assert_close("cross-entropy gradient", &down(be, &got), &want, 1e-7, 1e-5);
+        // Targets of these rows (18 to 96) reach past a vocabulary of 20.
+        let err = be
+            .cross_entropy(&mut up(be, &logits), &bl, rows, 20, 1.0)
+            .unwrap_err();
+        assert!(matches!(err, Error::Input(_)), "{err}");
+    }
+
+    fn sampling_draws_the_cpu_tokens(be) {
+        let vocab = 300;
+        let logits = random(6 * vocab, 30, 5.0);
+        let on_be = up(be, &logits);
+        // Rows out of order and repeated, as generation asks for them.
+        let rows = [4u32, 0, 5, 5, 2];
+        let keys: Vec<RowKey> = (0..rows.len() as u64).map(|i| RowKey::new(i * 7 + 1, 3)).collect();
+        type Pick = fn(&lmsi_sampler::Sampled) -> f32;
+        let logprob: Pick = |s| s.logprob;
+        let sampling_logprob: Pick = |s| s.sampling_logprob;
+        for params in [
+            SamplingParams::greedy(),
+            SamplingParams::default(),
+            SamplingParams {
+                temperature: 1.2,
+                top_k: 0,
+                top_p: 0.9,
+                seed: 17,
+            },
+        ] {
+            let want = CPU.sample(&logits, &rows, vocab, &params, &keys).unwrap();
+            let got = be.sample(&on_be, &rows, vocab, &params, &keys).unwrap();
+            let tokens: Vec<u32> = got.iter().map(|s| s.token).collect();
+            let want_tokens: Vec<u32> = want.iter().map(|s| s.token).collect();
+            assert_eq!(tokens, want_tokens, "{params:?}");
+            for (what, pick) in [("logprob", logprob), ("sampling logprob", sampling_logprob)] {
+                let got: Vec<f32> = got.iter().map(pick).collect();
+                let want: Vec<f32> = want.iter().map(pick).collect();
+                assert_close(what, &got, &want, 1e-6, 1e-6);
+            }
+        }
+        // A NaN logit is an error naming the position in the keys (row 2 is at position 4).
+        let mut bad = logits.clone();
+        bad[2 * vocab + 17] = f32::NAN;
+        let err = be
+            .sample(&up(be, &bad), &rows, vocab, &SamplingParams::default(), &keys)
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Sampling(SampleError::NanLogit { row: 4, index: 17 })),
+            "{err}"
+        );
+    }
+
+    fn sums_of_squares_and_adamw_steps_match(be) {
+        for len in [1, 1000, 65_537, 300_000] {
+            let x = random(len, 31, 2.0);
+            let want = CPU.sum_squares(&x).unwrap();
+            let got = be.sum_squares(&up(be, &x)).unwrap();
+            assert!(((got - want) / want).abs() < 1e-12, "{len}: {got} vs {want}");
+        }
+        // Three steps of one tensor from the same gradients: the update is exact, so the states
+        // stay identical.
+        let n = 70_001;
+        let param = random(n, 32, 1.0);
+        let (mut cp, mut cm, mut cv) = (param.clone(), vec![0.0; n], vec![0.0; n]);
+        let (mut bp, mut bm, mut bv) = (up(be, &param), be.zeros(n).unwrap(), be.zeros(n).unwrap());
+        let step = |step| {
+            StepParams {
+                lr: 1e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.01,
+                step,
+            }
+            .scalars()
+        };
+        for s in 1..=3 {
+            let grad = random(n, 40 + s, 1e-2);
+            CPU.adamw_update(&mut cp, &grad, &mut cm, &mut cv, &step(s)).unwrap();
+            be.adamw_update(&mut bp, &up(be, &grad), &mut bm, &mut bv, &step(s)).unwrap();
+        }
+        assert_bits("param", &down(be, &bp), &cp);
+        assert_bits("m", &down(be, &bm), &cm);
+        assert_bits("v", &down(be, &bv), &cv);
+        let short = be.zeros(n - 1).unwrap();
+        assert!(be.adamw_update(&mut bp, &short, &mut bm, &mut bv, &step(4)).is_err());
+    }
+
+    fn whole_forward_passes_give_the_cpu_logits(be) {
+        for (name, config, params) in tiny_models() {
+            let cpu = Model::from_host(config.clone(), &params, CpuBackend::new()).unwrap();
+            let other = Model::from_host(config, &params, be.clone()).unwrap();
+            let (mut cc, mut oc) = (cpu.new_cache(4, 64).unwrap(), other.new_cache(4, 64).unwrap());
+            let prompt: Vec<u32> = (0..11).map(|i| (i * 23 % 250) as u32).collect();
+            let second: Vec<u32> = (0..6).map(|i| (i * 41 % 250) as u32).collect();
+            // Step 1: two prompts prefilled together, every logit of one, the last of the other.
+            let (c0, c1) = (cc.create(), cc.create());
+            let (o0, o1) = (oc.create(), oc.create());
+            let prefill = |a, b| {
+                [
+                    Chunk { seq: a, tokens: &prompt[..], logits: Logits::All },
+                    Chunk { seq: b, tokens: &second[..], logits: Logits::Last },
+                ]
+            };
+            let want = cpu.forward(&mut cc, &prefill(c0, c1)).unwrap();
+            let got = other.forward(&mut oc, &prefill(o0, o1)).unwrap();
+            assert_close(&format!("{name}: prefill logits"), &got, &want, 1e-4, 1e-4);
+            // Steps 2-4: the first prompt forked into three paths that share its blocks (the
+            // partly filled last one is copied on write), each decoding its own tokens.
+            let cpu_paths: Vec<SeqId> = (0..3).map(|_| cc.fork(c0).unwrap()).collect();
+            let paths: Vec<SeqId> = (0..3).map(|_| oc.fork(o0).unwrap()).collect();
+            for step in 0..3u32 {
+                let tokens: Vec<[u32; 1]> =
+                    (0..3).map(|p| [(step * 31 + p * 7 + 1) % 250]).collect();
+                let decode = |seqs: &[SeqId]| -> Vec<Chunk<'_>> {
+                    seqs.iter()
+                        .zip(&tokens)
+                        .map(|(&seq, t)| Chunk { seq, tokens: t, logits: Logits::Last })
+                        .collect()
+                };
+                let want = cpu.forward(&mut cc, &decode(&cpu_paths)).unwrap();
+                let got = other.forward(&mut oc, &decode(&paths)).unwrap();
+                assert_close(&format!("{name}: decode step {step}"), &got, &want, 1e-4, 1e-4);
+            }
+        }
+    }
+
+    fn whole_backward_passes_give_the_cpu_gradients(be) {
+        for (name, config, params) in tiny_models() {
+            let cpu = Model::from_host(config.clone(), &params, CpuBackend::new()).unwrap();
+            let other = Model::from_host(config, &params, be.clone()).unwrap();
+            let batch = batch();
+            let tokens: usize = batch.iter().map(TrainSequence::target_count).sum();
+            let scale = 1.0 / tokens as f32;
+            for recompute in [false, true] {
+                let (mut cg, mut og) = (cpu.zero_grads().unwrap(), other.zero_grads().unwrap());
+                let want = cpu.loss_and_grads(&batch, &mut cg, scale, recompute).unwrap();
+                let got = other.loss_and_grads(&batch, &mut og, scale, recompute).unwrap();
+                assert_eq!(got.tokens, want.tokens);
+                assert!(
+                    ((got.loss - want.loss) / want.loss).abs() < 1e-5,
+                    "{name}: loss {} vs {}",
+                    got.loss,
+                    want.loss
+                );
+                let specs = cpu.layout().tensors();
+                for ((spec, c), o) in specs.into_iter().zip(cg.tensors()).zip(og.tensors()) {
+                    let o = down(be, o);
+                    let largest = c.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                    let worst = o.iter().zip(c).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                    assert!(
+                        worst <= 1e-4 * largest,
+                        "{name}, recompute {recompute}: gradient of {} off by {worst:e} (largest {largest:e})",
+                        spec.name
+                    );
+                }
+            }
+        }
+    }
+
+    fn an_adamw_step_of_a_model_matches(be) {
+        let (_, config, params) = tiny_models().swap_remove(0);
+        let mut cpu = Model::from_host(config.clone(), &params, CpuBackend::new()).unwrap();
+        let mut other = Model::from_host(config, &params, be.clone()).unwrap();
+        // The CPU's gradients on both, so that the step itself is compared: exactly.
+        let mut grads = cpu.zero_grads().unwrap();
+        cpu.loss_and_grads(&batch(), &mut grads, 0.01, false).unwrap();
+        let other_grads = grads.try_map(|g| other.backend().upload(g)).unwrap();
+        let adamw = lmsi_adamw::AdamWConfig::default();
+        let scalars = adamw.step_params(1e-3, 1, true).scalars();
+
+        let norm: f64 = grads.tensors().iter().map(|g| CPU.sum_squares(g).unwrap()).sum();
+        let mut moments = (cpu.zero_grads().unwrap(), cpu.zero_grads().unwrap());
+        let (cb, cp) = cpu.backend_and_params_mut();
+        let state = moments.0.tensors_mut().into_iter().zip(moments.1.tensors_mut());
+        for ((p, g), (m, v)) in cp.tensors_mut().into_iter().zip(grads.tensors()).zip(state) {
+            cb.adamw_update(p, g, m, v, &scalars).unwrap();
+        }
+
+        let other_norm: f64 = other_grads.tensors().iter().map(|g| be.sum_squares(g).unwrap()).sum();
+        assert!(((other_norm - norm) / norm).abs() < 1e-12, "{other_norm} vs {norm}");
+        let mut moments = (other.zero_grads().unwrap(), other.zero_grads().unwrap());
+        let (ob, op) = other.backend_and_params_mut();
+        let state = moments.0.tensors_mut().into_iter().zip(moments.1.tensors_mut());
+        for ((p, g), (m, v)) in op.tensors_mut().into_iter().zip(other_grads.tensors()).zip(state) {
+            ob.adamw_update(p, g, m, v, &scalars).unwrap();
+        }
+
+        let (want, got) = (cpu.params_to_host().unwrap(), other.params_to_host().unwrap());
+        let specs = cpu.layout().tensors();
+        for ((spec, w), g) in specs.into_iter().zip(want.tensors()).zip(got.tensors()) {
+            assert_bits(&spec.name, g, w);
+        }
+    }
+}
+
+/// Tiny models covering the architecture's options: grouped-query attention, q/k/v biases, tied
+/// embeddings, a sliding window.
+fn tiny_models() -> Vec<(String, Config, Params<Vec<f32>>)> {
+    let variants = [
+        TinyModel::default(),
+        TinyModel {
+            model_type: "qwen2",
+            heads: 8,
+            kv_heads: 2,
+            hidden_size: 64,
+            tied: true,
+            seed: 2,
+            ..TinyModel::default()
+        },
+        TinyModel {
+            model_type: "mistral",
+            layers: 3,
+            seed: 3,
+            ..TinyModel::default()
+        },
+    ];
+    variants
+        .into_iter()
+        .map(|tiny| {
+            let mut json = tiny.config_json();
+            if tiny.model_type == "mistral" {
+                json["sliding_window"] = 6.into();
+            }
+            let config = Config::from_json(&json.to_string()).unwrap();
+            (tiny.model_type.to_string(), config, tiny.params())
+        })
+        .collect()
+}
+
+/// A training batch: completions after prompts of several lengths, and two target spans in one.
+fn batch() -> Vec<TrainSequence> {
+    vec![
+        TrainSequence::completion((0..19).map(|i| (i * 17 % 250) as u32).collect(), 7),
+        TrainSequence::completion((0..5).map(|i| (i * 29 % 250) as u32).collect(), 1),
+        TrainSequence {
+            tokens: (0..40).map(|i| (i * 13 % 250) as u32).collect(),
+            targets: vec![3..10, 20..40],
+        },
+    ]
+}
