@@ -6,16 +6,19 @@
 //! tokens/s (the prompt's time counted) and the achieved GFLOP/s against the machine's f32 GEMM peak,
 //! measured in the same run.
 //!
+//! `LMSI_BENCH_DEVICE=cuda` (with the crate's `cuda` feature) runs it on GPU 0 instead, printing the
+//! same throughputs and the GFLOP/s achieved (no CPU peak to compare with).
+//!
 //! The model directory is `LMSI_BENCH_MODEL`, else `~/.cache/lmsi-test-models/smollm2-135m-instruct`
 //! (`cargo xtask bench` fetches it with `shared/tools/fetch-smollm2.sh` when it can).
 
 use std::path::PathBuf;
 
-use lmsi_benches::{gemm_peak_gflops, model_dir};
+use lmsi_benches::{Device, device, gemm_peak_gflops, model_dir};
 use lmsi_data::{ExemplarSet, PromptFormat};
 use lmsi_sampler::SamplingParams;
 use lmsi_transformer::generate::{Control, GenerateConfig, Request, generate};
-use lmsi_transformer::{CpuBackend, Model, Tokenizer};
+use lmsi_transformer::{Backend, CpuBackend, Model, Tokenizer};
 
 const PATHS: usize = 32;
 const NEW_TOKENS: usize = 96;
@@ -28,8 +31,28 @@ fn main() {
         );
         return;
     };
-    let model = Model::load(&dir, CpuBackend::new()).expect("loading the benchmark model");
-    let tokenizer = Tokenizer::load(&dir, model.config()).expect("loading its tokenizer");
+    match device() {
+        Device::Cpu => bench(&dir, CpuBackend::new()),
+        Device::Cuda => bench_gpu(&dir),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn bench_gpu(dir: &std::path::Path) {
+    match lmsi_transformer::CudaBackend::new(0) {
+        Ok(gpu) => bench(dir, gpu),
+        Err(e) => eprintln!("generate benchmark skipped: no usable GPU: {e}"),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn bench_gpu(_dir: &std::path::Path) {
+    eprintln!("generate benchmark skipped: LMSI_BENCH_DEVICE=cuda needs `--features cuda`");
+}
+
+fn bench<B: Backend>(dir: &std::path::Path, backend: B) {
+    let model = Model::load(dir, backend).expect("loading the benchmark model");
+    let tokenizer = Tokenizer::load(dir, model.config()).expect("loading its tokenizer");
 
     // As many built-in exemplars as fit in about PROMPT_TOKENS tokens, then one question.
     let question = "A shop has 48 apples. It sells 15 apples in the morning and 9 in the afternoon. How many apples are left?";
@@ -67,11 +90,17 @@ fn main() {
         ..GenerateConfig::default()
     };
     let threads = rayon::current_num_threads();
-    let peak = gemm_peak_gflops();
     println!(
-        "generate: SmolLM2-135M-Instruct, {threads} threads, prompt {prompt_tokens} tokens, {PATHS} paths x {NEW_TOKENS} new tokens"
+        "generate: {} on {}, prompt {prompt_tokens} tokens, {PATHS} paths x {NEW_TOKENS} new tokens",
+        dir.file_name().unwrap_or_default().to_string_lossy(),
+        model.backend().describe()
     );
-    println!("f32 GEMM peak (gemm crate, 1024^3, {threads} threads): {peak:.1} GFLOP/s");
+    // The CPU's own matrix-product speed, to say how much of it the run achieves.
+    let peak = (device() == Device::Cpu).then(|| {
+        let peak = gemm_peak_gflops();
+        println!("f32 GEMM peak (gemm crate, 1024^3, {threads} threads): {peak:.1} GFLOP/s");
+        peak
+    });
 
     let c = model.config();
     let (d, layers) = (c.hidden_size as f64, c.num_layers as f64);
@@ -107,12 +136,14 @@ fn main() {
                 .map(|i| token_flops((prompt_tokens + i) as f64 + 1.0) + 2.0 * head)
                 .sum::<f64>();
         let gflops = (prompt_flops + sampled_flops) / stats.seconds / 1e9;
+        let of_peak = peak.map_or(String::new(), |p| {
+            format!(" ({:.0}% of the GEMM peak)", 100.0 * gflops / p)
+        });
         println!(
-            "run {run}: prompt {:.0} tokens/s, sampled {:.1} tokens/s, {:.1} s in all, {gflops:.1} GFLOP/s ({:.0}% of the GEMM peak)",
+            "run {run}: prompt {:.0} tokens/s, sampled {:.1} tokens/s, {:.1} s in all, {gflops:.1} GFLOP/s{of_peak}",
             stats.prompt_tokens_per_second(),
             stats.sampled_tokens_per_second(),
             stats.seconds,
-            100.0 * gflops / peak
         );
     }
 }

@@ -4,26 +4,58 @@
 //! seed model (`assets/seed-model`). Batches of 8 sequences of 256 tokens (loss on every
 //! token), 2 warm-up steps then 3 timed steps. Prints tokens/s and achieved GFLOP/s counted as
 //! 6 × parameters × tokens per second, against the machine's f32 GEMM peak measured in the same run.
+//!
+//! `LMSI_BENCH_DEVICE=cuda` (with the crate's `cuda` feature) runs it on GPU 0 instead (no CPU peak
+//! to compare with).
 
 use std::time::Instant;
 
 use lmsi_adamw::AdamWConfig;
-use lmsi_benches::{gemm_peak_gflops, model_dir, seed_model_dir};
+use lmsi_benches::{Device, device, gemm_peak_gflops, model_dir, seed_model_dir};
 use lmsi_transformer::{Backend, CpuBackend, Model, TrainSequence};
 
 const BATCH: usize = 8;
 const SEQ_LEN: usize = 256;
 
 fn main() {
-    let peak = gemm_peak_gflops();
-    let threads = rayon::current_num_threads();
-    println!(
-        "train: batch {BATCH} x {SEQ_LEN} tokens, {threads} threads; f32 GEMM peak {peak:.1} GFLOP/s"
-    );
+    match device() {
+        Device::Cpu => {
+            let peak = gemm_peak_gflops();
+            let threads = rayon::current_num_threads();
+            println!(
+                "train: batch {BATCH} x {SEQ_LEN} tokens, {threads} threads; f32 GEMM peak {peak:.1} GFLOP/s"
+            );
+            models(CpuBackend::new(), Some(peak));
+        }
+        Device::Cuda => gpu(),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn gpu() {
+    match lmsi_transformer::CudaBackend::new(0) {
+        Ok(gpu) => {
+            println!(
+                "train: batch {BATCH} x {SEQ_LEN} tokens, on {}",
+                gpu.describe()
+            );
+            models(gpu, None);
+        }
+        Err(e) => eprintln!("train benchmark skipped: no usable GPU: {e}"),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu() {
+    eprintln!("train benchmark skipped: LMSI_BENCH_DEVICE=cuda needs `--features cuda`");
+}
+
+/// Both models on `backend`, those that are there.
+fn models<B: Backend + Clone>(backend: B, peak: Option<f64>) {
     match model_dir() {
         Some(dir) => bench(
             "SmolLM2-135M-Instruct",
-            Model::load(&dir, CpuBackend::new()).unwrap(),
+            Model::load(&dir, backend.clone()).unwrap(),
             peak,
         ),
         None => eprintln!(
@@ -31,18 +63,14 @@ fn main() {
         ),
     }
     match seed_model_dir() {
-        Some(dir) => bench(
-            "the seed model",
-            Model::load(&dir, CpuBackend::new()).unwrap(),
-            peak,
-        ),
+        Some(dir) => bench("the seed model", Model::load(&dir, backend).unwrap(), peak),
         None => {
             eprintln!("seed model skipped: assets/seed-model is not there (cargo xtask seed-model)")
         }
     }
 }
 
-fn bench(name: &str, mut model: Model<CpuBackend>, peak: f64) {
+fn bench<B: Backend>(name: &str, mut model: Model<B>, peak: Option<f64>) {
     let vocab = model.config().vocab_size as u64;
     let batch: Vec<TrainSequence> = (0..BATCH as u64)
         .map(|s| {
@@ -76,17 +104,23 @@ fn bench(name: &str, mut model: Model<CpuBackend>, peak: f64) {
             be.adamw_update(p, g, m, v, &adamw.step_params(1e-5, step, true).scalars())
                 .unwrap();
         }
+        // A device may still be running the step: reading a parameter back waits for it all.
+        let be = model.backend();
+        let last = model.params().tensors()[0];
+        be.download(&be.copy_range(last, 0, 1).unwrap()).unwrap();
         if step > 2 {
             times.push(start.elapsed().as_secs_f64());
         }
     }
     let seconds = times.iter().sum::<f64>() / times.len() as f64;
     let gflops = 6.0 * params * tokens as f64 / seconds / 1e9;
+    let of_peak = peak.map_or(String::new(), |p| {
+        format!(" ({:.0}% of the GEMM peak)", 100.0 * gflops / p)
+    });
     println!(
-        "{name} ({:.1}M parameters): {:.2} s per step, {:.0} tokens/s, {gflops:.1} GFLOP/s ({:.0}% of the GEMM peak)",
+        "{name} ({:.1}M parameters): {:.2} s per step, {:.0} tokens/s, {gflops:.1} GFLOP/s{of_peak}",
         params / 1e6,
         seconds,
         tokens as f64 / seconds,
-        100.0 * gflops / peak
     );
 }

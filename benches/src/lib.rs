@@ -3,6 +3,27 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// Where the model benchmarks (generate, train) run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    /// GPU 0, through the CUDA backend (needs this crate's `cuda` feature).
+    Cuda,
+}
+
+/// `LMSI_BENCH_DEVICE`: `cpu` (the default) or `cuda`.
+///
+/// # Panics
+///
+/// On any other value.
+pub fn device() -> Device {
+    match std::env::var("LMSI_BENCH_DEVICE").as_deref() {
+        Ok("cuda") => Device::Cuda,
+        Ok("cpu") | Ok("") | Err(_) => Device::Cpu,
+        Ok(other) => panic!("LMSI_BENCH_DEVICE={other}: expected cpu or cuda"),
+    }
+}
+
 /// The real model to benchmark on: `LMSI_BENCH_MODEL`, else the test-model cache's SmolLM2 directory.
 pub fn model_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("LMSI_BENCH_MODEL")
@@ -19,9 +40,12 @@ pub fn model_dir() -> Option<PathBuf> {
     dir.join("model.safetensors").exists().then_some(dir)
 }
 
-/// The embedded seed model's directory in the workspace, when it has been made.
+/// The embedded seed model's directory: `LMSI_BENCH_SEED_MODEL` (for a benchmark binary run away
+/// from the workspace), else `assets/seed-model` in the workspace, when it has been made.
 pub fn seed_model_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/seed-model");
+    let dir = std::env::var_os("LMSI_BENCH_SEED_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/seed-model"));
     dir.join("model.safetensors").exists().then_some(dir)
 }
 

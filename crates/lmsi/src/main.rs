@@ -17,6 +17,8 @@ use lmsi_data::{
     read_jsonl, read_questions, write_atomic, write_jsonl_atomic,
 };
 use lmsi_sampler::SamplingParams;
+#[cfg(feature = "cuda")]
+use lmsi_transformer::CudaBackend;
 use lmsi_transformer::{Backend, CpuBackend, Model, Tokenizer};
 use lmsi_voter::{AnswerKind, EarlyStop, Weighting};
 
@@ -117,6 +119,9 @@ struct RunArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Where the models run: cpu, cuda (GPU 0; cuda:N for another) or auto (a GPU when one works).
+    #[arg(long, default_value = "auto")]
+    device: DeviceArg,
 }
 
 #[derive(Args)]
@@ -190,12 +195,97 @@ struct ModelArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Where the model runs: cpu, cuda (GPU 0; cuda:N for another) or auto (a GPU when one works).
+    #[arg(long, default_value = "auto")]
+    device: DeviceArg,
+}
+
+/// `--device`: where models run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DeviceArg {
+    Cpu,
+    /// The GPU of this ordinal; an error when it cannot be used.
+    Cuda(usize),
+    /// GPU 0 when it can be used, else the CPU (with a notice).
+    Auto,
+}
+
+impl std::str::FromStr for DeviceArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceArg::Cpu),
+            "cuda" => Ok(DeviceArg::Cuda(0)),
+            "auto" => Ok(DeviceArg::Auto),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceArg::Cuda)
+                .ok_or_else(|| {
+                    format!("unknown device {s:?} (expected cpu, cuda, cuda:N or auto)")
+                }),
+        }
+    }
+}
+
+/// A backend opened for `--device`.
+enum Opened {
+    Cpu,
+    #[cfg(feature = "cuda")]
+    Cuda(CudaBackend),
+}
+
+/// Opens the backend `device` asks for: `cuda` without a usable GPU is an error, `auto` falls back
+/// to the CPU and says so on stderr.
+fn open_device(device: DeviceArg) -> Result<Opened> {
+    match device {
+        DeviceArg::Cpu => Ok(Opened::Cpu),
+        DeviceArg::Cuda(ordinal) => open_cuda(ordinal).map_err(|e| match ordinal {
+            0 => anyhow::anyhow!("--device cuda: {e}"),
+            _ => anyhow::anyhow!("--device cuda:{ordinal}: {e}"),
+        }),
+        DeviceArg::Auto => Ok(open_cuda(0).unwrap_or_else(|e| {
+            eprintln!("lmsi: no usable GPU ({e}); running on the CPU");
+            Opened::Cpu
+        })),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(ordinal: usize) -> Result<Opened, String> {
+    CudaBackend::new(ordinal)
+        .map(Opened::Cuda)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(_ordinal: usize) -> Result<Opened, String> {
+    Err("this lmsi was built without the `cuda` feature".into())
+}
+
+/// Evaluates `$call`, a call of a generic function that takes the backend `$backend`, with the
+/// backend `--device` picks: one line per command, compiled once per backend.
+macro_rules! on_device {
+    ($device:expr, $backend:ident => $call:expr) => {
+        match open_device($device)? {
+            Opened::Cpu => {
+                let $backend = CpuBackend::new();
+                $call
+            }
+            #[cfg(feature = "cuda")]
+            Opened::Cuda(gpu) => {
+                let $backend = gpu;
+                $call
+            }
+        }
+    };
 }
 
 impl ModelArgs {
-    fn load(&self) -> Result<(Model<CpuBackend>, Tokenizer)> {
+    fn load<B: Backend>(&self, backend: B) -> Result<(Model<B>, Tokenizer)> {
         set_threads(self.threads)?;
-        let model = Model::load(&self.model, CpuBackend::new())
+        let model = Model::load(&self.model, backend)
             .with_context(|| format!("loading the model in {}", self.model.display()))?;
         let tokenizer = Tokenizer::load(&self.model, model.config())
             .with_context(|| format!("loading the tokenizer of {}", self.model.display()))?;
@@ -438,10 +528,14 @@ fn progress_bar(total: usize, what: &str) -> ProgressBar {
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {
+    on_device!(args.model.device, backend => generate_on(&args, backend))
+}
+
+fn generate_on<B: Backend>(args: &GenerateArgs, backend: B) -> Result<()> {
     let questions = load_questions(&args.questions, &args.input)?;
     let mut options = args.sampling.options(args.paths)?;
     options.early_stop = args.early_stop;
-    let (model, tokenizer) = args.model.load()?;
+    let (model, tokenizer) = args.model.load(backend)?;
     let bar = progress_bar(questions.len() * args.paths, "paths");
     let (paths, stats) = generate_paths(&model, &tokenizer, &questions, &options, &mut |_| {
         bar.inc(1)
@@ -546,48 +640,41 @@ fn run_loop(args: RunArgs) -> Result<()> {
         self_questions: args.self_questions,
         self_question_confidence: 0.6,
     };
-    let load = |dir: &Path| -> std::result::Result<(Model<CpuBackend>, Tokenizer), lmsi::Error> {
-        let model = Model::load(dir, CpuBackend::new())?;
-        let tokenizer = Tokenizer::load(dir, model.config())?;
-        Ok((model, tokenizer))
-    };
     let bar = ProgressBar::hidden();
     let mut current = String::new();
-    let report = lmsi::run::run(
-        &config,
-        &args.work_dir,
-        &load,
-        args.stop_after.as_deref(),
-        &mut |event| match event {
-            Event::Start { stage, work } => {
-                current = stage.to_string();
-                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-                bar.reset();
-                bar.set_length(work as u64);
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{prefix:28} {elapsed_precise} [{bar:30}] {pos}/{len}",
-                    )
-                    .expect("valid template")
-                    .progress_chars("=> "),
-                );
-                bar.set_prefix(current.clone());
-            }
-            Event::Progress => bar.inc(1),
-            Event::Done {
-                stage,
-                seconds,
-                summary,
-            } => {
-                bar.finish_and_clear();
-                println!("{stage:28} {seconds:7.1} s  {summary}");
-            }
-            Event::Skipped { stage } => println!(
-                "{stage:28}    done  (resumed from {})",
-                args.work_dir.display()
-            ),
-        },
-    )?;
+    let mut on_event = |event: lmsi::run::Event<'_>| match event {
+        Event::Start { stage, work } => {
+            current = stage.to_string();
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            bar.reset();
+            bar.set_length(work as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:28} {elapsed_precise} [{bar:30}] {pos}/{len}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(current.clone());
+        }
+        Event::Progress => bar.inc(1),
+        Event::Done {
+            stage,
+            seconds,
+            summary,
+        } => {
+            bar.finish_and_clear();
+            println!("{stage:28} {seconds:7.1} s  {summary}");
+        }
+        Event::Skipped { stage } => println!(
+            "{stage:28}    done  (resumed from {})",
+            args.work_dir.display()
+        ),
+    };
+    let stop_after = args.stop_after.as_deref();
+    let report = on_device!(args.device, backend => {
+        run_on(backend, &config, &args.work_dir, stop_after, &mut on_event)
+    })?;
     let Some(report) = report else {
         println!(
             "stopped after {}; run the same command again to continue",
@@ -622,6 +709,24 @@ fn run_loop(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// Runs the loop with models loaded on `backend` (each model on its own handle of it).
+fn run_on<B: Backend + Clone>(
+    backend: B,
+    config: &lmsi::run::RunConfig,
+    work_dir: &Path,
+    stop_after: Option<&str>,
+    on_event: &mut dyn FnMut(lmsi::run::Event<'_>),
+) -> Result<Option<lmsi::run::RunReport>> {
+    let load = |dir: &Path| -> std::result::Result<(Model<B>, Tokenizer), lmsi::Error> {
+        let model = Model::load(dir, backend.clone())?;
+        let tokenizer = Tokenizer::load(dir, model.config())?;
+        Ok((model, tokenizer))
+    };
+    Ok(lmsi::run::run(
+        config, work_dir, &load, stop_after, on_event,
+    )?)
+}
+
 fn train(args: TrainArgs) -> Result<()> {
     let examples: Vec<TrainExample> = load(&args.data, &args.input)?;
     if examples.is_empty() {
@@ -652,7 +757,19 @@ fn train(args: TrainArgs) -> Result<()> {
     if args.resume {
         model_args.model = args.out.clone();
     }
-    let (mut model, tokenizer) = model_args.load()?;
+    on_device!(model_args.device, backend => {
+        train_on(&model_args, &examples, &options, &args.out, backend)
+    })
+}
+
+fn train_on<B: Backend>(
+    model_args: &ModelArgs,
+    examples: &[TrainExample],
+    options: &TrainOptions,
+    out: &Path,
+    backend: B,
+) -> Result<()> {
+    let (mut model, tokenizer) = model_args.load(backend)?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] step {pos}/{len} {msg}")
@@ -663,9 +780,9 @@ fn train(args: TrainArgs) -> Result<()> {
         &mut model,
         &tokenizer,
         &model_args.model,
-        &examples,
-        &options,
-        &args.out,
+        examples,
+        options,
+        out,
         &mut |log, total| {
             bar.set_length(total);
             bar.set_position(log.step);
@@ -695,14 +812,18 @@ fn train(args: TrainArgs) -> Result<()> {
         ", {:.0} tokens/s, {:.1} s",
         report.tokens_per_second, report.seconds
     );
-    println!("{line} -> {}", args.out.display());
+    println!("{line} -> {}", out.display());
     Ok(())
 }
 
 fn eval(args: EvalArgs) -> Result<()> {
+    on_device!(args.model.device, backend => eval_on(&args, backend))
+}
+
+fn eval_on<B: Backend>(args: &EvalArgs, backend: B) -> Result<()> {
     let questions = load_questions(&args.dataset, &args.input)?;
     let options = args.sampling.options(args.paths)?;
-    let (model, tokenizer) = args.model.load()?;
+    let (model, tokenizer) = args.model.load(backend)?;
     let paths = if args.mode == EvalMode::Greedy {
         1
     } else {
