@@ -142,7 +142,7 @@ fn rustfmt(root: &Path, text: &str) -> Result<String> {
 }
 
 /// Runs `scripts/cuda-toolchain.sh` and returns the toolkit root it prints (`.../nvidia/cu13`).
-fn toolchain(root: &Path) -> Result<PathBuf> {
+pub fn toolchain(root: &Path) -> Result<PathBuf> {
     let script = root.join("scripts/cuda-toolchain.sh");
     eprintln!("xtask: {} (cached after the first run)", script.display());
     let output = Command::new("bash")

@@ -1,13 +1,19 @@
 //! `cargo xtask`: the project's tasks, written in Rust so they run wherever cargo does.
 //!
-//! - `cargo xtask test`: formatting check, clippy with warnings denied, and every test of the workspace.
-//!   This is the command CI runs (`.ci/run`). When the shared tools are present (see [`shared_dir`]),
-//!   it first fetches the real test model (SmolLM2-135M-Instruct, cached) so the real-model tests run;
-//!   without them those tests skip and say why.
+//! - `cargo xtask test`: formatting check, clippy with warnings denied (all features), the kernels'
+//!   compile check (`cargo xtask kernels --check`), and every test of the workspace with all features.
+//!   This is the command CI runs (`.ci/run`). It installs the CUDA 13.0 compiler wheels (cached) for the
+//!   kernel and NVRTC checks, and, when the shared tools are present (see [`shared_dir`]), fetches the
+//!   real test model (SmolLM2-135M-Instruct, cached) so the real-model tests run; without them those
+//!   tests skip and say why. Tests that need a GPU skip themselves where there is none.
 //! - `cargo xtask kernels [--check]`: compiles the CUDA kernels with nvcc and prints their resource
 //!   use, and regenerates (or, with `--check`, verifies) their Rust bindings; see [`kernels`].
+//! - `cargo xtask seed-model`: trains the embedded seed model and writes it to `assets/seed-model`.
 //! - `cargo xtask bench [NAME...]`: the benchmarks in `benches/` (all, or the named ones), with the
 //!   real model fetched the same way.
+//! - `cargo xtask gpu-bundle [--out DIR] [--no-nvrtc]`: the `lmsi` program, the CUDA tests and the GPU
+//!   benchmarks, built here and packed with a `run.sh` for a GPU machine without Rust; see
+//!   [`gpu_bundle`].
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +21,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod gpu_bundle;
 mod kernels;
 
 #[derive(Parser)]
@@ -33,12 +40,23 @@ enum Task {
         /// Benchmark names (files in benches/benches/ without `.rs`).
         names: Vec<String>,
     },
+    /// Train the embedded seed model (deterministic) and write it to assets/seed-model.
+    SeedModel,
     /// Compile the CUDA kernels with nvcc (sm_80, sm_90), print their registers, shared memory and
     /// spills, and regenerate the Rust bindings of the kernel headers.
     Kernels {
         /// Fail if the committed bindings differ from fresh ones, instead of writing them.
         #[arg(long)]
         check: bool,
+    },
+    /// Build lmsi, its CUDA tests and GPU benchmarks, and pack them with a run.sh for a GPU machine.
+    GpuBundle {
+        /// The folder to write (replaced) [default: target/gpu-bundle].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Leave NVRTC out (about 110 MB): the GPU machine's CUDA install provides it.
+        #[arg(long)]
+        no_nvrtc: bool,
     },
 }
 
@@ -47,6 +65,8 @@ fn main() -> Result<()> {
         Task::Test => test(),
         Task::Bench { names } => bench(&names),
         Task::Kernels { check } => kernels::run(check),
+        Task::SeedModel => seed_model(),
+        Task::GpuBundle { out, no_nvrtc } => gpu_bundle::run(out, !no_nvrtc),
     }
 }
 
@@ -57,14 +77,31 @@ fn test() -> Result<()> {
             "clippy",
             "--workspace",
             "--all-targets",
+            "--all-features",
             "--",
             "-D",
             "warnings",
         ],
         &[],
     )?;
-    let env = real_model_env()?;
-    cargo(&["test", "--workspace"], &env)
+    kernels::run(true)?;
+    let mut env = real_model_env()?;
+    env.push(cuda_library_path()?);
+    cargo(&["test", "--workspace", "--all-features"], &env)
+}
+
+/// `LD_LIBRARY_PATH` with the CUDA wheel's libraries (NVRTC) first, so the NVRTC tests run; cudarc
+/// opens CUDA libraries by name at run time.
+fn cuda_library_path() -> Result<(String, PathBuf)> {
+    let cu13 = kernels::toolchain(&workspace_root())?;
+    let mut paths = vec![cu13.join("lib")];
+    if let Some(existing) = std::env::var_os("LD_LIBRARY_PATH") {
+        paths.extend(std::env::split_paths(&existing));
+    }
+    Ok((
+        "LD_LIBRARY_PATH".into(),
+        std::env::join_paths(paths)?.into(),
+    ))
 }
 
 fn bench(names: &[String]) -> Result<()> {
@@ -74,6 +111,47 @@ fn bench(names: &[String]) -> Result<()> {
     }
     let env = real_model_env()?;
     cargo(&args, &env)
+}
+
+/// Trains the seed model with the project's own trainer (`crates/lmsi/examples/seed_model.rs`, the
+/// recipe in `lmsi::seed::SeedRecipe::default`) and copies the model files, its training log and loss
+/// curve into `assets/seed-model`, which `lmsi` embeds.
+fn seed_model() -> Result<()> {
+    let root = workspace_root();
+    let scratch = root.join("target/seed-model");
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch)?;
+    }
+    let out = scratch.to_string_lossy().into_owned();
+    cargo(
+        &[
+            "run",
+            "--release",
+            "-p",
+            "lmsi",
+            "--example",
+            "seed_model",
+            "--",
+            "--out",
+            &out,
+        ],
+        &[],
+    )?;
+    let assets = root.join("assets/seed-model");
+    std::fs::create_dir_all(&assets)?;
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "train_log.jsonl",
+        "loss.svg",
+    ] {
+        std::fs::copy(scratch.join(file), assets.join(file))
+            .with_context(|| format!("copying {file} into {}", assets.display()))?;
+    }
+    eprintln!("xtask: wrote {}", assets.display());
+    Ok(())
 }
 
 /// The folder of tools and data shared by the project's machines: `LMSI_SHARED`, else `../shared`
