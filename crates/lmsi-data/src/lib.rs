@@ -47,7 +47,7 @@ pub use prompt::{
 };
 pub use records::{PathRecord, Question, TrainExample, VoteRecord};
 pub use synthetic::{
-    MAX_MAX_VALUE, MAX_STEPS, MIN_MAX_VALUE, SYMBOLS, SyntheticProblem, TaskConfig, generate,
-    vary_reasoning, vocabulary_words,
+    MAX_MAX_VALUE, MAX_STEPS, MIN_MAX_VALUE, SYMBOLS, SyntheticProblem, TaskConfig, column_facts,
+    generate, vary_reasoning, vocabulary_words, write_in_columns,
 };
 pub use text::{normalize_whitespace, words};

@@ -30,7 +30,7 @@ mod vocabulary;
 
 use std::collections::HashSet;
 
-pub use routes::vary_reasoning;
+pub use routes::{column_facts, vary_reasoning, write_in_columns};
 pub use vocabulary::{SYMBOLS, vocabulary_words};
 
 use crate::error::DataError;
