@@ -31,9 +31,16 @@ struct Args {
     max_steps: Option<usize>,
     #[arg(long)]
     vocab: Option<usize>,
-    /// Train on the generator's single way of writing each equation.
+    /// Write each equation by varied routes.
     #[arg(long)]
-    plain_reasoning: bool,
+    varied_reasoning: bool,
+    /// Share of training problems worked column by column.
+    #[arg(long)]
+    column_share: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    drill_documents: Option<usize>,
     /// Stop training after this step (with a checkpoint); continue with --resume.
     #[arg(long)]
     stop_after: Option<u64>,
@@ -70,6 +77,18 @@ fn main() -> Result<()> {
     }
     if let Some(v) = args.max_steps {
         recipe.task.max_steps = v;
+    }
+    if let Some(v) = args.column_share {
+        recipe.column_share = v;
+    }
+    if let Some(v) = args.drill_documents {
+        recipe.drill_documents = v;
+    }
+    if let Some(v) = args.seed {
+        recipe.task.seed = v;
+    }
+    if args.varied_reasoning {
+        recipe.varied_reasoning = true;
     }
     if let Some(v) = args.vocab {
         recipe.vocab_size = v;
@@ -113,7 +132,7 @@ fn evaluate_seed(recipe: &SeedRecipe, dir: &std::path::Path, n: usize) -> Result
     let options = GenerateOptions {
         exemplars: recipe.exemplar_set()?,
         paths: 16,
-        max_new_tokens: 160,
+        max_new_tokens: 256,
         max_batch: 64,
         ..GenerateOptions::default()
     };

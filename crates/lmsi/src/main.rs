@@ -71,7 +71,8 @@ struct RunArgs {
     /// Sampling temperature of generation and of the first self-consistency evaluation.
     #[arg(long, default_value_t = 0.7)]
     temperature: f32,
-    /// Sampling temperature of self-consistency evaluation after training (the paper: 1.2).
+    /// Sampling temperature of self-consistency evaluation after training [default: 1.2, the
+    /// paper's; 0.7 for the embedded default].
     #[arg(long)]
     eval_temperature: Option<f32>,
     /// Paths per test question for self-consistency evaluation [default: as --paths].
@@ -86,20 +87,26 @@ struct RunArgs {
     /// Few-shot exemplars (JSONL) [default: the built-in set; its first two for the embedded default].
     #[arg(long)]
     exemplars: Option<PathBuf>,
-    /// Training data formats: all (the paper's mixed formats) or a list, e.g. cot-fewshot (CoT only).
-    #[arg(long, default_value = "all")]
-    formats: String,
+    /// Training data formats: all (the paper's mixed formats) or a list, e.g. cot-fewshot (CoT only)
+    /// [default: all; cot-fewshot for the embedded default].
+    #[arg(long)]
+    formats: Option<String>,
     /// Only questions whose vote confidence reaches this become training data.
     #[arg(long, default_value_t = 0.0)]
     min_confidence: f64,
+    /// Learning rate [default: 5e-5, the paper's; 1e-4 for the embedded default].
     #[arg(long)]
     lr: Option<f32>,
+    /// Examples per optimizer step [default: 32].
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Optimizer steps [default: one epoch; 150 for the embedded default].
     #[arg(long)]
     steps: Option<u64>,
+    /// Epochs over the training data, when --steps is not given [default: 1].
     #[arg(long)]
     epochs: Option<f64>,
+    /// Linear warm-up steps [default: 0; 10 for the embedded default].
     #[arg(long)]
     warmup_steps: Option<u64>,
     /// Repeat the loop with the improved model.
@@ -633,7 +640,7 @@ fn run_loop(args: RunArgs) -> Result<()> {
         eval_paths: args.eval_paths.unwrap_or(paths),
         eval_temperature: args.eval_temperature.unwrap_or(defaults.eval_temperature),
         vote: VoteSettings::from_options(&vote),
-        formats: parse_formats(&args.formats)?,
+        formats: parse_formats(args.formats.as_deref().unwrap_or(defaults.formats))?,
         train,
         rounds: args.rounds,
         student: args.student.clone(),

@@ -9,6 +9,15 @@
 //!
 //! The model learns the chain-of-thought few-shot format the default run samples with: it is trained
 //! on documents of a few worked problems in that format, one after another, with loss on every answer.
+//!
+//! Why the method has something to find: half of the training problems work their sums and
+//! differences column by column (`34 - 15 = [14 - 5 = 9, 2 - 1 = 1] 19`), the other half write them
+//! at once (`34 - 15 = 19`), and drill documents teach the few hundred one-digit column facts. A model
+//! this small cannot hold every two-digit sum, so answers written at once are often wrong, and wrong in
+//! different ways from sample to sample, while the column route is right more often. The few-shot
+//! exemplars write sums at once, so greedy decoding mostly skips the columns; sampling takes both
+//! routes, and the answers that agree are mostly the careful ones. Voting finds them without labels,
+//! and training on the agreeing paths moves the model towards the careful route.
 
 use std::path::Path;
 
@@ -30,6 +39,15 @@ pub struct SeedRecipe {
     /// Write each training problem's equations by varied routes ([`lmsi_data::vary_reasoning`]),
     /// so that the model learns more than one way to each answer.
     pub varied_reasoning: bool,
+    /// The share of training problems whose sums and differences are worked column by column
+    /// ([`lmsi_data::write_in_columns`]); the rest are written at once. A small model gets the
+    /// columns right far more often, so its samples disagree when it skips them, and voting
+    /// rewards the careful ones.
+    pub column_share: f64,
+    /// Documents of one-digit column facts ([`lmsi_data::column_facts`], shuffled,
+    /// [`FACTS_PER_DRILL`] each) added to the training documents: the drill that makes working in
+    /// columns reliable, while two-digit sums written at once stay error-prone.
+    pub drill_documents: usize,
     /// How many of the built-in exemplars the few-shot prompt uses.
     pub exemplars: usize,
     pub vocab_size: usize,
@@ -53,7 +71,9 @@ impl Default for SeedRecipe {
             },
             train_problems: 6000,
             problems_per_document: 3,
-            varied_reasoning: true,
+            varied_reasoning: false,
+            column_share: 0.5,
+            drill_documents: 400,
             exemplars: 2,
             vocab_size: 384,
             hidden_size: 128,
@@ -63,9 +83,9 @@ impl Default for SeedRecipe {
             intermediate_size: 384,
             init_seed: 7,
             train: TrainOptions {
-                lr: 2e-3,
+                lr: 3e-3,
                 batch_size: 16,
-                epochs: 3.0,
+                epochs: 7.0,
                 warmup_steps: 20,
                 weight_decay: 0.0,
                 eval_fraction: 0.02,
@@ -239,14 +259,19 @@ pub fn training_documents(recipe: &SeedRecipe) -> Result<Vec<Vec<(String, bool)>
             let mut pieces = Vec::new();
             for (i, p) in doc.iter().enumerate() {
                 pieces.push((format.question_part(&p.question), false));
-                let reasoning = if recipe.varied_reasoning {
-                    let seed = recipe.task.seed
-                        ^ ((d * recipe.problems_per_document + i) as u64)
-                            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let seed = recipe.task.seed
+                    ^ ((d * recipe.problems_per_document + i) as u64)
+                        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let mut reasoning = if recipe.varied_reasoning {
                     lmsi_data::vary_reasoning(&p.reasoning, seed)
                 } else {
                     p.reasoning.clone()
                 };
+                // The top 53 bits of a second mix of the seed, as a fraction in [0, 1).
+                let draw = (mix(seed) >> 11) as f64 / (1u64 << 53) as f64;
+                if draw < recipe.column_share {
+                    reasoning = lmsi_data::write_in_columns(&reasoning);
+                }
                 let mut answer = format.completion(&reasoning, &p.answer.to_string());
                 if i + 1 < doc.len() {
                     answer.push_str("\n\n");
@@ -255,7 +280,48 @@ pub fn training_documents(recipe: &SeedRecipe) -> Result<Vec<Vec<(String, bool)>
             }
             pieces
         })
+        .chain(drill_documents(recipe))
         .collect())
+}
+
+/// One-digit column facts per drill document.
+pub const FACTS_PER_DRILL: usize = 60;
+
+/// The drill documents: every column fact in a seeded order, cut into documents of
+/// [`FACTS_PER_DRILL`], for as many documents as the recipe asks.
+fn drill_documents(recipe: &SeedRecipe) -> impl Iterator<Item = Vec<(String, bool)>> + '_ {
+    let facts = lmsi_data::column_facts();
+    let mut order: Vec<String> = Vec::new();
+    let mut state = recipe.task.seed ^ 0xA076_1D64_78BD_642F;
+    while order.len() < recipe.drill_documents * FACTS_PER_DRILL {
+        let mut round = facts.clone();
+        // Fisher-Yates with the mixer as the random source.
+        for i in (1..round.len()).rev() {
+            state = mix(state);
+            round.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        order.extend(round);
+    }
+    order.truncate(recipe.drill_documents * FACTS_PER_DRILL);
+    order
+        .chunks(FACTS_PER_DRILL)
+        // The first fact is context (a sequence's loss starts after its first token).
+        .map(|chunk| {
+            vec![
+                (chunk[0].clone() + ", ", false),
+                (chunk[1..].join(", ") + ".", true),
+            ]
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+/// A 64-bit mixer (SplitMix64's finaliser) for the recipe's deterministic choices.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Tokenizes a document piece by piece, ending it with EOS (which carries loss).
@@ -369,4 +435,42 @@ pub fn build_seed_model(
         out,
         on_step,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_mix_the_two_routes_and_add_the_drill() {
+        let recipe = SeedRecipe {
+            train_problems: 600,
+            drill_documents: 12,
+            ..SeedRecipe::default()
+        };
+        let documents = training_documents(&recipe).unwrap();
+        assert_eq!(documents.len(), 600 / recipe.problems_per_document + 12);
+        let (worked, drill) = documents.split_at(600 / recipe.problems_per_document);
+        let answers: Vec<&str> = worked
+            .iter()
+            .flatten()
+            .filter(|(_, loss)| *loss)
+            .map(|(text, _)| text.as_str())
+            .collect();
+        let in_columns = answers.iter().filter(|a| a.contains('[')).count();
+        // Problems with only products and quotients have nothing to work in columns.
+        assert!(
+            (200..=300).contains(&in_columns),
+            "{in_columns} of 600 in columns"
+        );
+        let facts: std::collections::HashSet<String> =
+            lmsi_data::column_facts().into_iter().collect();
+        for document in drill {
+            let text: String = document.iter().map(|(t, _)| t.as_str()).collect();
+            let written: Vec<&str> = text.trim_end_matches('.').split(", ").collect();
+            assert_eq!(written.len(), FACTS_PER_DRILL);
+            assert!(written.iter().all(|f| facts.contains(*f)), "{text}");
+        }
+        assert_eq!(training_documents(&recipe).unwrap(), documents);
+    }
 }
