@@ -806,10 +806,35 @@ fn markdown(r: &RunReport) -> String {
         );
     }
     s += "\n| stage | seconds |\n|---|---|\n";
-    for (stage, secs) in &r.seconds {
+    let mut stages: Vec<(&String, &f64)> = r.seconds.iter().collect();
+    stages.sort_by_key(|(stage, _)| run_order(stage));
+    for (stage, secs) in stages {
         s += &format!("| {stage} | {secs:.1} |\n");
     }
+    s += &format!("| all | {:.1} |\n", r.seconds.values().sum::<f64>());
     s
+}
+
+/// Where `stage` (`round-N/name`) comes in a run: by round, then in the order the stages run.
+fn run_order(stage: &str) -> (usize, usize) {
+    const ORDER: [&str; 9] = [
+        "eval-before-greedy",
+        "eval-before-sc",
+        "self-questions",
+        "generate",
+        "vote",
+        "build",
+        "train",
+        "eval-after-greedy",
+        "eval-after-sc",
+    ];
+    let (round, name) = stage.split_once('/').unwrap_or(("", stage));
+    let round = round
+        .strip_prefix("round-")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX);
+    let position = ORDER.iter().position(|s| *s == name).unwrap_or(ORDER.len());
+    (round, position)
 }
 
 fn accuracy_chart(r: &RunReport) -> String {
@@ -885,4 +910,33 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Error> {
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
     let bytes = serde_json::to_vec_pretty(value).expect("reports serialise");
     Ok(write_atomic(path, &bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_order;
+
+    #[test]
+    fn stages_sort_in_the_order_they_run() {
+        let mut stages = vec![
+            "round-2/generate",
+            "round-1/vote",
+            "round-1/eval-after-sc",
+            "round-10/build",
+            "round-1/eval-before-greedy",
+            "round-1/generate",
+        ];
+        stages.sort_by_key(|s| run_order(s));
+        assert_eq!(
+            stages,
+            [
+                "round-1/eval-before-greedy",
+                "round-1/generate",
+                "round-1/vote",
+                "round-1/eval-after-sc",
+                "round-2/generate",
+                "round-10/build",
+            ]
+        );
+    }
 }
