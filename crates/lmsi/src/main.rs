@@ -480,9 +480,25 @@ fn main() {
         .without_time()
         .init();
     if let Err(error) = run(Cli::parse()) {
-        eprintln!("error: {error:#}");
+        eprintln!("error: {}", error_message(&error));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, each cause once: the library errors already put the
+/// operating system's words in their own message (`config.json: No such file or directory`).
+fn error_message(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&text);
+        }
+    }
+    message
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -108,7 +108,7 @@ fn generate_vote_build_and_eval_on_a_tiny_model() {
 }
 
 /// Runs `generate` against a broken model or input; it must fail naming `expected` and write nothing.
-fn fails_cleanly(f: &Fixture, model: &str, questions: &str, expected: &str) {
+fn fails_cleanly(f: &Fixture, model: &str, questions: &str, expected: &str) -> String {
     let out_file = f.dir.join("out.jsonl");
     let out = lmsi(&[
         "generate",
@@ -123,6 +123,7 @@ fn fails_cleanly(f: &Fixture, model: &str, questions: &str, expected: &str) {
     let err = stderr(&out);
     assert!(err.contains(expected), "expected {expected:?} in: {err}");
     assert!(!out_file.exists(), "no output file after a failure");
+    err
 }
 
 fn copy_model(f: &Fixture, name: &str) -> PathBuf {
@@ -193,12 +194,14 @@ fn a_directory_that_is_not_a_model_is_named() {
     let f = Fixture::new();
     let not_model = f.dir.join("not-a-model");
     std::fs::create_dir_all(&not_model).unwrap();
-    fails_cleanly(
+    let err = fails_cleanly(
         &f,
         &not_model.to_string_lossy(),
         &f.path("questions.jsonl"),
         "config.json",
     );
+    // The operating system's words appear once, not once per level of the error chain.
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
 }
 
 #[test]
