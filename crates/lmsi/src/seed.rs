@@ -289,7 +289,7 @@ pub const FACTS_PER_DRILL: usize = 60;
 
 /// The drill documents: every column fact in a seeded order, cut into documents of
 /// [`FACTS_PER_DRILL`], for as many documents as the recipe asks.
-fn drill_documents(recipe: &SeedRecipe) -> impl Iterator<Item = Vec<(String, bool)>> + '_ {
+fn drill_documents(recipe: &SeedRecipe) -> Vec<Vec<(String, bool)>> {
     let facts = lmsi_data::column_facts();
     let mut order: Vec<String> = Vec::new();
     let mut state = recipe.task.seed ^ 0xA076_1D64_78BD_642F;
@@ -312,8 +312,7 @@ fn drill_documents(recipe: &SeedRecipe) -> impl Iterator<Item = Vec<(String, boo
                 (chunk[1..].join(", ") + ".", true),
             ]
         })
-        .collect::<Vec<_>>()
-        .into_iter()
+        .collect()
 }
 
 /// A 64-bit mixer (SplitMix64's finaliser) for the recipe's deterministic choices.

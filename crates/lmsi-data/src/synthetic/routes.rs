@@ -89,7 +89,6 @@ pub fn column_facts() -> Vec<String> {
             }
         }
     }
-    facts.dedup();
     facts
 }
 
