@@ -70,6 +70,22 @@ fn cuda(e: impl std::fmt::Display) -> Error {
 }
 
 /// The CPU backend's check that a buffer holds `needed` values.
+/// The launch parameters of an embedding gather or scatter over `ids` into a table of
+/// `table_len` values, `dim` per row; an id outside the table is an error.
+fn embedding_params(ids: &[u32], dim: usize, table_len: usize) -> Result<LmsiRowsParams, Error> {
+    let vocab = table_len.checked_div(dim).unwrap_or(0);
+    if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
+        return Err(Error::Input(format!(
+            "token id {id} is outside the vocabulary ({vocab} tokens)"
+        )));
+    }
+    Ok(LmsiRowsParams {
+        rows: count("tokens", ids.len())?,
+        dim: count("embedding width", dim)?,
+        table_rows: count("vocabulary", vocab)?,
+    })
+}
+
 fn need(what: &str, have: usize, needed: usize) -> Result<(), Error> {
     if have < needed {
         return Err(Error::Backend(format!(
@@ -236,17 +252,7 @@ impl Backend for CudaBackend {
     ) -> Result<(), Error> {
         let ids = &layout.host.token_ids;
         need("embedding output", out.len(), ids.len() * dim)?;
-        let vocab = table.len().checked_div(dim).unwrap_or(0);
-        if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(Error::Input(format!(
-                "token id {id} is outside the vocabulary ({vocab} tokens)"
-            )));
-        }
-        let p = LmsiRowsParams {
-            rows: count("tokens", ids.len())?,
-            dim: count("embedding width", dim)?,
-            table_rows: count("vocabulary", vocab)?,
-        };
+        let p = embedding_params(ids, dim, table.len())?;
         self.device
             .gather_rows(&p, out, table, &layout.token_ids())
             .map_err(cuda)
@@ -637,17 +643,7 @@ impl Backend for CudaBackend {
             d_out.len(),
             ids.len() * dim,
         )?;
-        let vocab = d_table.len().checked_div(dim).unwrap_or(0);
-        if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(Error::Input(format!(
-                "token id {id} is outside the vocabulary ({vocab} tokens)"
-            )));
-        }
-        let p = LmsiRowsParams {
-            rows: count("tokens", ids.len())?,
-            dim: count("embedding width", dim)?,
-            table_rows: count("vocabulary", vocab)?,
-        };
+        let p = embedding_params(ids, dim, d_table.len())?;
         self.device
             .scatter_add_rows(&p, d_table, d_out, &layout.token_ids())
             .map_err(cuda)
