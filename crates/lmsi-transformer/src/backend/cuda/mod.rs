@@ -101,8 +101,16 @@ fn count(what: &str, v: usize) -> Result<u32, Error> {
         .map_err(|_| Error::Backend(format!("{what}: {v} is too large for the GPU kernels")))
 }
 
-/// Checks that `rows` lies within `logit_rows` and every row it names is one of `x_rows` rows.
-fn check_logit_rows(layout: &CudaLayout, rows: &Range<usize>, x_rows: usize) -> Result<(), Error> {
+/// The launch parameters of a gather or scatter of the logit rows `rows` of a step, over a buffer
+/// of `x_len` values, `dim` per row: `rows` must lie within the step's logit rows, and every row
+/// they name within the buffer.
+fn logit_rows_params(
+    layout: &CudaLayout,
+    rows: &Range<usize>,
+    x_len: usize,
+    dim: usize,
+) -> Result<LmsiRowsParams, Error> {
+    let x_rows = x_len.checked_div(dim).unwrap_or(0);
     let all = &layout.host.logit_rows;
     let picked = all.get(rows.clone()).ok_or_else(|| {
         Error::Backend(format!(
@@ -110,12 +118,16 @@ fn check_logit_rows(layout: &CudaLayout, rows: &Range<usize>, x_rows: usize) -> 
             all.len()
         ))
     })?;
-    match picked.iter().find(|&&r| r as usize >= x_rows) {
-        Some(r) => Err(Error::Backend(format!(
+    if let Some(r) = picked.iter().find(|&&r| r as usize >= x_rows) {
+        return Err(Error::Backend(format!(
             "logit row {r} is outside the step's {x_rows} rows"
-        ))),
-        None => Ok(()),
+        )));
     }
+    Ok(LmsiRowsParams {
+        rows: count("rows", rows.len())?,
+        dim: count("width", dim)?,
+        table_rows: count("rows", x_rows)?,
+    })
 }
 
 impl CudaBackend {
@@ -409,14 +421,8 @@ impl Backend for CudaBackend {
         rows: Range<usize>,
         dim: usize,
     ) -> Result<(), Error> {
-        let x_rows = x.len().checked_div(dim).unwrap_or(0);
-        check_logit_rows(layout, &rows, x_rows)?;
+        let p = logit_rows_params(layout, &rows, x.len(), dim)?;
         need("gathered rows", out.len(), rows.len() * dim)?;
-        let p = LmsiRowsParams {
-            rows: count("rows", rows.len())?,
-            dim: count("width", dim)?,
-            table_rows: count("rows", x_rows)?,
-        };
         self.device
             .gather_rows(&p, out, x, &layout.logit_rows(rows))
             .map_err(cuda)
@@ -657,14 +663,8 @@ impl Backend for CudaBackend {
         rows: Range<usize>,
         dim: usize,
     ) -> Result<(), Error> {
-        let x_rows = x.len().checked_div(dim).unwrap_or(0);
-        check_logit_rows(layout, &rows, x_rows)?;
+        let p = logit_rows_params(layout, &rows, x.len(), dim)?;
         need("scattered rows", src.len(), rows.len() * dim)?;
-        let p = LmsiRowsParams {
-            rows: count("rows", rows.len())?,
-            dim: count("width", dim)?,
-            table_rows: count("rows", x_rows)?,
-        };
         self.device
             .scatter_add_rows(&p, x, src, &layout.logit_rows(rows))
             .map_err(cuda)
