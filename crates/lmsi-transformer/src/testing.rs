@@ -10,9 +10,40 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::Error;
+use crate::backend::{BatchLayout, SeqLayout};
 use crate::config::Config;
 use crate::params::Params;
 use crate::weights::safetensors_bytes;
+
+/// The layout of one prefill step of sequences of `lens` tokens (token ids below 250), whose blocks
+/// of `block_size` slots are interleaved and out of order, so that no block table is contiguous:
+/// the hard case for paged attention.
+pub fn scattered_prefill_layout(lens: &[usize], block_size: usize) -> BatchLayout {
+    let mut l = BatchLayout::default();
+    let mut next = 0u32;
+    for &len in lens {
+        let blocks: Vec<u32> = (0..len.div_ceil(block_size))
+            .map(|i| {
+                next += 1;
+                100 - next * 3 + (i as u32 % 2)
+            })
+            .collect();
+        l.seqs.push(SeqLayout {
+            token_start: l.token_ids.len() as u32,
+            num_tokens: len as u32,
+            context_len: len as u32,
+            table_start: l.block_tables.len() as u32,
+        });
+        for p in 0..len {
+            l.token_ids.push((p * 37 % 250) as u32);
+            l.positions.push(p as u32);
+            l.slots
+                .push(blocks[p / block_size] * block_size as u32 + (p % block_size) as u32);
+        }
+        l.block_tables.extend(blocks);
+    }
+    l
+}
 
 /// Sizes of a tiny model.
 #[derive(Clone, Debug)]

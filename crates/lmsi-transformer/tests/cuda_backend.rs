@@ -22,7 +22,7 @@ use lmsi_adamw::StepParams;
 use lmsi_sampler::{RowKey, SampleError, SamplingParams};
 use lmsi_transformer::backend::{AttentionDims, Backend, BatchLayout, SeqLayout};
 use lmsi_transformer::config::Config;
-use lmsi_transformer::testing::TinyModel;
+use lmsi_transformer::testing::{TinyModel, scattered_prefill_layout};
 use lmsi_transformer::{
     Chunk, CpuBackend, CudaBackend, Error, Logits, Model, Params, SeqId, TrainSequence,
 };
@@ -99,34 +99,6 @@ macro_rules! on_backends {
     )*};
 }
 
-/// Sequences of `lens` tokens prefilled in one step, with scattered, interleaved block tables.
-fn paged_layout(lens: &[usize], block_size: usize) -> BatchLayout {
-    let mut l = BatchLayout::default();
-    let mut next = 0u32;
-    for &len in lens {
-        let blocks: Vec<u32> = (0..len.div_ceil(block_size))
-            .map(|i| {
-                next += 1;
-                100 - next * 3 + (i as u32 % 2)
-            })
-            .collect();
-        l.seqs.push(SeqLayout {
-            token_start: l.token_ids.len() as u32,
-            num_tokens: len as u32,
-            context_len: len as u32,
-            table_start: l.block_tables.len() as u32,
-        });
-        for p in 0..len {
-            l.token_ids.push((p * 37 % 250) as u32);
-            l.positions.push(p as u32);
-            l.slots
-                .push(blocks[p / block_size] * block_size as u32 + (p % block_size) as u32);
-        }
-        l.block_tables.extend(blocks);
-    }
-    l
-}
-
 /// A packed training batch of sequences of `lens` tokens, with a logit row and target for every
 /// token after the first of each sequence.
 fn train_layout(lens: &[usize]) -> BatchLayout {
@@ -196,7 +168,7 @@ on_backends! {
 
     fn embedding_and_its_backward_are_exact(be) {
         let (vocab, dim) = (260, 48);
-        let layout = paged_layout(&[9, 30], 4);
+        let layout = scattered_prefill_layout(&[9, 30], 4);
         let t = layout.num_tokens();
         let table = random(vocab * dim, 2, 1.0);
         let (cl, bl) = (CPU.prepare(&layout).unwrap(), be.prepare(&layout).unwrap());
@@ -299,7 +271,7 @@ on_backends! {
 
     fn rope_swiglu_and_their_backwards_match(be) {
         let d = dims(8, 2, 16, None);
-        let layout = paged_layout(&[5, 40], 4);
+        let layout = scattered_prefill_layout(&[5, 40], 4);
         let t = layout.num_tokens();
         let (cl, bl) = (CPU.prepare(&layout).unwrap(), be.prepare(&layout).unwrap());
         let freqs = inv_freq(d.head_dim);
@@ -335,7 +307,7 @@ on_backends! {
     fn paged_cache_store_and_attention_match(be) {
         for (heads, kv_heads, window) in [(4, 2, None), (8, 2, Some(6)), (3, 3, None)] {
             let d = dims(heads, kv_heads, 16, window);
-            let layout = paged_layout(&[7, 13, 1], d.block_size);
+            let layout = scattered_prefill_layout(&[7, 13, 1], d.block_size);
             let t = layout.num_tokens();
             let (cl, bl) = (CPU.prepare(&layout).unwrap(), be.prepare(&layout).unwrap());
             let qkv = random(t * d.qkv_dim(), 21, 1.0);

@@ -769,7 +769,6 @@ fn attend(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::SeqLayout;
 
     fn random(n: usize, seed: u64) -> Vec<f32> {
         let mut state = seed;
@@ -781,34 +780,6 @@ mod tests {
                 ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
             })
             .collect()
-    }
-
-    /// Two sequences prefilled in one step, with scattered block tables.
-    fn layout(lens: &[usize], bs: usize) -> BatchLayout {
-        let mut l = BatchLayout::default();
-        let mut next_block = 0u32;
-        for &len in lens {
-            let blocks: Vec<u32> = (0..len.div_ceil(bs))
-                .map(|i| {
-                    next_block += 1;
-                    // Interleave blocks of the sequences in reverse, so tables are not contiguous.
-                    100 - next_block * 3 + (i as u32 % 2)
-                })
-                .collect();
-            l.seqs.push(SeqLayout {
-                token_start: l.token_ids.len() as u32,
-                num_tokens: len as u32,
-                context_len: len as u32,
-                table_start: l.block_tables.len() as u32,
-            });
-            for p in 0..len {
-                l.token_ids.push(0);
-                l.positions.push(p as u32);
-                l.slots.push(blocks[p / bs] * bs as u32 + (p % bs) as u32);
-            }
-            l.block_tables.extend(blocks);
-        }
-        l
     }
 
     #[test]
@@ -823,7 +794,7 @@ mod tests {
                 block_size: 4,
             };
             let lens = [7, 12];
-            let l = layout(&lens, dims.block_size);
+            let l = crate::testing::scattered_prefill_layout(&lens, dims.block_size);
             let be = CpuBackend;
             let prepared = be.prepare(&l).unwrap();
             let t = l.num_tokens();
