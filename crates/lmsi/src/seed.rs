@@ -388,46 +388,32 @@ pub fn build_seed_model(
             .map_err(|e| Error::Input(format!("{name}: {e}")))?;
     }
     let tokenizer = Tokenizer::load(init.path(), &config)?;
-    if recipe.train.resume {
-        // Continue the checkpoint in `out` (same recipe): its weights, not a fresh initialisation.
-        let mut model = Model::load(out, CpuBackend::new())?;
-        let sequences = documents
-            .iter()
-            .map(|d| document_sequence(&tokenizer, d))
-            .collect::<Result<Vec<_>, _>>()?;
-        let data = format!(
-            "seed documents: {} problems, task {:?}",
-            recipe.train_problems, recipe.task
-        );
-        return train_sequences(
-            &mut model,
-            out,
-            sequences,
-            &data,
-            &recipe.train,
-            out,
-            on_step,
-        );
-    }
-    let mut model = Model::from_host(
-        config,
-        &init_params(
-            &Config::from_json(&config_json.to_string()).map_err(Error::Input)?,
-            recipe.init_seed,
-        ),
-        CpuBackend::new(),
-    )?;
     let sequences = documents
         .iter()
         .map(|d| document_sequence(&tokenizer, d))
         .collect::<Result<Vec<_>, _>>()?;
+    // What a resumed run must have been trained on: everything that shapes the documents.
     let data = format!(
-        "seed documents: {} problems, task {:?}",
-        recipe.train_problems, recipe.task
+        "seed documents: {} problems, varied {}, column share {}, {} drill documents, task {:?}",
+        recipe.train_problems,
+        recipe.varied_reasoning,
+        recipe.column_share,
+        recipe.drill_documents,
+        recipe.task
     );
+    let (mut model, source) = if recipe.train.resume {
+        // Continue the checkpoint in `out` (same recipe): its weights, not a fresh initialisation.
+        (Model::load(out, CpuBackend::new())?, out)
+    } else {
+        let params = init_params(&config, recipe.init_seed);
+        (
+            Model::from_host(config, &params, CpuBackend::new())?,
+            init.path(),
+        )
+    };
     train_sequences(
         &mut model,
-        init.path(),
+        source,
         sequences,
         &data,
         &recipe.train,
