@@ -90,6 +90,8 @@ fn main() -> Result<()> {
     if args.varied_reasoning {
         recipe.varied_reasoning = true;
     }
+    recipe.train.stop_after = args.stop_after;
+    recipe.train.resume = args.resume;
     if let Some(v) = args.vocab {
         recipe.vocab_size = v;
     }
