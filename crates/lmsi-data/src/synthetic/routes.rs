@@ -188,6 +188,18 @@ mod tests {
     use super::*;
     use crate::{TaskConfig, generate};
 
+    /// 300 generated problems with numbers up to 60.
+    fn problems() -> Vec<crate::SyntheticProblem> {
+        generate(
+            &TaskConfig {
+                max_value: 60,
+                ..TaskConfig::default()
+            },
+            300,
+        )
+        .unwrap()
+    }
+
     /// Every `x op y = z` of a text, checked.
     fn check_arithmetic(text: &str) -> usize {
         let words: Vec<&str> = text.split(' ').collect();
@@ -209,14 +221,7 @@ mod tests {
 
     #[test]
     fn routes_keep_every_equation_right_and_the_text_around_them() {
-        let problems = generate(
-            &TaskConfig {
-                max_value: 60,
-                ..TaskConfig::default()
-            },
-            300,
-        )
-        .unwrap();
+        let problems = problems();
         let mut changed = 0;
         for (i, p) in problems.iter().enumerate() {
             let varied = vary_reasoning(&p.reasoning, i as u64);
@@ -263,14 +268,7 @@ mod tests {
             write_in_columns("so 7 - 7 = 0, and 6 * 3 = 18 and 20 / 4 = 5."),
             "so 7 - 7 = [7 - 7 = 0] 0, and 6 * 3 = 18 and 20 / 4 = 5."
         );
-        let problems = generate(
-            &TaskConfig {
-                max_value: 60,
-                ..TaskConfig::default()
-            },
-            300,
-        )
-        .unwrap();
+        let problems = problems();
         for p in &problems {
             let written = write_in_columns(&p.reasoning);
             let outside: String = written
