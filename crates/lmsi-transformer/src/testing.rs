@@ -15,6 +15,22 @@ use crate::config::Config;
 use crate::params::Params;
 use crate::weights::safetensors_bytes;
 
+/// `n` values uniform in ±[0.1, 1]·`scale` from `seed` (xorshift): random sign and magnitude, never
+/// zero, so a test input cannot hide a term that should have counted.
+pub fn nonzero_values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let u = (state >> 40) as f32 / (1u64 << 24) as f32;
+            let sign = if state & 1 == 0 { 1.0 } else { -1.0 };
+            sign * (0.1 + 0.9 * u) * scale
+        })
+        .collect()
+}
+
 /// The layout of one prefill step of sequences of `lens` tokens (token ids below 250), whose blocks
 /// of `block_size` slots are interleaved and out of order, so that no block table is contiguous:
 /// the hard case for paged attention.

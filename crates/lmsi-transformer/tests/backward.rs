@@ -7,19 +7,9 @@ use lmsi_transformer::{CpuBackend, Model, TrainSequence};
 
 const BE: CpuBackend = CpuBackend;
 
+/// Test values, never zero.
 fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let u = (state >> 40) as f32 / (1u64 << 24) as f32;
-            // Uniform in ±[0.1, 1]: random sign and magnitude, never zero.
-            let sign = if state & 1 == 0 { 1.0 } else { -1.0 };
-            sign * (0.1 + 0.9 * u)
-        })
-        .collect()
+    lmsi_transformer::testing::nonzero_values(n, seed, 1.0)
 }
 
 /// Checks `grads` (the analytic gradients of `loss` with respect to each of `inputs`) against central

@@ -22,7 +22,7 @@ use lmsi_adamw::StepParams;
 use lmsi_sampler::{RowKey, SampleError, SamplingParams};
 use lmsi_transformer::backend::{AttentionDims, Backend, BatchLayout, SeqLayout};
 use lmsi_transformer::config::Config;
-use lmsi_transformer::testing::{TinyModel, scattered_prefill_layout};
+use lmsi_transformer::testing::{TinyModel, nonzero_values, scattered_prefill_layout};
 use lmsi_transformer::{
     Chunk, CpuBackend, CudaBackend, Error, Logits, Model, Params, SeqId, TrainSequence,
 };
@@ -40,21 +40,6 @@ fn gpu(test: &str) -> Option<&'static CudaBackend> {
 }
 
 const CPU: CpuBackend = CpuBackend;
-
-/// Uniform in ±[0.1, 1]·scale: random sign and magnitude, never zero.
-fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let u = (state >> 40) as f32 / (1u64 << 24) as f32;
-            let sign = if state & 1 == 0 { 1.0 } else { -1.0 };
-            sign * (0.1 + 0.9 * u) * scale
-        })
-        .collect()
-}
 
 #[track_caller]
 fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
@@ -150,7 +135,7 @@ fn the_backend_names_its_gpu() {
 
 on_backends! {
     fn buffers_round_trip_exactly(be) {
-        let data = random(1000, 1, 3.0);
+        let data = nonzero_values(1000, 1, 3.0);
         let buf = up(be, &data);
         assert_eq!(be.len(&buf), 1000);
         assert_bits("download", &down(be, &buf), &data);
@@ -170,7 +155,7 @@ on_backends! {
         let (vocab, dim) = (260, 48);
         let layout = scattered_prefill_layout(&[9, 30], 4);
         let t = layout.num_tokens();
-        let table = random(vocab * dim, 2, 1.0);
+        let table = nonzero_values(vocab * dim, 2, 1.0);
         let (cl, bl) = (CPU.prepare(&layout).unwrap(), be.prepare(&layout).unwrap());
         let mut want = vec![0.0; t * dim];
         CPU.embedding(&mut want, &table, &cl, dim).unwrap();
@@ -178,8 +163,8 @@ on_backends! {
         be.embedding(&mut got, &up(be, &table), &bl, dim).unwrap();
         assert_bits("embedding", &down(be, &got), &want);
 
-        let d_out = random(t * dim, 3, 1.0);
-        let start = random(vocab * dim, 4, 0.5);
+        let d_out = nonzero_values(t * dim, 3, 1.0);
+        let start = nonzero_values(vocab * dim, 4, 0.5);
         let mut want = start.clone();
         CPU.embedding_backward(&mut want, &d_out, &cl, dim).unwrap();
         let mut got = up(be, &start);
@@ -201,16 +186,16 @@ on_backends! {
 
     fn rmsnorm_and_its_backward_match(be) {
         for (rows, dim) in [(1, 32), (70, 100), (130, 257)] {
-            let x = random(rows * dim, 5, 2.0);
-            let w = random(dim, 6, 1.0);
+            let x = nonzero_values(rows * dim, 5, 2.0);
+            let w = nonzero_values(dim, 6, 1.0);
             let mut want = vec![0.0; rows * dim];
             CPU.rmsnorm(&mut want, &x, &w, rows, 1e-5).unwrap();
             let mut got = be.zeros(rows * dim).unwrap();
             be.rmsnorm(&mut got, &up(be, &x), &up(be, &w), rows, 1e-5).unwrap();
             assert_close("rmsnorm", &down(be, &got), &want, 1e-5, 1e-5);
 
-            let d_out = random(rows * dim, 7, 1.0);
-            let (dx0, dw0) = (random(rows * dim, 8, 0.5), random(dim, 9, 0.5));
+            let d_out = nonzero_values(rows * dim, 7, 1.0);
+            let (dx0, dw0) = (nonzero_values(rows * dim, 8, 0.5), nonzero_values(dim, 9, 0.5));
             let (mut want_dx, mut want_dw) = (dx0.clone(), dw0.clone());
             CPU.rmsnorm_backward(&mut want_dx, &mut want_dw, &d_out, &x, &w, rows, 1e-5)
                 .unwrap();
@@ -226,10 +211,10 @@ on_backends! {
     fn matrix_products_match_in_every_direction(be) {
         // Few rows (decode; the CPU's unpacked kernel) and many (prefill; the gemm crate).
         for (m, n, k) in [(1, 5, 3), (7, 96, 64), (130, 300, 48), (65, 33, 300)] {
-            let x = random(m * k, 10, 1.0);
-            let w = random(n * k, 11, 1.0);
-            let bias = random(n, 12, 1.0);
-            let start = random(m * n, 13, 1.0);
+            let x = nonzero_values(m * k, 10, 1.0);
+            let w = nonzero_values(n * k, 11, 1.0);
+            let bias = nonzero_values(n, 12, 1.0);
+            let start = nonzero_values(m * n, 13, 1.0);
             let (bx, bw, bb) = (up(be, &x), up(be, &w), up(be, &bias));
             for accumulate in [false, true] {
                 for with_bias in [false, true] {
@@ -245,9 +230,9 @@ on_backends! {
                 }
             }
 
-            let d_out = random(m * n, 14, 1.0);
+            let d_out = nonzero_values(m * n, 14, 1.0);
             let bd = up(be, &d_out);
-            let dx0 = random(m * k, 15, 1.0);
+            let dx0 = nonzero_values(m * k, 15, 1.0);
             for accumulate in [false, true] {
                 let mut want = dx0.clone();
                 CPU.matmul_backward_input(&mut want, &d_out, &w, m, n, k, accumulate)
@@ -257,7 +242,7 @@ on_backends! {
                     .unwrap();
                 assert_close("matmul d_x", &down(be, &got), &want, 1e-4, 1e-4);
             }
-            let (dw0, db0) = (random(n * k, 16, 1.0), random(n, 17, 1.0));
+            let (dw0, db0) = (nonzero_values(n * k, 16, 1.0), nonzero_values(n, 17, 1.0));
             let (mut want_dw, mut want_db) = (dw0.clone(), db0.clone());
             CPU.matmul_backward_weight(&mut want_dw, Some(&mut want_db), &d_out, &x, m, n, k)
                 .unwrap();
@@ -276,7 +261,7 @@ on_backends! {
         let (cl, bl) = (CPU.prepare(&layout).unwrap(), be.prepare(&layout).unwrap());
         let freqs = inv_freq(d.head_dim);
         let bf = up(be, &freqs);
-        let qkv = random(t * d.qkv_dim(), 18, 1.0);
+        let qkv = nonzero_values(t * d.qkv_dim(), 18, 1.0);
         let mut want = qkv.clone();
         CPU.rope(&mut want, &cl, &d, &freqs).unwrap();
         let mut got = up(be, &qkv);
@@ -289,13 +274,13 @@ on_backends! {
         assert_close("rope backward", &down(be, &got), &want, 1e-5, 1e-5);
 
         let (rows, inter) = (33, 70);
-        let gate_up = random(rows * 2 * inter, 19, 4.0);
+        let gate_up = nonzero_values(rows * 2 * inter, 19, 4.0);
         let mut want = vec![0.0; rows * inter];
         CPU.swiglu(&mut want, &gate_up, rows, inter).unwrap();
         let mut got = be.zeros(rows * inter).unwrap();
         be.swiglu(&mut got, &up(be, &gate_up), rows, inter).unwrap();
         assert_close("swiglu", &down(be, &got), &want, 1e-5, 1e-5);
-        let d_out = random(rows * inter, 20, 1.0);
+        let d_out = nonzero_values(rows * inter, 20, 1.0);
         let mut want = vec![0.0; rows * 2 * inter];
         CPU.swiglu_backward(&mut want, &d_out, &gate_up, rows, inter).unwrap();
         let mut got = be.zeros(rows * 2 * inter).unwrap();
@@ -310,7 +295,7 @@ on_backends! {
             let layout = scattered_prefill_layout(&[7, 13, 1], d.block_size);
             let t = layout.num_tokens();
             let (cl, bl) = (CPU.prepare(&layout).unwrap(), be.prepare(&layout).unwrap());
-            let qkv = random(t * d.qkv_dim(), 21, 1.0);
+            let qkv = nonzero_values(t * d.qkv_dim(), 21, 1.0);
             let cache_len = 101 * d.block_len();
             let (mut k, mut v) = (vec![0.0; cache_len], vec![0.0; cache_len]);
             CPU.kv_store(&mut k, &mut v, &qkv, &cl, &d).unwrap();
@@ -339,14 +324,14 @@ on_backends! {
         let layout = train_layout(&[6, 9, 4]);
         let (cl, bl) = (CPU.prepare(&layout).unwrap(), be.prepare(&layout).unwrap());
         let (t, dim) = (layout.num_tokens(), 40);
-        let x = random(t * dim, 22, 1.0);
+        let x = nonzero_values(t * dim, 22, 1.0);
         let rows = 3..11;
         let mut want = vec![0.0; rows.len() * dim];
         CPU.gather_logit_rows(&mut want, &x, &cl, rows.clone(), dim).unwrap();
         let mut got = be.zeros(rows.len() * dim).unwrap();
         be.gather_logit_rows(&mut got, &up(be, &x), &bl, rows.clone(), dim).unwrap();
         assert_bits("gathered logit rows", &down(be, &got), &want);
-        let src = random(rows.len() * dim, 23, 1.0);
+        let src = nonzero_values(rows.len() * dim, 23, 1.0);
         let mut want = x.clone();
         CPU.scatter_logit_rows(&mut want, &src, &cl, rows.clone(), dim).unwrap();
         let mut got = up(be, &x);
@@ -354,7 +339,7 @@ on_backends! {
         assert_bits("scattered logit rows", &down(be, &got), &want);
 
         let block_len = 24;
-        let cache = random(10 * block_len, 24, 1.0);
+        let cache = nonzero_values(10 * block_len, 24, 1.0);
         for (src, dst) in [(2, 7), (8, 1)] {
             let mut want = cache.clone();
             CPU.copy_block(&mut want, src, dst, block_len).unwrap();
@@ -363,7 +348,7 @@ on_backends! {
             assert_bits("copied block", &down(be, &got), &want);
         }
 
-        let (a, b) = (random(5000, 25, 1.0), random(5000, 26, 1.0));
+        let (a, b) = (nonzero_values(5000, 25, 1.0), nonzero_values(5000, 26, 1.0));
         let mut want = a.clone();
         CPU.add_assign(&mut want, &b, 4321).unwrap();
         CPU.scale(&mut want, 0.37).unwrap();
@@ -382,7 +367,7 @@ on_backends! {
             let layout = train_layout(&[3, 40, 17]);
             let t = layout.num_tokens();
             let (cl, bl) = (CPU.prepare(&layout).unwrap(), be.prepare(&layout).unwrap());
-            let qkv = random(t * d.qkv_dim(), 27, 1.0);
+            let qkv = nonzero_values(t * d.qkv_dim(), 27, 1.0);
             let attn = heads * d.head_dim;
             let (mut out, mut lse) = (vec![0.0; t * attn], vec![0.0; t * heads]);
             CPU.causal_attention(&mut out, &mut lse, &qkv, &cl, &d).unwrap();
@@ -393,7 +378,7 @@ on_backends! {
             assert_close(&format!("attention, {what}"), &down(be, &bout), &out, 1e-5, 1e-5);
             assert_close(&format!("log-sum-exp, {what}"), &down(be, &blse), &lse, 1e-5, 1e-5);
 
-            let d_out = random(t * attn, 28, 1.0);
+            let d_out = nonzero_values(t * attn, 28, 1.0);
             let mut want = vec![f32::NAN; t * d.qkv_dim()];
             CPU.causal_attention_backward(&mut want, &d_out, &out, &lse, &qkv, &cl, &d)
                 .unwrap();
@@ -410,7 +395,7 @@ on_backends! {
         let layout = train_layout(&[5, 8]);
         let (cl, bl) = (CPU.prepare(&layout).unwrap(), be.prepare(&layout).unwrap());
         let rows = 2..9;
-        let logits = random(rows.len() * vocab, 29, 6.0);
+        let logits = nonzero_values(rows.len() * vocab, 29, 6.0);
         let mut want = logits.clone();
         let want_loss = CPU.cross_entropy(&mut want, &cl, rows.clone(), vocab, 0.125).unwrap();
         let mut got = up(be, &logits);
@@ -426,7 +411,7 @@ on_backends! {
 
     fn sampling_draws_the_cpu_tokens(be) {
         let vocab = 300;
-        let logits = random(6 * vocab, 30, 5.0);
+        let logits = nonzero_values(6 * vocab, 30, 5.0);
         let on_be = up(be, &logits);
         // Rows out of order and repeated, as generation asks for them.
         let rows = [4u32, 0, 5, 5, 2];
@@ -469,7 +454,7 @@ on_backends! {
 
     fn sums_of_squares_and_adamw_steps_match(be) {
         for len in [1, 1000, 65_537, 300_000] {
-            let x = random(len, 31, 2.0);
+            let x = nonzero_values(len, 31, 2.0);
             let want = CPU.sum_squares(&x).unwrap();
             let got = be.sum_squares(&up(be, &x)).unwrap();
             assert!(((got - want) / want).abs() < 1e-12, "{len}: {got} vs {want}");
@@ -477,7 +462,7 @@ on_backends! {
         // Three steps of one tensor from the same gradients: the update is exact, so the states
         // stay identical.
         let n = 70_001;
-        let param = random(n, 32, 1.0);
+        let param = nonzero_values(n, 32, 1.0);
         let (mut cp, mut cm, mut cv) = (param.clone(), vec![0.0; n], vec![0.0; n]);
         let (mut bp, mut bm, mut bv) = (up(be, &param), be.zeros(n).unwrap(), be.zeros(n).unwrap());
         let step = |step| {
@@ -492,7 +477,7 @@ on_backends! {
             .scalars()
         };
         for s in 1..=3 {
-            let grad = random(n, 40 + s, 1e-2);
+            let grad = nonzero_values(n, 40 + s, 1e-2);
             CPU.adamw_update(&mut cp, &grad, &mut cm, &mut cv, &step(s)).unwrap();
             be.adamw_update(&mut bp, &up(be, &grad), &mut bm, &mut bv, &step(s)).unwrap();
         }
