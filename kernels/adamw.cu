@@ -55,21 +55,3 @@ extern "C" __global__ void clip_scale(LmsiNormParams p, float* x, const double* 
         x[i] *= factor;
     }
 }
-
-#ifdef LMSI_SIM
-extern "C" int lmsi_sim_adamw_update(const LmsiSimLaunch* launch, LmsiAdamwParams p, float* param, float* m, float* v,
-                                     const float* grad) {
-    LMSI_SIM_RUN(adamw_update, p, param, m, v, grad);
-}
-extern "C" int lmsi_sim_sum_squares_partial(const LmsiSimLaunch* launch, LmsiSumSquaresParams p, double* partials,
-                                            const float* x) {
-    LMSI_SIM_RUN(sum_squares_partial, p, partials, x);
-}
-extern "C" int lmsi_sim_sum_partials(const LmsiSimLaunch* launch, LmsiNormParams p, double* sum,
-                                     const double* partials) {
-    LMSI_SIM_RUN(sum_partials, p, sum, partials);
-}
-extern "C" int lmsi_sim_clip_scale(const LmsiSimLaunch* launch, LmsiNormParams p, float* x, const double* sum) {
-    LMSI_SIM_RUN(clip_scale, p, x, sum);
-}
-#endif

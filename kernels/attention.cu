@@ -507,38 +507,3 @@ extern "C" __global__ void __launch_bounds__(LMSI_ATTN_WARPS * 32)
         }
     }
 }
-
-#ifdef LMSI_SIM
-extern "C" int lmsi_sim_kv_store(const LmsiSimLaunch* launch, LmsiKvStoreParams p, float* k_cache, float* v_cache,
-                                 const float* qkv, const uint32_t* slots) {
-    LMSI_SIM_RUN(kv_store, p, k_cache, v_cache, qkv, slots);
-}
-extern "C" int lmsi_sim_paged_attention(const LmsiSimLaunch* launch, LmsiPagedAttentionParams p, float* out,
-                                        const float* qkv, const float* k_cache, const float* v_cache,
-                                        const uint32_t* positions, const uint32_t* row_tables,
-                                        const uint32_t* block_tables, const uint32_t* item_offsets,
-                                        const uint32_t* item_rows) {
-    LMSI_SIM_RUN(paged_attention, p, out, qkv, k_cache, v_cache, positions, row_tables, block_tables, item_offsets,
-                 item_rows);
-}
-extern "C" int lmsi_sim_causal_attention_forward(const LmsiSimLaunch* launch, LmsiCausalAttentionParams p, float* out,
-                                                 float* lse, const float* qkv, const LmsiAttnItem* items) {
-    LMSI_SIM_RUN(causal_attention_forward, p, out, lse, qkv, items);
-}
-extern "C" int lmsi_sim_causal_attention_backward_delta(const LmsiSimLaunch* launch, LmsiCausalAttentionParams p,
-                                                        float* delta, const float* d_out, const float* out) {
-    LMSI_SIM_RUN(causal_attention_backward_delta, p, delta, d_out, out);
-}
-extern "C" int lmsi_sim_causal_attention_backward_dq(const LmsiSimLaunch* launch, LmsiCausalAttentionParams p,
-                                                     float* d_qkv, const float* d_out, const float* lse,
-                                                     const float* delta, const float* qkv,
-                                                     const LmsiAttnItem* items) {
-    LMSI_SIM_RUN(causal_attention_backward_dq, p, d_qkv, d_out, lse, delta, qkv, items);
-}
-extern "C" int lmsi_sim_causal_attention_backward_dkdv(const LmsiSimLaunch* launch, LmsiCausalAttentionParams p,
-                                                       float* d_qkv, const float* d_out, const float* lse,
-                                                       const float* delta, const float* qkv,
-                                                       const LmsiAttnItem* items) {
-    LMSI_SIM_RUN(causal_attention_backward_dkdv, p, d_qkv, d_out, lse, delta, qkv, items);
-}
-#endif

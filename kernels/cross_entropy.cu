@@ -28,10 +28,3 @@ extern "C" __global__ void cross_entropy(LmsiCrossEntropyParams p, float* logits
         losses[blockIdx.x] = logf(s) + m - target_logit;
     }
 }
-
-#ifdef LMSI_SIM
-extern "C" int lmsi_sim_cross_entropy(const LmsiSimLaunch* launch, LmsiCrossEntropyParams p, float* logits,
-                                      float* losses, const uint32_t* targets) {
-    LMSI_SIM_RUN(cross_entropy, p, logits, losses, targets);
-}
-#endif

@@ -34,14 +34,3 @@ extern "C" __global__ void scatter_add_rows(LmsiRowsParams p, float* table, cons
         table[(uint64_t)dst * p.dim + c] += src[(uint64_t)i * p.dim + c];
     }
 }
-
-#ifdef LMSI_SIM
-extern "C" int lmsi_sim_gather_rows(const LmsiSimLaunch* launch, LmsiRowsParams p, float* out, const float* table,
-                                    const uint32_t* index) {
-    LMSI_SIM_RUN(gather_rows, p, out, table, index);
-}
-extern "C" int lmsi_sim_scatter_add_rows(const LmsiSimLaunch* launch, LmsiRowsParams p, float* table,
-                                         const float* src, const uint32_t* index) {
-    LMSI_SIM_RUN(scatter_add_rows, p, table, src, index);
-}
-#endif

@@ -34,18 +34,3 @@ extern "C" __global__ void bias_grad(LmsiBiasParams p, float* d_bias, const floa
     for (uint32_t r = 0; r < p.rows; ++r) acc += d_out[(uint64_t)r * p.dim + c];
     d_bias[c] = acc;
 }
-
-#ifdef LMSI_SIM
-extern "C" int lmsi_sim_add_assign(const LmsiSimLaunch* launch, LmsiVecParams p, float* x, const float* y) {
-    LMSI_SIM_RUN(add_assign, p, x, y);
-}
-extern "C" int lmsi_sim_scale_assign(const LmsiSimLaunch* launch, LmsiVecParams p, float* x) {
-    LMSI_SIM_RUN(scale_assign, p, x);
-}
-extern "C" int lmsi_sim_bias_add(const LmsiSimLaunch* launch, LmsiBiasParams p, float* out, const float* bias) {
-    LMSI_SIM_RUN(bias_add, p, out, bias);
-}
-extern "C" int lmsi_sim_bias_grad(const LmsiSimLaunch* launch, LmsiBiasParams p, float* d_bias, const float* d_out) {
-    LMSI_SIM_RUN(bias_grad, p, d_bias, d_out);
-}
-#endif

@@ -58,18 +58,3 @@ extern "C" __global__ void rmsnorm_backward_reduce(LmsiRmsnormParams p, float* d
     for (uint32_t b = 0; b < blocks; ++b) acc += partial_dw[(uint64_t)b * p.dim + c];
     d_weight[c] = acc;
 }
-
-#ifdef LMSI_SIM
-extern "C" int lmsi_sim_rmsnorm_forward(const LmsiSimLaunch* launch, LmsiRmsnormParams p, float* out, const float* x,
-                                        const float* weight) {
-    LMSI_SIM_RUN(rmsnorm_forward, p, out, x, weight);
-}
-extern "C" int lmsi_sim_rmsnorm_backward(const LmsiSimLaunch* launch, LmsiRmsnormParams p, float* d_x,
-                                         float* partial_dw, const float* d_out, const float* x, const float* weight) {
-    LMSI_SIM_RUN(rmsnorm_backward, p, d_x, partial_dw, d_out, x, weight);
-}
-extern "C" int lmsi_sim_rmsnorm_backward_reduce(const LmsiSimLaunch* launch, LmsiRmsnormParams p, float* d_weight,
-                                                const float* partial_dw) {
-    LMSI_SIM_RUN(rmsnorm_backward_reduce, p, d_weight, partial_dw);
-}
-#endif

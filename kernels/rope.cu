@@ -27,10 +27,3 @@ extern "C" __global__ void rope(LmsiRopeParams p, float* qkv, const uint32_t* po
         h[i + half] = b * c + a * s;
     }
 }
-
-#ifdef LMSI_SIM
-extern "C" int lmsi_sim_rope(const LmsiSimLaunch* launch, LmsiRopeParams p, float* qkv, const uint32_t* positions,
-                             const float* inv_freq) {
-    LMSI_SIM_RUN(rope, p, qkv, positions, inv_freq);
-}
-#endif

@@ -276,11 +276,3 @@ extern "C" __global__ void sample_rows(LmsiSampleParams p, uint32_t* tokens, flo
         status[r] = LMSI_SAMPLE_OK;
     }
 }
-
-#ifdef LMSI_SIM
-extern "C" int lmsi_sim_sample_rows(const LmsiSimLaunch* launch, LmsiSampleParams p, uint32_t* tokens,
-                                    float* logprobs, float* sampling_logprobs, int32_t* status, const float* logits,
-                                    const uint64_t* sequences, const uint32_t* steps) {
-    LMSI_SIM_RUN(sample_rows, p, tokens, logprobs, sampling_logprobs, status, logits, sequences, steps);
-}
-#endif

@@ -32,14 +32,3 @@ extern "C" __global__ void swiglu_backward(LmsiSwigluParams p, float* d_gate_up,
         d_gate_up[at] = dy * u * sig * (1.0f + g * (1.0f - sig));
     }
 }
-
-#ifdef LMSI_SIM
-extern "C" int lmsi_sim_swiglu_forward(const LmsiSimLaunch* launch, LmsiSwigluParams p, float* out,
-                                       const float* gate_up) {
-    LMSI_SIM_RUN(swiglu_forward, p, out, gate_up);
-}
-extern "C" int lmsi_sim_swiglu_backward(const LmsiSimLaunch* launch, LmsiSwigluParams p, float* d_gate_up,
-                                        const float* d_out, const float* gate_up) {
-    LMSI_SIM_RUN(swiglu_backward, p, d_gate_up, d_out, gate_up);
-}
-#endif

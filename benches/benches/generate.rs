@@ -37,17 +37,12 @@ fn main() {
     }
 }
 
-#[cfg(feature = "cuda")]
+/// The benchmark on GPU 0, or why it cannot run (no GPU, or a build without `--features cuda`).
 fn bench_gpu(dir: &std::path::Path) {
     match lmsi_transformer::CudaBackend::new(0) {
         Ok(gpu) => bench(dir, gpu),
         Err(e) => eprintln!("generate benchmark skipped: no usable GPU: {e}"),
     }
-}
-
-#[cfg(not(feature = "cuda"))]
-fn bench_gpu(_dir: &std::path::Path) {
-    eprintln!("generate benchmark skipped: LMSI_BENCH_DEVICE=cuda needs `--features cuda`");
 }
 
 fn bench<B: Backend>(dir: &std::path::Path, backend: B) {

@@ -31,7 +31,7 @@ fn main() {
     }
 }
 
-#[cfg(feature = "cuda")]
+/// The benchmark on GPU 0, or why it cannot run (no GPU, or a build without `--features cuda`).
 fn gpu() {
     match lmsi_transformer::CudaBackend::new(0) {
         Ok(gpu) => {
@@ -43,11 +43,6 @@ fn gpu() {
         }
         Err(e) => eprintln!("train benchmark skipped: no usable GPU: {e}"),
     }
-}
-
-#[cfg(not(feature = "cuda"))]
-fn gpu() {
-    eprintln!("train benchmark skipped: LMSI_BENCH_DEVICE=cuda needs `--features cuda`");
 }
 
 /// Both models on `backend`, those that are there.

@@ -1,7 +1,8 @@
 //! Compiles the CPU shim (`kernels/sim/`) and every kernel file (`kernels/*.cu`) as C++20 into one
 //! static library, `lmsi_sim`, which `lmsi_cuda::sim` calls. The `.cu` files are the ones NVRTC
-//! compiles for a GPU; `-DLMSI_SIM` switches their headers to the shim and adds each file's
-//! launchers. No CUDA installation is involved.
+//! compiles for a GPU; `-DLMSI_SIM` switches their headers to the shim, and `sim/launchers.cpp`
+//! defines the launcher of every kernel in the list (`kernels/include/lmsi_kernels.h`). No CUDA
+//! installation is involved.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +12,7 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-changed={}", root.display());
 
-    let mut sources = vec![root.join("sim/sim.cpp")];
+    let mut sources = vec![root.join("sim/sim.cpp"), root.join("sim/launchers.cpp")];
     // g++ does not take `.cu` as C++: each kernel file is compiled through a one-line wrapper.
     for cu in kernel_files(&root)
         .into_iter()

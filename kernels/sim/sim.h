@@ -49,6 +49,11 @@
 #define __launch_bounds__(...)
 #define __align__(n) alignas(n)
 
+// Every kernel of the list, declared: each definition in kernels/*.cu must match its line there.
+#define LMSI_SIM_DECLARE_KERNEL(name, params, args) extern "C" void name(LMSI_EXPAND params);
+LMSI_KERNELS(LMSI_SIM_DECLARE_KERNEL)
+#undef LMSI_SIM_DECLARE_KERNEL
+
 struct uint3 {
     unsigned int x, y, z;
 };
@@ -96,8 +101,8 @@ T from_bits(uint64_t bits) {
 
 }  // namespace lmsi_sim
 
-// The body of a launcher defined in a kernel file's `#ifdef LMSI_SIM` section, whose first
-// parameter is `launch`: runs `kernel(args...)` as every thread of the launch.
+// The body of a launcher (sim/launchers.cpp, sim/selftest.cu), whose first parameter is `launch`:
+// runs `kernel(args...)` as every thread of the launch.
 #define LMSI_SIM_RUN(kernel, ...) return ::lmsi_sim::launch(launch, #kernel, [=] { kernel(__VA_ARGS__); })
 
 #define threadIdx (*::lmsi_sim::tls_thread)

@@ -99,10 +99,10 @@ impl Generated {
             ));
         builder = if self.sim {
             builder
-                .allowlist_function("lmsi_sim_.*")
-                .allowlist_type("LmsiSimLaunch")
-                .allowlist_var("LMSI_SIM_.*")
+                // By file: the launchers' names are matched after StripSimPrefix renames them.
+                .allowlist_file(".*/lmsi_sim\\.h")
                 .allowlist_recursively(false)
+                .parse_callbacks(Box::new(StripSimPrefix))
                 .raw_line("use crate::params::*;")
         } else {
             builder.allowlist_type("Lmsi.*").allowlist_var("LMSI_.*")
@@ -117,6 +117,22 @@ impl Generated {
             })?
             .to_string();
         rustfmt(root, &text)
+    }
+}
+
+/// Names each launcher `lmsi_sim_NAME` as `NAME` in Rust (bindgen keeps the C name as its
+/// `link_name`), so the kernel table's macros call `ffi::NAME` for kernel `NAME`.
+#[derive(Debug)]
+struct StripSimPrefix;
+
+impl bindgen::callbacks::ParseCallbacks for StripSimPrefix {
+    fn generated_name_override(&self, item: bindgen::callbacks::ItemInfo<'_>) -> Option<String> {
+        match item.kind {
+            bindgen::callbacks::ItemKind::Function => {
+                item.name.strip_prefix("lmsi_sim_").map(str::to_string)
+            }
+            _ => None,
+        }
     }
 }
 

@@ -1,29 +1,28 @@
-//! The optimizer step on a GPU (feature `cuda`), through lmsi-cuda's kernels: the fused AdamW
+//! The optimizer step on a CUDA device (feature `cuda`: a [`lmsi_cuda::Device`], the simulated
+//! one or a GPU), through lmsi-cuda's kernels: the fused AdamW
 //! update ([`update`], bit for bit [`StepScalars::update`]) and the sum of squares behind the global
 //! gradient norm ([`sum_squares`], two passes with no atomics, so the same bits on every run).
 //!
-//! ```no_run
+//! ```
 //! use lmsi_adamw::StepParams;
-//! use lmsi_cuda::cuda::Device;
+//! use lmsi_cuda::Device;
 //!
-//! let gpu = Device::new(0)?;
-//! let s = gpu.stream();
-//! let (mut p, g) = (s.clone_htod(&[1.0f32, -2.0])?, s.clone_htod(&[0.5f32, -0.25])?);
-//! let (mut m, mut v) = (s.alloc_zeros::<f32>(2)?, s.alloc_zeros::<f32>(2)?);
+//! let dev = Device::sim(); // or Device::gpu(0)?
+//! let (mut p, g) = (dev.upload(&[1.0f32, -2.0])?, dev.upload(&[0.5f32, -0.25])?);
+//! let (mut m, mut v) = (dev.zeros::<f32>(2)?, dev.zeros::<f32>(2)?);
 //! let step =
 //!     StepParams { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, step: 1 };
-//! let norm_sq = lmsi_adamw::cuda::sum_squares(&gpu, &[&g])?;
+//! let norm_sq = lmsi_adamw::cuda::sum_squares(&dev, [g.view()])?;
 //! assert_eq!(norm_sq, 0.3125);
-//! lmsi_adamw::cuda::update(&gpu, &mut p, &g, &mut m, &mut v, &step.scalars())?;
-//! let p = s.clone_dtoh(&p)?;
+//! lmsi_adamw::cuda::update(&dev, &mut p, &g, &mut m, &mut v, &step.scalars())?;
+//! let p = dev.download(&p)?;
 //! assert!((p[0] - 0.9).abs() < 1e-6 && (p[1] + 1.9).abs() < 1e-6);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use lmsi_cuda::cuda::Device;
-use lmsi_cuda::cuda::cudarc::driver::{DevicePtr, DevicePtrMut, DriverError};
 use lmsi_cuda::launch::{SUM_SQUARES_CHUNK, sum_squares_blocks};
 use lmsi_cuda::params::{LmsiAdamwParams, LmsiNormParams, LmsiSumSquaresParams};
+use lmsi_cuda::{Device, View, ViewMut};
 
 use crate::StepScalars;
 
@@ -42,23 +41,18 @@ pub enum CudaAdamWError {
     Cuda(#[from] lmsi_cuda::Error),
 }
 
-impl From<DriverError> for CudaAdamWError {
-    fn from(e: DriverError) -> Self {
-        CudaAdamWError::Cuda(e.into())
-    }
-}
-
 /// One AdamW step of one tensor on `device`, in place: [`adamw_update_with`](crate::adamw_update_with)
 /// with the tensors on the GPU, every element bit for bit as [`StepScalars::update`] computes it.
 /// Enqueued on the device's stream; nothing waits for it.
-pub fn update(
+pub fn update<'a>(
     device: &Device,
-    param: &mut impl DevicePtrMut<f32>,
-    grad: &impl DevicePtr<f32>,
-    m: &mut impl DevicePtrMut<f32>,
-    v: &mut impl DevicePtrMut<f32>,
+    param: impl Into<ViewMut<'a, f32>>,
+    grad: impl Into<View<'a, f32>>,
+    m: impl Into<ViewMut<'a, f32>>,
+    v: impl Into<ViewMut<'a, f32>>,
     s: &StepScalars,
 ) -> Result<(), CudaAdamWError> {
+    let (param, grad, m, v) = (param.into(), grad.into(), m.into(), v.into());
     let n = param.len();
     for (what, got) in [
         ("the gradient", grad.len()),
@@ -90,10 +84,11 @@ pub fn update(
 /// `Σ x²` over all of `tensors`, accumulated in `f64`: the square of the global gradient norm
 /// ([`global_norm`](crate::global_norm)), to within the order of the `f64` additions. One partial sum
 /// per 65,536 values, then one sum of the partials; waits for the result.
-pub fn sum_squares<T: DevicePtr<f32>>(
+pub fn sum_squares<'a>(
     device: &Device,
-    tensors: &[&T],
+    tensors: impl IntoIterator<Item = View<'a, f32>>,
 ) -> Result<f64, CudaAdamWError> {
+    let tensors: Vec<View<'a, f32>> = tensors.into_iter().collect();
     let blocks: Vec<u32> = tensors
         .iter()
         .map(|t| sum_squares_blocks(t.len() as u64))
@@ -102,8 +97,7 @@ pub fn sum_squares<T: DevicePtr<f32>>(
     if count == 0 {
         return Ok(0.0);
     }
-    let stream = device.stream();
-    let mut partials = stream.alloc_zeros::<f64>(count as usize)?;
+    let mut partials = device.zeros::<f64>(count as usize)?;
     let mut first = 0;
     for (t, &b) in tensors.iter().zip(&blocks) {
         let p = LmsiSumSquaresParams {
@@ -111,15 +105,15 @@ pub fn sum_squares<T: DevicePtr<f32>>(
             chunk: SUM_SQUARES_CHUNK,
             first_partial: first,
         };
-        device.sum_squares_partial(&p, &mut partials, *t)?;
+        device.sum_squares_partial(&p, &mut partials, t.clone())?;
         first += b;
     }
-    let mut sum = stream.alloc_zeros::<f64>(1)?;
+    let mut sum = device.zeros::<f64>(1)?;
     let p = LmsiNormParams {
         len: 0,
         count,
         max_norm: 0.0,
     };
     device.sum_partials(&p, &mut sum, &partials)?;
-    Ok(stream.clone_dtoh(&sum)?[0])
+    Ok(device.download(&sum)?[0])
 }

@@ -11,6 +11,38 @@ pub enum Error {
         kernel: &'static str,
         reason: String,
     },
+    /// A buffer of one kind of device given to the other (a simulated device's to a GPU, or back).
+    #[error("a buffer of another device was passed (simulated and GPU buffers do not mix)")]
+    WrongDevice,
+    /// An allocation past the device's memory.
+    #[error("out of device memory: {requested} bytes asked for, {free} of {total} free")]
+    OutOfMemory {
+        requested: u64,
+        free: u64,
+        total: u64,
+    },
+    /// A matrix product that cuBLAS would reject (`CUBLAS_STATUS_INVALID_VALUE`), or whose buffers
+    /// are shorter than what it reads or writes.
+    #[error("gemm: {0}")]
+    Blas(String),
+    /// A view past the end of its buffer.
+    #[error("range {range:?} of a buffer of {len} elements")]
+    Range {
+        range: std::ops::Range<usize>,
+        len: usize,
+    },
+    /// A copy between views of different lengths.
+    #[error("copy of {src} elements into {dst}")]
+    CopyLengths { src: usize, dst: usize },
+    /// A copy within a buffer whose ranges overlap.
+    #[error("copy within a buffer from {src:?} to {dst:?}: the ranges overlap")]
+    Overlap {
+        src: std::ops::Range<usize>,
+        dst: std::ops::Range<usize>,
+    },
+    /// A GPU asked of a build without the `cuda` feature.
+    #[error("this build of lmsi has no GPU support (built without the `cuda` feature)")]
+    NotBuilt,
     /// The CPU shim failed a launch: a partial barrier, a deadlock, a malformed warp collective.
     #[error("CPU shim: {0}")]
     Sim(String),

@@ -5,11 +5,17 @@
 //! - [`launch`]: each kernel's grid, block and shared memory, and the checks that its buffers fit.
 //! - [`plan`]: the attention kernels' work items (which tokens share a block).
 //! - [`sources`]: the embedded kernel files and the kernels each defines.
+//! - [`for_each_kernel!`]: the one Rust table of the kernels, from which the kernel list, the
+//!   shim's methods and the device methods are generated (the C side: `kernels/include/lmsi_kernels.h`).
 //! - [`sim`]: every kernel run on host slices through the shim (`kernels/sim/`), always built, so
 //!   that tests exercise the kernel code itself on any machine.
-//! - `cuda` (feature `cuda`): `cuda::Device`, which compiles the kernels for the GPU present
-//!   (NVRTC, cached on disk by content hash), launches them on its stream, and hands out a cuBLAS
-//!   handle. Matrix products are cuBLAS's; no kernel here multiplies matrices.
+//! - [`Device`], [`Buffer`], [`View`]: one interface over two devices. The simulated one
+//!   ([`Device::sim`]) keeps buffers in host memory, runs every launch through the same checks and
+//!   then the shim, and does cuBLAS's products ([`blas`]) on the CPU with cuBLAS's semantics; the
+//!   real one ([`Device::gpu`], feature `cuda`) compiles the kernels with NVRTC (cached on disk by
+//!   content hash), launches them on its one stream and multiplies with cuBLAS. Code above this
+//!   crate is written once over `Device`, so all of it but the thin cudarc layer ([`cuda`]) runs
+//!   on any machine.
 //!
 //! Kernels take their parameter struct by value and their buffers as separate arguments; the
 //! same source compiles with nvcc, with NVRTC and, as C++20 with `-DLMSI_SIM`, against the shim.
@@ -37,12 +43,19 @@ mod error;
 #[allow(clippy::all)]
 mod params_generated;
 
+pub mod blas;
+mod buffer;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+mod device;
+mod kernels;
 pub mod launch;
 pub mod params;
 pub mod plan;
 pub mod sim;
 pub mod sources;
 
+pub use buffer::{Buffer, Elem, GpuRepr, View, ViewMut};
+pub use device::{Device, SimConfig};
 pub use error::Error;
+pub use half;

@@ -10,12 +10,14 @@ pub use crate::params_generated::*;
 #[cfg(feature = "cuda")]
 mod device_repr {
     use super::*;
-    use cudarc::driver::DeviceRepr;
+    use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 
     // SAFETY: `#[repr(C)]` structs of plain integers and floats, laid out exactly as the C header
     // the kernels are compiled with (bindgen asserts every size and offset at compile time).
     unsafe impl DeviceRepr for LmsiAttnShape {}
     unsafe impl DeviceRepr for LmsiAttnItem {}
+    // SAFETY: four u32s: all zeros is a value.
+    unsafe impl ValidAsZeroBits for LmsiAttnItem {}
     unsafe impl DeviceRepr for LmsiKvStoreParams {}
     unsafe impl DeviceRepr for LmsiPagedAttentionParams {}
     unsafe impl DeviceRepr for LmsiCausalAttentionParams {}

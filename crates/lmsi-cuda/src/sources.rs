@@ -28,70 +28,21 @@ pub const HEADERS: [(&str, &str); 2] = [
     ),
 ];
 
-/// Every kernel file, in name order.
-pub const FILES: [KernelFile; 9] = [
-    KernelFile {
-        name: "adamw.cu",
-        source: include_str!("../../../kernels/adamw.cu"),
-        kernels: &[
-            "adamw_update",
-            "sum_squares_partial",
-            "sum_partials",
-            "clip_scale",
-        ],
-    },
-    KernelFile {
-        name: "attention.cu",
-        source: include_str!("../../../kernels/attention.cu"),
-        kernels: &[
-            "kv_store",
-            "paged_attention",
-            "causal_attention_forward",
-            "causal_attention_backward_delta",
-            "causal_attention_backward_dq",
-            "causal_attention_backward_dkdv",
-        ],
-    },
-    KernelFile {
-        name: "cross_entropy.cu",
-        source: include_str!("../../../kernels/cross_entropy.cu"),
-        kernels: &["cross_entropy"],
-    },
-    KernelFile {
-        name: "embedding.cu",
-        source: include_str!("../../../kernels/embedding.cu"),
-        kernels: &["gather_rows", "scatter_add_rows"],
-    },
-    KernelFile {
-        name: "residual.cu",
-        source: include_str!("../../../kernels/residual.cu"),
-        kernels: &["add_assign", "scale_assign", "bias_add", "bias_grad"],
-    },
-    KernelFile {
-        name: "rmsnorm.cu",
-        source: include_str!("../../../kernels/rmsnorm.cu"),
-        kernels: &[
-            "rmsnorm_forward",
-            "rmsnorm_backward",
-            "rmsnorm_backward_reduce",
-        ],
-    },
-    KernelFile {
-        name: "rope.cu",
-        source: include_str!("../../../kernels/rope.cu"),
-        kernels: &["rope"],
-    },
-    KernelFile {
-        name: "sampling.cu",
-        source: include_str!("../../../kernels/sampling.cu"),
-        kernels: &["sample_rows"],
-    },
-    KernelFile {
-        name: "swiglu.cu",
-        source: include_str!("../../../kernels/swiglu.cu"),
-        kernels: &["swiglu_forward", "swiglu_backward"],
-    },
-];
+/// Declares [`FILES`] from the kernel table.
+macro_rules! kernel_files {
+    ($($file:literal { $($(#[$doc:meta])* fn $name:ident($($sig:tt)*);)* })*) => {
+        /// Every kernel file, in name order, from [`for_each_kernel!`](crate::for_each_kernel).
+        pub const FILES: &[KernelFile] = &[$(
+            KernelFile {
+                name: $file,
+                source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../kernels/", $file)),
+                kernels: &[$(stringify!($name)),*],
+            },
+        )*];
+    };
+}
+
+crate::for_each_kernel!(kernel_files);
 
 /// The file that defines `kernel`.
 pub fn file_of(kernel: &str) -> Option<&'static KernelFile> {
@@ -160,7 +111,7 @@ mod tests {
         on_disk.sort();
         let listed: Vec<&str> = FILES.iter().map(|f| f.name).collect();
         assert_eq!(on_disk, listed, "every kernels/*.cu file is embedded");
-        for file in &FILES {
+        for file in FILES {
             let names: Vec<&str> = file
                 .source
                 .match_indices("extern \"C\" __global__ void ")

@@ -4,11 +4,11 @@
 //! see scripts/cuda-toolchain.sh) and no GPU; without the library they print why and pass.
 #![cfg(feature = "cuda")]
 
-use lmsi_cuda::Error;
 use lmsi_cuda::cuda::{
-    Device, cache_name, cached_ptx, compile_ptx, driver_available, nvrtc_available, nvrtc_version,
+    cache_name, cached_ptx, compile_ptx, driver_available, nvrtc_available, nvrtc_version,
 };
 use lmsi_cuda::sources::{FILES, KernelFile};
+use lmsi_cuda::{Device, Error};
 
 fn nvrtc_or_skip(test: &str) -> bool {
     if !nvrtc_available() {
@@ -25,7 +25,7 @@ fn every_kernel_file_compiles_for_ampere_and_hopper() {
         return;
     }
     for arch in [80, 90] {
-        for file in &FILES {
+        for file in FILES {
             let ptx = compile_ptx(file, arch).unwrap_or_else(|e| panic!("{e}"));
             assert!(ptx.contains(&format!(".target sm_{arch}")), "{}", file.name);
             for kernel in file.kernels {
@@ -89,12 +89,14 @@ fn compiled_kernels_are_cached_by_content() {
 
 #[test]
 fn opening_a_gpu_without_a_driver_is_an_error_not_a_panic() {
-    match Device::new(0) {
+    match Device::gpu(0) {
         Ok(device) => {
             assert!(driver_available());
-            eprintln!("GPU present: {device:?}");
-            device.load_all().unwrap();
-            device.blas().unwrap();
+            assert!(!device.is_sim());
+            eprintln!(
+                "GPU present: {device:?}, memory {:?}",
+                device.memory().unwrap()
+            );
         }
         Err(Error::NoDriver) => {
             assert!(!driver_available());

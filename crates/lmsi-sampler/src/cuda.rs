@@ -1,32 +1,33 @@
-//! Sampling on a GPU (feature `cuda`): lmsi-cuda's `sample_rows` kernel, which follows this crate's
-//! algorithm step for step and draws exactly the tokens of [`sample_batch`](crate::sample_batch).
+//! Sampling on a CUDA device (feature `cuda`): lmsi-cuda's `sample_rows` kernel, which follows
+//! this crate's algorithm step for step and draws exactly the tokens of
+//! [`sample_batch`](crate::sample_batch). The device is a [`lmsi_cuda::Device`]: a GPU (with
+//! lmsi-cuda's own `cuda` feature), or the simulated device, which runs the same kernel on the CPU.
 //!
 //! The logits stay on the device; only the sampled tokens and their log-probabilities come back
 //! (the one synchronisation of a call). Log-probabilities agree with the CPU's to `f32` rounding
 //! (see "The algorithm" in the crate docs); tokens agree exactly.
 //!
-//! ```no_run
-//! use lmsi_cuda::cuda::Device;
+//! ```
+//! use lmsi_cuda::Device;
 //! use lmsi_sampler::{RowKey, SamplingParams, sample_batch};
 //!
-//! let gpu = Device::new(0)?;
+//! let dev = Device::sim(); // or Device::gpu(0)?
 //! let vocab = 4;
 //! let host = [1.0f32, 3.0, 2.9, -1.0, 0.5, 0.5, 4.0, f32::NEG_INFINITY];
-//! let logits = gpu.stream().clone_htod(&host)?;
+//! let logits = dev.upload(&host)?;
 //! let keys = [RowKey::new(7, 0)];
 //! let params = SamplingParams { temperature: 0.7, top_k: 2, top_p: 1.0, seed: 1234 };
 //! // Row 1 of the logits, drawn with key 7/0: the CPU's draw for the same row and key.
-//! let on_gpu = lmsi_sampler::cuda::sample_rows(&gpu, &logits, &[1], vocab, &params, &keys)?;
-//! assert_eq!(on_gpu[0].token, sample_batch(&host[4..], vocab, &params, &keys)?[0].token);
+//! let on_dev = lmsi_sampler::cuda::sample_rows(&dev, &logits, &[1], vocab, &params, &keys)?;
+//! assert_eq!(on_dev[0].token, sample_batch(&host[4..], vocab, &params, &keys)?[0].token);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use lmsi_cuda::cuda::Device;
-use lmsi_cuda::cuda::cudarc::driver::DevicePtr;
 use lmsi_cuda::params::{
     LMSI_SAMPLE_INF, LMSI_SAMPLE_NAN, LMSI_SAMPLE_NO_FINITE, LMSI_SAMPLE_OK, LmsiRowsParams,
     LmsiSampleParams,
 };
+use lmsi_cuda::{Device, View};
 
 use crate::sample::check_vocab;
 use crate::{RowKey, SampleError, Sampled, SamplingParams};
@@ -56,25 +57,20 @@ pub enum CudaSampleError {
     Cuda(#[from] lmsi_cuda::Error),
 }
 
-impl From<lmsi_cuda::cuda::cudarc::driver::DriverError> for CudaSampleError {
-    fn from(e: lmsi_cuda::cuda::cudarc::driver::DriverError) -> Self {
-        CudaSampleError::Cuda(e.into())
-    }
-}
-
 /// Samples one token per key on `device`: key `i` draws from row `rows[i]` of `logits` (`[_, vocab]`
 /// row-major, on the device), exactly as [`sample_row`](crate::sample_row) draws from that row.
 ///
 /// Errors are checked in [`sample_batch`](crate::sample_batch)'s order: parameters, vocabulary,
 /// then the first bad row by position.
-pub fn sample_rows(
+pub fn sample_rows<'a>(
     device: &Device,
-    logits: &impl DevicePtr<f32>,
+    logits: impl Into<View<'a, f32>>,
     rows: &[u32],
     vocab: usize,
     params: &SamplingParams,
     keys: &[RowKey],
 ) -> Result<Vec<Sampled>, CudaSampleError> {
+    let logits = logits.into();
     params.validate()?;
     check_vocab(vocab)?;
     if rows.len() != keys.len() {
@@ -99,11 +95,10 @@ pub fn sample_rows(
         return Ok(Vec::new());
     }
     let n = rows.len();
-    let stream = device.stream();
 
     // The wanted rows, contiguous, as the kernel takes them.
-    let index = stream.clone_htod(rows)?;
-    let mut gathered = stream.alloc_zeros::<f32>(n * vocab)?;
+    let index = device.upload(rows)?;
+    let mut gathered = device.zeros::<f32>(n * vocab)?;
     let gather = LmsiRowsParams {
         rows: n as u32,
         dim: vocab as u32,
@@ -113,11 +108,11 @@ pub fn sample_rows(
 
     let sequences: Vec<u64> = keys.iter().map(|k| k.sequence).collect();
     let steps: Vec<u32> = keys.iter().map(|k| k.step).collect();
-    let (sequences, steps) = (stream.clone_htod(&sequences)?, stream.clone_htod(&steps)?);
-    let mut tokens = stream.alloc_zeros::<u32>(n)?;
-    let mut logprobs = stream.alloc_zeros::<f32>(n)?;
-    let mut sampling_logprobs = stream.alloc_zeros::<f32>(n)?;
-    let mut status = stream.alloc_zeros::<i32>(n)?;
+    let (sequences, steps) = (device.upload(&sequences)?, device.upload(&steps)?);
+    let mut tokens = device.zeros::<u32>(n)?;
+    let mut logprobs = device.zeros::<f32>(n)?;
+    let mut sampling_logprobs = device.zeros::<f32>(n)?;
+    let mut status = device.zeros::<i32>(n)?;
     let p = LmsiSampleParams {
         seed: params.seed,
         rows: n as u32,
@@ -137,15 +132,15 @@ pub fn sample_rows(
         &steps,
     )?;
 
-    let status = stream.clone_dtoh(&status)?;
-    let tokens = stream.clone_dtoh(&tokens)?;
+    let status = device.download(&status)?;
+    let tokens = device.download(&tokens)?;
     for (row, (&s, &token)) in status.iter().zip(&tokens).enumerate() {
         if let Some(e) = row_error(s, token, row) {
             return Err(e);
         }
     }
-    let logprobs = stream.clone_dtoh(&logprobs)?;
-    let sampling_logprobs = stream.clone_dtoh(&sampling_logprobs)?;
+    let logprobs = device.download(&logprobs)?;
+    let sampling_logprobs = device.download(&sampling_logprobs)?;
     Ok(tokens
         .into_iter()
         .zip(logprobs)

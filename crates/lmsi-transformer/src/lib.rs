@@ -1,4 +1,5 @@
-//! Llama-family transformers from Hugging Face files, on the CPU or (feature `cuda`) a GPU.
+//! Llama-family transformers from Hugging Face files, on the CPU, a GPU (feature `cuda`) or the
+//! simulated CUDA device.
 //!
 //! - [`Config`]: `config.json` of `llama`, `qwen2` and `mistral` models, checked.
 //! - [`WeightFiles`]: safetensors weights (single file or sharded; f32, f16 or bf16), memory-mapped and
@@ -6,7 +7,8 @@
 //! - [`Tokenizer`]: `tokenizer.json` through the `tokenizers` crate, BOS/EOS as the model's files say,
 //!   incremental decoding.
 //! - [`Model`]: the forward pass, written once over a [`Backend`]; [`CpuBackend`] is the f32 reference,
-//!   `CudaBackend` (feature `cuda`) runs the same operations on a GPU.
+//!   [`CudaBackend`] runs the same operations with lmsi-cuda's kernels on a GPU (feature `cuda`) or
+//!   on the simulated device ([`CudaBackend::sim`], in every build: slow, for checking).
 //! - [`KvCache`]: the paged key/value cache with reference-counted blocks, forks and copy-on-write.
 //! - [`generate`]: batched generation of many sampled paths per prompt with a shared prefix and
 //!   continuous batching.
@@ -40,9 +42,7 @@ pub mod weights;
 
 use std::path::PathBuf;
 
-#[cfg(feature = "cuda")]
-pub use backend::CudaBackend;
-pub use backend::{Backend, CpuBackend};
+pub use backend::{Backend, CpuBackend, CudaBackend};
 pub use config::Config;
 pub use kv_cache::{KvCache, SeqId};
 pub use model::{Chunk, Logits, Model};

@@ -1,7 +1,9 @@
 //! The CUDA backend against the CPU backend on the same inputs: every operation, whole forward passes
 //! of tiny random models (prefill, forks sharing a prefix, decode), a whole backward pass, and AdamW
-//! steps. Each test runs twice: with the CPU backend standing in for the GPU (CPU against CPU, which
-//! checks the test itself on any machine), then on the GPU, or prints why it cannot.
+//! steps. Each test runs three times: with the CPU backend standing in (CPU against CPU, which
+//! checks the test itself), on the simulated CUDA device (the backend's host code, its launches
+//! and cuBLAS calls, run on the CPU: every machine, CI included), then on the GPU, or prints why
+//! it cannot.
 //!
 //! Tolerances, `|gpu - cpu| <= atol + rtol·|cpu|`:
 //! - exact (bit for bit): uploads and copies, gathers and scatters (embedding, logit rows, the
@@ -14,8 +16,6 @@
 //! - cuBLAS products (another summation order over `k` up to 300): `1e-4 + 1e-4·|x|`;
 //! - whole models: logits `1e-4 + 1e-4·|x|`, the loss `1e-5` relative, and each gradient tensor to
 //!   `1e-4` of its largest value.
-#![cfg(feature = "cuda")]
-
 use std::sync::OnceLock;
 
 use lmsi_adamw::StepParams;
@@ -69,14 +69,21 @@ fn down<B: Backend>(be: &B, buf: &B::Buf) -> Vec<f32> {
     be.download(buf).unwrap()
 }
 
-/// A test run twice: with the CPU backend in the place of the GPU (CPU against CPU: this checks the
-/// test itself, on any machine) and with the GPU when there is one.
+/// The CUDA backend on the simulated device, shared by the tests of one binary.
+fn sim() -> &'static CudaBackend {
+    static SIM: OnceLock<CudaBackend> = OnceLock::new();
+    SIM.get_or_init(CudaBackend::sim)
+}
+
+/// A test run with the CPU backend in the place of the CUDA backend (CPU against CPU: this checks
+/// the test itself), on the simulated device, and on the GPU when there is one.
 macro_rules! on_backends {
     ($(fn $name:ident($be:ident) $body:block)*) => {$(
         #[test]
         fn $name() {
             fn check<B: Backend + Clone>($be: &B) $body
             check(&CpuBackend::new());
+            check(sim());
             if let Some(gpu) = gpu(stringify!($name)) {
                 check(gpu);
             }
@@ -126,8 +133,13 @@ fn inv_freq(head_dim: usize) -> Vec<f32> {
 }
 
 #[test]
-fn the_backend_names_its_gpu() {
-    let Some(gpu) = gpu("the_backend_names_its_gpu") else {
+fn the_backend_names_its_device() {
+    assert!(
+        sim().describe().starts_with("sim ("),
+        "{}",
+        sim().describe()
+    );
+    let Some(gpu) = gpu("the_backend_names_its_device") else {
         return;
     };
     assert!(gpu.describe().starts_with("cuda:0 ("), "{}", gpu.describe());

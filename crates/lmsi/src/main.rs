@@ -17,9 +17,7 @@ use lmsi_data::{
     read_jsonl, read_questions, write_atomic, write_jsonl_atomic,
 };
 use lmsi_sampler::SamplingParams;
-#[cfg(feature = "cuda")]
-use lmsi_transformer::CudaBackend;
-use lmsi_transformer::{Backend, CpuBackend, Model, Tokenizer};
+use lmsi_transformer::{Backend, CpuBackend, CudaBackend, Model, Tokenizer};
 use lmsi_voter::{AnswerKind, EarlyStop, Weighting};
 
 #[derive(Parser)]
@@ -126,7 +124,9 @@ struct RunArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Where the models run: cpu, cuda (GPU 0; cuda:N for another) or auto (a GPU when one works).
+    /// Where the models run: cpu, cuda (GPU 0; cuda:N for another), auto (a GPU when one works,
+    /// else the CPU) or sim (the CUDA backend on a simulated GPU on the CPU: very slow, for
+    /// checking the GPU code path without a GPU).
     #[arg(long, default_value = "auto")]
     device: DeviceArg,
 }
@@ -202,7 +202,9 @@ struct ModelArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Where the model runs: cpu, cuda (GPU 0; cuda:N for another) or auto (a GPU when one works).
+    /// Where the models run: cpu, cuda (GPU 0; cuda:N for another), auto (a GPU when one works,
+    /// else the CPU) or sim (the CUDA backend on a simulated GPU on the CPU: very slow, for
+    /// checking the GPU code path without a GPU).
     #[arg(long, default_value = "auto")]
     device: DeviceArg,
 }
@@ -215,6 +217,8 @@ enum DeviceArg {
     Cuda(usize),
     /// GPU 0 when it can be used, else the CPU (with a notice).
     Auto,
+    /// The CUDA backend on the simulated device.
+    Sim,
 }
 
 impl std::str::FromStr for DeviceArg {
@@ -225,12 +229,13 @@ impl std::str::FromStr for DeviceArg {
             "cpu" => Ok(DeviceArg::Cpu),
             "cuda" => Ok(DeviceArg::Cuda(0)),
             "auto" => Ok(DeviceArg::Auto),
+            "sim" => Ok(DeviceArg::Sim),
             _ => s
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(DeviceArg::Cuda)
                 .ok_or_else(|| {
-                    format!("unknown device {s:?} (expected cpu, cuda, cuda:N or auto)")
+                    format!("unknown device {s:?} (expected cpu, cuda, cuda:N, auto or sim)")
                 }),
         }
     }
@@ -239,7 +244,7 @@ impl std::str::FromStr for DeviceArg {
 /// A backend opened for `--device`.
 enum Opened {
     Cpu,
-    #[cfg(feature = "cuda")]
+    /// A GPU or the simulated device.
     Cuda(CudaBackend),
 }
 
@@ -256,19 +261,17 @@ fn open_device(device: DeviceArg) -> Result<Opened> {
             eprintln!("lmsi: no usable GPU ({e}); running on the CPU");
             Opened::Cpu
         })),
+        DeviceArg::Sim => {
+            eprintln!("lmsi: running the CUDA backend on the simulated device (slow)");
+            Ok(Opened::Cuda(CudaBackend::sim()))
+        }
     }
 }
 
-#[cfg(feature = "cuda")]
 fn open_cuda(ordinal: usize) -> Result<Opened, String> {
     CudaBackend::new(ordinal)
         .map(Opened::Cuda)
         .map_err(|e| e.to_string())
-}
-
-#[cfg(not(feature = "cuda"))]
-fn open_cuda(_ordinal: usize) -> Result<Opened, String> {
-    Err("this lmsi was built without the `cuda` feature".into())
 }
 
 /// Evaluates `$call`, a call of a generic function that takes the backend `$backend`, with the
@@ -280,9 +283,8 @@ macro_rules! on_device {
                 let $backend = CpuBackend::new();
                 $call
             }
-            #[cfg(feature = "cuda")]
-            Opened::Cuda(gpu) => {
-                let $backend = gpu;
+            Opened::Cuda(cuda) => {
+                let $backend = cuda;
                 $call
             }
         }

@@ -33,122 +33,12 @@ const _: () = {
         [::std::mem::offset_of!(LmsiSimLaunch, os_threads) - 40usize];
 };
 unsafe extern "C" {
-    pub fn lmsi_sim_last_error() -> *const ::std::os::raw::c_char;
+    #[link_name = "\u{1}lmsi_sim_last_error"]
+    pub fn last_error() -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
-    pub fn lmsi_sim_gather_rows(
-        launch: *const LmsiSimLaunch,
-        p: LmsiRowsParams,
-        out: *mut f32,
-        table: *const f32,
-        index: *const u32,
-    ) -> ::std::os::raw::c_int;
-}
-unsafe extern "C" {
-    pub fn lmsi_sim_scatter_add_rows(
-        launch: *const LmsiSimLaunch,
-        p: LmsiRowsParams,
-        table: *mut f32,
-        src: *const f32,
-        index: *const u32,
-    ) -> ::std::os::raw::c_int;
-}
-unsafe extern "C" {
-    pub fn lmsi_sim_rmsnorm_forward(
-        launch: *const LmsiSimLaunch,
-        p: LmsiRmsnormParams,
-        out: *mut f32,
-        x: *const f32,
-        weight: *const f32,
-    ) -> ::std::os::raw::c_int;
-}
-unsafe extern "C" {
-    pub fn lmsi_sim_rmsnorm_backward(
-        launch: *const LmsiSimLaunch,
-        p: LmsiRmsnormParams,
-        d_x: *mut f32,
-        partial_dw: *mut f32,
-        d_out: *const f32,
-        x: *const f32,
-        weight: *const f32,
-    ) -> ::std::os::raw::c_int;
-}
-unsafe extern "C" {
-    pub fn lmsi_sim_rmsnorm_backward_reduce(
-        launch: *const LmsiSimLaunch,
-        p: LmsiRmsnormParams,
-        d_weight: *mut f32,
-        partial_dw: *const f32,
-    ) -> ::std::os::raw::c_int;
-}
-unsafe extern "C" {
-    pub fn lmsi_sim_rope(
-        launch: *const LmsiSimLaunch,
-        p: LmsiRopeParams,
-        qkv: *mut f32,
-        positions: *const u32,
-        inv_freq: *const f32,
-    ) -> ::std::os::raw::c_int;
-}
-unsafe extern "C" {
-    pub fn lmsi_sim_swiglu_forward(
-        launch: *const LmsiSimLaunch,
-        p: LmsiSwigluParams,
-        out: *mut f32,
-        gate_up: *const f32,
-    ) -> ::std::os::raw::c_int;
-}
-unsafe extern "C" {
-    pub fn lmsi_sim_swiglu_backward(
-        launch: *const LmsiSimLaunch,
-        p: LmsiSwigluParams,
-        d_gate_up: *mut f32,
-        d_out: *const f32,
-        gate_up: *const f32,
-    ) -> ::std::os::raw::c_int;
-}
-unsafe extern "C" {
-    pub fn lmsi_sim_add_assign(
-        launch: *const LmsiSimLaunch,
-        p: LmsiVecParams,
-        x: *mut f32,
-        y: *const f32,
-    ) -> ::std::os::raw::c_int;
-}
-unsafe extern "C" {
-    pub fn lmsi_sim_scale_assign(
-        launch: *const LmsiSimLaunch,
-        p: LmsiVecParams,
-        x: *mut f32,
-    ) -> ::std::os::raw::c_int;
-}
-unsafe extern "C" {
-    pub fn lmsi_sim_bias_add(
-        launch: *const LmsiSimLaunch,
-        p: LmsiBiasParams,
-        out: *mut f32,
-        bias: *const f32,
-    ) -> ::std::os::raw::c_int;
-}
-unsafe extern "C" {
-    pub fn lmsi_sim_bias_grad(
-        launch: *const LmsiSimLaunch,
-        p: LmsiBiasParams,
-        d_bias: *mut f32,
-        d_out: *const f32,
-    ) -> ::std::os::raw::c_int;
-}
-unsafe extern "C" {
-    pub fn lmsi_sim_cross_entropy(
-        launch: *const LmsiSimLaunch,
-        p: LmsiCrossEntropyParams,
-        logits: *mut f32,
-        losses: *mut f32,
-        targets: *const u32,
-    ) -> ::std::os::raw::c_int;
-}
-unsafe extern "C" {
-    pub fn lmsi_sim_adamw_update(
+    #[link_name = "\u{1}lmsi_sim_adamw_update"]
+    pub fn adamw_update(
         launch: *const LmsiSimLaunch,
         p: LmsiAdamwParams,
         param: *mut f32,
@@ -158,7 +48,8 @@ unsafe extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
-    pub fn lmsi_sim_sum_squares_partial(
+    #[link_name = "\u{1}lmsi_sim_sum_squares_partial"]
+    pub fn sum_squares_partial(
         launch: *const LmsiSimLaunch,
         p: LmsiSumSquaresParams,
         partials: *mut f64,
@@ -166,7 +57,8 @@ unsafe extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
-    pub fn lmsi_sim_sum_partials(
+    #[link_name = "\u{1}lmsi_sim_sum_partials"]
+    pub fn sum_partials(
         launch: *const LmsiSimLaunch,
         p: LmsiNormParams,
         sum: *mut f64,
@@ -174,7 +66,8 @@ unsafe extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
-    pub fn lmsi_sim_clip_scale(
+    #[link_name = "\u{1}lmsi_sim_clip_scale"]
+    pub fn clip_scale(
         launch: *const LmsiSimLaunch,
         p: LmsiNormParams,
         x: *mut f32,
@@ -182,20 +75,8 @@ unsafe extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
-    pub fn lmsi_sim_sample_rows(
-        launch: *const LmsiSimLaunch,
-        p: LmsiSampleParams,
-        tokens: *mut u32,
-        logprobs: *mut f32,
-        sampling_logprobs: *mut f32,
-        status: *mut i32,
-        logits: *const f32,
-        sequences: *const u64,
-        steps: *const u32,
-    ) -> ::std::os::raw::c_int;
-}
-unsafe extern "C" {
-    pub fn lmsi_sim_kv_store(
+    #[link_name = "\u{1}lmsi_sim_kv_store"]
+    pub fn kv_store(
         launch: *const LmsiSimLaunch,
         p: LmsiKvStoreParams,
         k_cache: *mut f32,
@@ -205,7 +86,8 @@ unsafe extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
-    pub fn lmsi_sim_paged_attention(
+    #[link_name = "\u{1}lmsi_sim_paged_attention"]
+    pub fn paged_attention(
         launch: *const LmsiSimLaunch,
         p: LmsiPagedAttentionParams,
         out: *mut f32,
@@ -220,7 +102,8 @@ unsafe extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
-    pub fn lmsi_sim_causal_attention_forward(
+    #[link_name = "\u{1}lmsi_sim_causal_attention_forward"]
+    pub fn causal_attention_forward(
         launch: *const LmsiSimLaunch,
         p: LmsiCausalAttentionParams,
         out: *mut f32,
@@ -230,7 +113,8 @@ unsafe extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
-    pub fn lmsi_sim_causal_attention_backward_delta(
+    #[link_name = "\u{1}lmsi_sim_causal_attention_backward_delta"]
+    pub fn causal_attention_backward_delta(
         launch: *const LmsiSimLaunch,
         p: LmsiCausalAttentionParams,
         delta: *mut f32,
@@ -239,7 +123,8 @@ unsafe extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
-    pub fn lmsi_sim_causal_attention_backward_dq(
+    #[link_name = "\u{1}lmsi_sim_causal_attention_backward_dq"]
+    pub fn causal_attention_backward_dq(
         launch: *const LmsiSimLaunch,
         p: LmsiCausalAttentionParams,
         d_qkv: *mut f32,
@@ -251,7 +136,8 @@ unsafe extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
-    pub fn lmsi_sim_causal_attention_backward_dkdv(
+    #[link_name = "\u{1}lmsi_sim_causal_attention_backward_dkdv"]
+    pub fn causal_attention_backward_dkdv(
         launch: *const LmsiSimLaunch,
         p: LmsiCausalAttentionParams,
         d_qkv: *mut f32,
@@ -263,7 +149,147 @@ unsafe extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
-    pub fn lmsi_sim_selftest_missing_barrier(
+    #[link_name = "\u{1}lmsi_sim_cross_entropy"]
+    pub fn cross_entropy(
+        launch: *const LmsiSimLaunch,
+        p: LmsiCrossEntropyParams,
+        logits: *mut f32,
+        losses: *mut f32,
+        targets: *const u32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_gather_rows"]
+    pub fn gather_rows(
+        launch: *const LmsiSimLaunch,
+        p: LmsiRowsParams,
+        out: *mut f32,
+        table: *const f32,
+        index: *const u32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_scatter_add_rows"]
+    pub fn scatter_add_rows(
+        launch: *const LmsiSimLaunch,
+        p: LmsiRowsParams,
+        table: *mut f32,
+        src: *const f32,
+        index: *const u32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_add_assign"]
+    pub fn add_assign(
+        launch: *const LmsiSimLaunch,
+        p: LmsiVecParams,
+        x: *mut f32,
+        y: *const f32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_scale_assign"]
+    pub fn scale_assign(
+        launch: *const LmsiSimLaunch,
+        p: LmsiVecParams,
+        x: *mut f32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_bias_add"]
+    pub fn bias_add(
+        launch: *const LmsiSimLaunch,
+        p: LmsiBiasParams,
+        out: *mut f32,
+        bias: *const f32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_bias_grad"]
+    pub fn bias_grad(
+        launch: *const LmsiSimLaunch,
+        p: LmsiBiasParams,
+        d_bias: *mut f32,
+        d_out: *const f32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_rmsnorm_forward"]
+    pub fn rmsnorm_forward(
+        launch: *const LmsiSimLaunch,
+        p: LmsiRmsnormParams,
+        out: *mut f32,
+        x: *const f32,
+        weight: *const f32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_rmsnorm_backward"]
+    pub fn rmsnorm_backward(
+        launch: *const LmsiSimLaunch,
+        p: LmsiRmsnormParams,
+        d_x: *mut f32,
+        partial_dw: *mut f32,
+        d_out: *const f32,
+        x: *const f32,
+        weight: *const f32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_rmsnorm_backward_reduce"]
+    pub fn rmsnorm_backward_reduce(
+        launch: *const LmsiSimLaunch,
+        p: LmsiRmsnormParams,
+        d_weight: *mut f32,
+        partial_dw: *const f32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_rope"]
+    pub fn rope(
+        launch: *const LmsiSimLaunch,
+        p: LmsiRopeParams,
+        qkv: *mut f32,
+        positions: *const u32,
+        inv_freq: *const f32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_sample_rows"]
+    pub fn sample_rows(
+        launch: *const LmsiSimLaunch,
+        p: LmsiSampleParams,
+        tokens: *mut u32,
+        logprobs: *mut f32,
+        sampling_logprobs: *mut f32,
+        status: *mut i32,
+        logits: *const f32,
+        sequences: *const u64,
+        steps: *const u32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_swiglu_forward"]
+    pub fn swiglu_forward(
+        launch: *const LmsiSimLaunch,
+        p: LmsiSwigluParams,
+        out: *mut f32,
+        gate_up: *const f32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_swiglu_backward"]
+    pub fn swiglu_backward(
+        launch: *const LmsiSimLaunch,
+        p: LmsiSwigluParams,
+        d_gate_up: *mut f32,
+        d_out: *const f32,
+        gate_up: *const f32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_selftest_missing_barrier"]
+    pub fn selftest_missing_barrier(
         launch: *const LmsiSimLaunch,
         n: u32,
         out: *mut f32,
@@ -271,26 +297,24 @@ unsafe extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
-    pub fn lmsi_sim_selftest_partial_barrier(
+    #[link_name = "\u{1}lmsi_sim_selftest_partial_barrier"]
+    pub fn selftest_partial_barrier(
         launch: *const LmsiSimLaunch,
         n: u32,
         out: *mut f32,
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
-    pub fn lmsi_sim_selftest_deadlock(
-        launch: *const LmsiSimLaunch,
-        out: *mut f32,
-    ) -> ::std::os::raw::c_int;
+    #[link_name = "\u{1}lmsi_sim_selftest_deadlock"]
+    pub fn selftest_deadlock(launch: *const LmsiSimLaunch, out: *mut f32) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
-    pub fn lmsi_sim_selftest_warp_ops(
-        launch: *const LmsiSimLaunch,
-        out: *mut u32,
-    ) -> ::std::os::raw::c_int;
+    #[link_name = "\u{1}lmsi_sim_selftest_warp_ops"]
+    pub fn selftest_warp_ops(launch: *const LmsiSimLaunch, out: *mut u32) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
-    pub fn lmsi_sim_selftest_half(
+    #[link_name = "\u{1}lmsi_sim_selftest_half"]
+    pub fn selftest_half(
         launch: *const LmsiSimLaunch,
         n: u32,
         out: *mut f32,

@@ -23,7 +23,7 @@ pub fn missing_barrier(sim: &Sim, input: &[f32]) -> Result<Vec<f32>, Error> {
     let mut out = vec![f32::NAN; input.len()];
     // SAFETY: one block of n threads touches out[..n], input[..n] and n floats of shared memory.
     sim.run(one_block(n, n * 4), |c| unsafe {
-        ffi::lmsi_sim_selftest_missing_barrier(c, n, out.as_mut_ptr(), input.as_ptr())
+        ffi::selftest_missing_barrier(c, n, out.as_mut_ptr(), input.as_ptr())
     })?;
     Ok(out)
 }
@@ -34,7 +34,7 @@ pub fn partial_barrier(sim: &Sim, n: u32, threads: u32) -> Result<(), Error> {
     let mut out = vec![0.0f32; threads as usize];
     // SAFETY: thread t < n writes out[t], t < threads.
     sim.run(one_block(threads, 0), |c| unsafe {
-        ffi::lmsi_sim_selftest_partial_barrier(c, n, out.as_mut_ptr())
+        ffi::selftest_partial_barrier(c, n, out.as_mut_ptr())
     })
 }
 
@@ -44,7 +44,7 @@ pub fn deadlock(sim: &Sim, threads: u32) -> Result<(), Error> {
     let mut out = vec![0.0f32; threads as usize];
     // SAFETY: thread t writes out[t], t < threads.
     sim.run(one_block(threads, 0), |c| unsafe {
-        ffi::lmsi_sim_selftest_deadlock(c, out.as_mut_ptr())
+        ffi::selftest_deadlock(c, out.as_mut_ptr())
     })
 }
 
@@ -54,7 +54,7 @@ pub fn warp_ops(sim: &Sim) -> Result<Vec<u32>, Error> {
     let mut out = vec![u32::MAX; 640];
     // SAFETY: thread t writes out[10 t .. 10 t + 10], t < 64.
     sim.run(one_block(64, 0), |c| unsafe {
-        ffi::lmsi_sim_selftest_warp_ops(c, out.as_mut_ptr())
+        ffi::selftest_warp_ops(c, out.as_mut_ptr())
     })?;
     Ok(out)
 }
@@ -70,7 +70,7 @@ pub fn half_round_trip(sim: &Sim, input: &[f32]) -> Result<(Vec<f32>, Vec<f32>),
     });
     // SAFETY: a grid-stride loop over i < n writes out[i] and out[n + i] and reads input[i].
     sim.run(launch, |c| unsafe {
-        ffi::lmsi_sim_selftest_half(c, n as u32, out.as_mut_ptr(), input.as_ptr())
+        ffi::selftest_half(c, n as u32, out.as_mut_ptr(), input.as_ptr())
     })?;
     let bf16 = out.split_off(n);
     Ok((out, bf16))

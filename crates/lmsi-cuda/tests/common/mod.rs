@@ -2,9 +2,9 @@
 //! GPU when there is one), random inputs that are never zero, tolerances.
 #![allow(dead_code)] // each test file uses its own subset
 
-use lmsi_cuda::Error;
 use lmsi_cuda::params::*;
 use lmsi_cuda::sim::{Schedule, Sim};
+use lmsi_cuda::{Device, Error};
 
 /// The three fiber orders every kernel is tested under.
 pub const SCHEDULES: [Schedule; 3] = [
@@ -13,138 +13,81 @@ pub const SCHEDULES: [Schedule; 3] = [
     Schedule::Shuffled(0x5eed),
 ];
 
-/// Everywhere the kernels run: the shim under each schedule, then the GPU if there is one (with
-/// feature `cuda`; otherwise the reason is printed once).
+/// Everywhere the kernels run: the shim under each schedule, the simulated device (buffers,
+/// launch checks and copies of the device layer), then the GPU if there is one (with feature
+/// `cuda`; otherwise the reason is printed once).
 pub fn runners() -> Vec<Box<dyn Kernels>> {
     let shims = SCHEDULES
         .into_iter()
         .map(|s| Box::new(Sim::new(s)) as Box<dyn Kernels>);
-    #[cfg(feature = "cuda")]
-    let gpu = gpu::device().map(|d| Box::new(gpu::Gpu(d)) as Box<dyn Kernels>);
-    #[cfg(not(feature = "cuda"))]
-    let gpu = None;
-    shims.chain(gpu).collect()
+    let sim_device = Box::new(Device::sim()) as Box<dyn Kernels>;
+    let gpu = gpu().map(|d| Box::new(d) as Box<dyn Kernels>);
+    shims.chain([sim_device]).chain(gpu).collect()
 }
 
-/// Declares [`Kernels`] from each kernel's parameter struct, outputs and inputs, and implements it
-/// for the shim (delegating to [`Sim`]) and for the GPU (upload, launch, download).
-macro_rules! kernels {
-    ($(fn $name:ident($params:ty; $($out:ident: $out_ty:ty),+; $($input:ident: $in_ty:ty),*);)*) => {
+/// GPU 0, or `None` with the reason printed once per test binary.
+pub fn gpu() -> Option<Device> {
+    static REASON: std::sync::Once = std::sync::Once::new();
+    match Device::gpu(0) {
+        Ok(device) => Some(device),
+        Err(e) => {
+            REASON.call_once(|| eprintln!("GPU runs skipped: {e}"));
+            None
+        }
+    }
+}
+
+/// Declares [`Kernels`] from the kernel table, and implements it for the shim (delegating to
+/// [`Sim`]) and for a [`Device`] (upload, launch, download).
+macro_rules! harness {
+    ($($file:literal {
+        $($(#[$doc:meta])* fn $name:ident(
+            $params:ty; $($out:ident: $out_ty:ty),+; $($input:ident: $in_ty:ty),*
+        );)*
+    })*) => {
         /// The kernels on host slices, wherever they run.
         pub trait Kernels {
             /// Where, for messages.
             fn name(&self) -> String;
-            $(
+            $($(
                 #[allow(clippy::too_many_arguments)]
                 fn $name(&self, p: &$params, $($out: &mut [$out_ty],)+ $($input: &[$in_ty],)*)
                     -> Result<(), Error>;
-            )*
+            )*)*
         }
 
         impl Kernels for Sim {
             fn name(&self) -> String {
                 format!("shim, {:?}", self.schedule())
             }
-            $(
+            $($(
                 fn $name(&self, p: &$params, $($out: &mut [$out_ty],)+ $($input: &[$in_ty],)*)
                     -> Result<(), Error> {
                     Sim::$name(self, p, $($out,)+ $($input,)*)
                 }
-            )*
+            )*)*
         }
 
-        #[cfg(feature = "cuda")]
-        impl Kernels for gpu::Gpu {
+        impl Kernels for Device {
             fn name(&self) -> String {
-                format!("{:?}", self.0)
+                self.describe()
             }
-            $(
+            $($(
                 fn $name(&self, p: &$params, $($out: &mut [$out_ty],)+ $($input: &[$in_ty],)*)
                     -> Result<(), Error> {
-                    let s = self.0.stream();
                     // Outputs start as the host's (poison, or the values accumulated into).
-                    $(let mut $out = {
-                        let device = s.clone_htod(&*$out)?;
-                        ($out, device)
-                    };)+
-                    $(let $input = s.clone_htod($input)?;)*
-                    self.0.$name(p, $(&mut $out.1,)+ $(&$input,)*)?;
-                    $(s.memcpy_dtoh(&$out.1, $out.0)?;)+
-                    s.synchronize()?;
+                    $(let mut $out = { let device = self.upload(&*$out)?; ($out, device) };)+
+                    $(let $input = self.upload($input)?;)*
+                    Device::$name(self, p, $(&mut $out.1,)+ $(&$input,)*)?;
+                    $($out.0.copy_from_slice(&self.download(&$out.1)?);)+
                     Ok(())
                 }
-            )*
+            )*)*
         }
     };
 }
 
-kernels! {
-    fn gather_rows(LmsiRowsParams; out: f32; table: f32, index: u32);
-    fn scatter_add_rows(LmsiRowsParams; table: f32; src: f32, index: u32);
-    fn rmsnorm_forward(LmsiRmsnormParams; out: f32; x: f32, weight: f32);
-    fn rmsnorm_backward(LmsiRmsnormParams; d_x: f32, partial_dw: f32; d_out: f32, x: f32, weight: f32);
-    fn rmsnorm_backward_reduce(LmsiRmsnormParams; d_weight: f32; partial_dw: f32);
-    fn rope(LmsiRopeParams; qkv: f32; positions: u32, inv_freq: f32);
-    fn swiglu_forward(LmsiSwigluParams; out: f32; gate_up: f32);
-    fn swiglu_backward(LmsiSwigluParams; d_gate_up: f32; d_out: f32, gate_up: f32);
-    fn add_assign(LmsiVecParams; x: f32; y: f32);
-    fn scale_assign(LmsiVecParams; x: f32;);
-    fn bias_add(LmsiBiasParams; out: f32; bias: f32);
-    fn bias_grad(LmsiBiasParams; d_bias: f32; d_out: f32);
-    fn cross_entropy(LmsiCrossEntropyParams; logits: f32, losses: f32; targets: u32);
-    fn adamw_update(LmsiAdamwParams; param: f32, m: f32, v: f32; grad: f32);
-    fn sum_squares_partial(LmsiSumSquaresParams; partials: f64; x: f32);
-    fn sum_partials(LmsiNormParams; sum: f64; partials: f64);
-    fn clip_scale(LmsiNormParams; x: f32; sum: f64);
-    fn sample_rows(
-        LmsiSampleParams;
-        tokens: u32, logprobs: f32, sampling_logprobs: f32, status: i32;
-        logits: f32, sequences: u64, steps: u32
-    );
-    fn kv_store(LmsiKvStoreParams; k_cache: f32, v_cache: f32; qkv: f32, slots: u32);
-    fn paged_attention(
-        LmsiPagedAttentionParams;
-        out: f32;
-        qkv: f32, k_cache: f32, v_cache: f32, positions: u32, row_tables: u32, block_tables: u32,
-        item_offsets: u32, item_rows: u32
-    );
-    fn causal_attention_forward(LmsiCausalAttentionParams; out: f32, lse: f32; qkv: f32, items: LmsiAttnItem);
-    fn causal_attention_backward_delta(LmsiCausalAttentionParams; delta: f32; d_out: f32, out: f32);
-    fn causal_attention_backward_dq(
-        LmsiCausalAttentionParams;
-        d_qkv: f32;
-        d_out: f32, lse: f32, delta: f32, qkv: f32, items: LmsiAttnItem
-    );
-    fn causal_attention_backward_dkdv(
-        LmsiCausalAttentionParams;
-        d_qkv: f32;
-        d_out: f32, lse: f32, delta: f32, qkv: f32, items: LmsiAttnItem
-    );
-}
-
-#[cfg(feature = "cuda")]
-pub mod gpu {
-    use std::sync::{Arc, OnceLock};
-
-    use lmsi_cuda::cuda::Device;
-
-    /// The GPU as a place to run kernels on host slices.
-    pub struct Gpu(pub Arc<Device>);
-
-    /// GPU 0, opened once per test binary; `None` (with the reason printed once) without one.
-    pub fn device() -> Option<Arc<Device>> {
-        static DEVICE: OnceLock<Option<Arc<Device>>> = OnceLock::new();
-        DEVICE
-            .get_or_init(|| match Device::new(0) {
-                Ok(device) => Some(Arc::new(device)),
-                Err(e) => {
-                    eprintln!("GPU runs skipped: {e}");
-                    None
-                }
-            })
-            .clone()
-    }
-}
+lmsi_cuda::for_each_kernel!(harness);
 
 /// The global L2 norm of `tensors` with the kernels of a clipping step: `sum_squares_partial` per
 /// tensor into one partials buffer, then `sum_partials`.

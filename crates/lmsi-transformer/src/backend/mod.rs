@@ -15,11 +15,9 @@
 //!   [`BatchLayout`].
 
 mod cpu;
-#[cfg(feature = "cuda")]
 mod cuda;
 
 pub use cpu::CpuBackend;
-#[cfg(feature = "cuda")]
 pub use cuda::CudaBackend;
 
 use crate::Error;

@@ -1,4 +1,5 @@
-//! The matrix products of the CUDA backend: cuBLAS `sgemm` on row-major buffers.
+//! The matrix products of the CUDA backend: cuBLAS `sgemm` (through [`Device::gemm`]) on
+//! row-major buffers.
 //!
 //! cuBLAS is column-major. A row-major `[r, c]` buffer read column-major is the `[c, r]` matrix
 //! holding the transpose, with leading dimension `c`. So a row-major product `C = op(A)·op(B)` is
@@ -14,15 +15,13 @@
 //! | input gradient | `dx[m, k] = dy·W` | `dxᵀ[k, m] = Wᵀ·dyᵀ`: both as stored (`N`, `N`; lda `k`, ldb `n`) |
 //! | weight gradient | `dW[n, k] += dyᵀ·x` | `dWᵀ[k, n] += xᵀ·dy`: `x` as stored (`N`, lda `k`), `dy` transposed (`T`, ldb `n`) |
 //!
-//! The tests below run these configurations through a plain column-major `sgemm` written from the
-//! BLAS definition and compare with the CPU backend, so the transposes are checked without a GPU.
-//! cuBLAS keeps f32 arithmetic (no TF32) unless the environment asks for it
+//! On the simulated device the same calls run through lmsi-cuda's CPU `gemm`, which follows the
+//! BLAS definition (`tests/cuda_backend.rs` compares every direction with the CPU backend), so the
+//! transposes are checked without a GPU. cuBLAS keeps f32 arithmetic (no TF32) unless the environment asks for it
 //! (`NVIDIA_TF32_OVERRIDE=1`); with `beta = 0` it does not read the output.
 
-use lmsi_cuda::cuda::Device;
-use lmsi_cuda::cuda::cudarc::cublas::sys::cublasOperation_t;
-use lmsi_cuda::cuda::cudarc::cublas::{Gemm, GemmConfig};
-use lmsi_cuda::cuda::cudarc::driver::CudaSlice;
+use lmsi_cuda::blas::{Gemm, Op};
+use lmsi_cuda::{Buffer, Device};
 
 use super::{cuda, need};
 use crate::Error;
@@ -111,38 +110,27 @@ impl<T> Product<T> {
     /// transposed it is `[cols, inner]` (leading dimension `inner`) and needs cuBLAS's transpose.
     /// Alike for `a`: untransposed `[rows, inner]` (ld `inner`), transposed `[inner, rows]` (ld
     /// `rows`). Needs `rows`, `cols` and `inner` above zero.
-    fn column_major(self) -> Result<(GemmConfig<f32>, T, T), Error> {
+    fn column_major(self) -> Result<(Gemm, T, T), Error> {
         let int = |v: usize| {
             i32::try_from(v)
                 .map_err(|_| Error::Backend(format!("matrix dimension {v} exceeds cuBLAS's")))
         };
-        let op = |transposed| match transposed {
-            true => cublasOperation_t::CUBLAS_OP_T,
-            false => cublasOperation_t::CUBLAS_OP_N,
-        };
+        let op = |transposed| if transposed { Op::T } else { Op::N };
         let (a, b) = (self.a, self.b);
-        let cfg = GemmConfig {
+        let cfg = Gemm {
             transa: op(b.transposed),
             transb: op(a.transposed),
-            m: int(self.cols)?,
-            n: int(self.rows)?,
-            k: int(self.inner)?,
-            alpha: 1.0f32,
             lda: int(if b.transposed { self.inner } else { self.cols })?,
             ldb: int(if a.transposed { self.rows } else { self.inner })?,
             beta: if self.accumulate { 1.0 } else { 0.0 },
-            ldc: int(self.cols)?,
+            ..Gemm::new(int(self.cols)?, int(self.rows)?, int(self.inner)?)
         };
         Ok((cfg, b.buf, a.buf))
     }
 }
 
 /// Runs `product` into `c`, whose length the caller has checked (as those of the operands).
-fn run(
-    device: &Device,
-    c: &mut CudaSlice<f32>,
-    product: Product<&CudaSlice<f32>>,
-) -> Result<(), Error> {
+fn run(device: &Device, c: &mut Buffer<f32>, product: Product<&Buffer<f32>>) -> Result<(), Error> {
     let (rows, cols) = (product.rows, product.cols);
     if rows == 0 || cols == 0 {
         return Ok(());
@@ -150,28 +138,22 @@ fn run(
     if product.inner == 0 {
         // An empty sum; cuBLAS would reject the zero leading dimension of an empty operand.
         if !product.accumulate {
-            device
-                .stream()
-                .memset_zeros(&mut c.slice_mut(..rows * cols))
-                .map_err(cuda)?;
+            let out = c.slice_mut(0..rows * cols).map_err(cuda)?;
+            device.fill_zeros(out).map_err(cuda)?;
         }
         return Ok(());
     }
     let (cfg, a, b) = product.column_major()?;
-    let blas = device.blas().map_err(cuda)?;
-    // SAFETY: the callers checked that the operands hold rows·inner and inner·cols values and `c`
-    // rows·cols, everything cuBLAS touches with these dimensions and leading dimensions; all three
-    // are device buffers of the handle's context.
-    unsafe { blas.gemm(cfg, a, b, c) }.map_err(cuda)
+    device.gemm(&cfg, a, b, c).map_err(cuda)
 }
 
 /// `out[m, n] (+)= x[m, k]·w[n, k]ᵀ`.
 #[allow(clippy::too_many_arguments)]
 pub fn linear(
     device: &Device,
-    out: &mut CudaSlice<f32>,
-    x: &CudaSlice<f32>,
-    w: &CudaSlice<f32>,
+    out: &mut Buffer<f32>,
+    x: &Buffer<f32>,
+    w: &Buffer<f32>,
     m: usize,
     n: usize,
     k: usize,
@@ -187,9 +169,9 @@ pub fn linear(
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward_input(
     device: &Device,
-    d_x: &mut CudaSlice<f32>,
-    d_out: &CudaSlice<f32>,
-    w: &CudaSlice<f32>,
+    d_x: &mut Buffer<f32>,
+    d_out: &Buffer<f32>,
+    w: &Buffer<f32>,
     m: usize,
     n: usize,
     k: usize,
@@ -205,9 +187,9 @@ pub fn linear_backward_input(
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward_weight(
     device: &Device,
-    d_w: &mut CudaSlice<f32>,
-    d_out: &CudaSlice<f32>,
-    x: &CudaSlice<f32>,
+    d_w: &mut Buffer<f32>,
+    d_out: &Buffer<f32>,
+    x: &Buffer<f32>,
     m: usize,
     n: usize,
     k: usize,
@@ -216,84 +198,4 @@ pub fn linear_backward_weight(
     need("matmul backward input", x.len(), m * k)?;
     need("matmul backward weight gradient", d_w.len(), n * k)?;
     run(device, d_w, backward_weight(d_out, x, (m, n, k)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::{Backend, CpuBackend};
-
-    /// `C = alpha·op(A)·op(B) + beta·C`, column-major, straight from the BLAS definition.
-    fn reference_sgemm(cfg: &GemmConfig<f32>, a: &[f32], b: &[f32], c: &mut [f32]) {
-        let (m, n, k) = (cfg.m as usize, cfg.n as usize, cfg.k as usize);
-        let (lda, ldb, ldc) = (cfg.lda as usize, cfg.ldb as usize, cfg.ldc as usize);
-        let op_a = |i: usize, l: usize| match cfg.transa {
-            cublasOperation_t::CUBLAS_OP_N => a[i + l * lda],
-            _ => a[l + i * lda],
-        };
-        let op_b = |l: usize, j: usize| match cfg.transb {
-            cublasOperation_t::CUBLAS_OP_N => b[l + j * ldb],
-            _ => b[j + l * ldb],
-        };
-        for j in 0..n {
-            for i in 0..m {
-                let dot: f64 = (0..k)
-                    .map(|l| f64::from(op_a(i, l)) * f64::from(op_b(l, j)))
-                    .sum();
-                let old = if cfg.beta == 0.0 { 0.0 } else { c[i + j * ldc] };
-                c[i + j * ldc] = cfg.alpha * dot as f32 + cfg.beta * old;
-            }
-        }
-    }
-
-    fn values(n: usize, seed: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.5 - 1.0) * 0.5)
-            .collect()
-    }
-
-    fn run_reference(product: Product<&Vec<f32>>, c: &mut [f32]) {
-        let (cfg, a, b) = product.column_major().unwrap();
-        reference_sgemm(&cfg, a, b, c);
-    }
-
-    #[track_caller]
-    fn assert_close(got: &[f32], want: &[f32]) {
-        for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!((g - w).abs() <= 1e-5 + 1e-5 * w.abs(), "[{i}]: {g} vs {w}");
-        }
-    }
-
-    #[test]
-    fn the_column_major_calls_compute_the_row_major_products() {
-        let cpu = CpuBackend::new();
-        for (m, n, k) in [(1, 1, 1), (3, 5, 7), (9, 4, 2), (70, 33, 19)] {
-            let x = values(m * k, 1);
-            let w = values(n * k, 2);
-            let dy = values(m * n, 3);
-            let start = values(m * n.max(k), 4);
-            for accumulate in [false, true] {
-                let mut want = start[..m * n].to_vec();
-                cpu.matmul(&mut want, &x, &w, None, m, n, k, accumulate)
-                    .unwrap();
-                let mut got = start[..m * n].to_vec();
-                run_reference(forward(&x, &w, (m, n, k), accumulate), &mut got);
-                assert_close(&got, &want);
-
-                let mut want = start[..m * k].to_vec();
-                cpu.matmul_backward_input(&mut want, &dy, &w, m, n, k, accumulate)
-                    .unwrap();
-                let mut got = start[..m * k].to_vec();
-                run_reference(backward_input(&dy, &w, (m, n, k), accumulate), &mut got);
-                assert_close(&got, &want);
-            }
-            let d_w0 = values(n * k, 5);
-            let mut want = d_w0.clone();
-            cpu.matmul_backward_weight(&mut want, None, &dy, &x, m, n, k)
-                .unwrap();
-            let mut got = d_w0.clone();
-            run_reference(backward_weight(&dy, &x, (m, n, k)), &mut got);
-            assert_close(&got, &want);
-        }
-    }
 }

@@ -1,6 +1,12 @@
-//! The CUDA backend: every operation of [`Backend`] on one GPU, with lmsi-cuda's kernels and cuBLAS.
+//! The CUDA backend: every operation of [`Backend`] on one [`lmsi_cuda::Device`], with lmsi-cuda's
+//! kernels and cuBLAS's products.
 //!
-//! Buffers are cudarc device buffers of `f32` ([`CudaSlice<f32>`]); a step's layout is uploaded once
+//! The backend is written once over the device interface, so it runs unchanged on a GPU
+//! ([`CudaBackend::new`], feature `cuda`) and on the simulated device ([`CudaBackend::sim`]: host
+//! memory, the same kernels through the CPU shim, cuBLAS's products on the CPU), which is how CI
+//! runs all of it. It keeps no state from one call to the next.
+//!
+//! Buffers are device buffers of `f32` ([`Buffer<f32>`]); a step's layout is uploaded once
 //! ([`CudaLayout`]). Every operation is enqueued on the device's one stream and returns without
 //! waiting, except those whose results come back to the host: [`Backend::download`],
 //! [`Backend::sample`] (the tokens), [`Backend::cross_entropy`] (the losses) and
@@ -17,16 +23,14 @@ mod layout;
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use lmsi_cuda::cuda::Device;
-use lmsi_cuda::cuda::cudarc::driver::CudaSlice;
 use lmsi_cuda::launch::{rmsnorm_params, rmsnorm_partial_rows};
 use lmsi_cuda::params::{
     LmsiAttnShape, LmsiBiasParams, LmsiCausalAttentionParams, LmsiCrossEntropyParams,
     LmsiKvStoreParams, LmsiPagedAttentionParams, LmsiRopeParams, LmsiRowsParams, LmsiSwigluParams,
     LmsiVecParams,
 };
+use lmsi_cuda::{Buffer, Device};
 use lmsi_sampler::cuda::CudaSampleError;
 
 pub use layout::CudaLayout;
@@ -34,7 +38,8 @@ pub use layout::CudaLayout;
 use super::{AttentionDims, Backend, BatchLayout};
 use crate::Error;
 
-/// The CUDA backend on one GPU.
+/// The CUDA backend on one device: a GPU, or the simulated one. A clone is another handle on the
+/// same device (its memory, stream, kernels and cuBLAS), so several models share one device.
 ///
 /// ```no_run
 /// use lmsi_transformer::{CudaBackend, Model};
@@ -44,24 +49,9 @@ use crate::Error;
 /// let model = Model::load(std::path::Path::new("models/smollm2-135m-instruct"), gpu)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[derive(Clone, Debug)]
 pub struct CudaBackend {
     device: Arc<Device>,
-    name: String,
-    /// Query heads per kv head in the last attention call (0 before any): the next layouts are
-    /// uploaded with their attention work items planned for it.
-    group: AtomicU32,
-}
-
-/// Another handle on the same GPU (its context, stream, kernels and cuBLAS), so several models
-/// share one device.
-impl Clone for CudaBackend {
-    fn clone(&self) -> Self {
-        CudaBackend {
-            device: self.device.clone(),
-            name: self.name.clone(),
-            group: AtomicU32::new(self.group.load(Ordering::Relaxed)),
-        }
-    }
 }
 
 /// A CUDA error as the backend reports it.
@@ -139,45 +129,40 @@ impl CudaBackend {
     /// Without libcuda [`lmsi_cuda::Error::NoDriver`] ("no CUDA driver (libcuda) found"); without
     /// the device, or a driver that does not start, [`lmsi_cuda::Error::Driver`]; without libcublas
     /// or libnvrtc [`lmsi_cuda::Error::NoCublas`] / [`lmsi_cuda::Error::NoNvrtc`]. Never panics.
+    /// [`lmsi_cuda::Error::NotBuilt`] in a build without the `cuda` feature. Never panics.
     pub fn new(ordinal: usize) -> Result<Self, lmsi_cuda::Error> {
-        let device = Device::new(ordinal)?;
-        // One stream carries all the work, so cudarc's per-buffer events, which order work across
-        // streams, would only cost two events per allocation.
-        // SAFETY: every buffer of this context is allocated and used on the device's one stream.
-        unsafe { device.context().disable_event_tracking() };
-        device.blas()?;
-        device.load_all()?;
-        let (major, minor) = device.compute_capability();
-        let name = format!("cuda:{ordinal} ({}, sm_{major}{minor})", device.name()?);
-        Ok(CudaBackend {
-            device: Arc::new(device),
-            name,
-            group: AtomicU32::new(0),
-        })
+        Ok(Self::on(Device::gpu(ordinal)?))
     }
 
-    /// The GPU.
+    /// The backend on the simulated device (see [`lmsi_cuda::Device::sim`]): the same host code,
+    /// kernels and products as on a GPU, run on the CPU. Slow; it is for checking.
+    pub fn sim() -> Self {
+        Self::on(Device::sim())
+    }
+
+    /// The backend on `device`.
+    pub fn on(device: Device) -> Self {
+        CudaBackend {
+            device: Arc::new(device),
+        }
+    }
+
+    /// The device.
     pub fn device(&self) -> &Arc<Device> {
         &self.device
     }
 
-    fn alloc(&self, len: usize) -> Result<CudaSlice<f32>, Error> {
-        self.device.stream().alloc_zeros(len).map_err(cuda)
+    fn alloc(&self, len: usize) -> Result<Buffer<f32>, Error> {
+        self.device.zeros(len).map_err(cuda)
     }
+}
 
-    /// The work items of `layout` for `dims`' head grouping (remembered for the next layouts).
-    fn items<'a>(
-        &self,
-        layout: &'a CudaLayout,
-        dims: &AttentionDims,
-    ) -> Result<layout::Items<'a>, Error> {
-        let group = count(
-            "query heads per kv head",
-            dims.num_heads / dims.num_kv_heads.max(1),
-        )?;
-        self.group.store(group, Ordering::Relaxed);
-        layout.items(&self.device, group)
-    }
+/// Query heads per kv head.
+fn group(dims: &AttentionDims) -> Result<u32, Error> {
+    count(
+        "query heads per kv head",
+        dims.num_heads / dims.num_kv_heads.max(1),
+    )
 }
 
 /// The attention kernels' head geometry.
@@ -196,31 +181,29 @@ fn shape(dims: &AttentionDims) -> Result<LmsiAttnShape, Error> {
 }
 
 impl Backend for CudaBackend {
-    type Buf = CudaSlice<f32>;
+    type Buf = Buffer<f32>;
     type Layout = CudaLayout;
 
     fn describe(&self) -> String {
-        self.name.clone()
+        self.device.describe()
     }
 
     fn copy_range(
         &self,
-        src: &CudaSlice<f32>,
+        src: &Buffer<f32>,
         start: usize,
         len: usize,
-    ) -> Result<CudaSlice<f32>, Error> {
+    ) -> Result<Buffer<f32>, Error> {
         need("copied range", src.len(), start + len)?;
         let mut dst = self.alloc(len)?;
-        self.device
-            .stream()
-            .memcpy_dtod(&src.slice(start..start + len), &mut dst)
-            .map_err(cuda)?;
+        let range = src.slice(start..start + len).map_err(cuda)?;
+        self.device.copy(range, &mut dst).map_err(cuda)?;
         Ok(dst)
     }
 
     fn sample(
         &self,
-        logits: &CudaSlice<f32>,
+        logits: &Buffer<f32>,
         rows: &[u32],
         vocab: usize,
         params: &lmsi_sampler::SamplingParams,
@@ -234,31 +217,30 @@ impl Backend for CudaBackend {
         )
     }
 
-    fn zeros(&self, len: usize) -> Result<CudaSlice<f32>, Error> {
+    fn zeros(&self, len: usize) -> Result<Buffer<f32>, Error> {
         self.alloc(len)
     }
 
-    fn upload(&self, data: &[f32]) -> Result<CudaSlice<f32>, Error> {
-        self.device.stream().clone_htod(data).map_err(cuda)
+    fn upload(&self, data: &[f32]) -> Result<Buffer<f32>, Error> {
+        self.device.upload(data).map_err(cuda)
     }
 
-    fn download(&self, buf: &CudaSlice<f32>) -> Result<Vec<f32>, Error> {
-        self.device.stream().clone_dtoh(buf).map_err(cuda)
+    fn download(&self, buf: &Buffer<f32>) -> Result<Vec<f32>, Error> {
+        self.device.download(buf).map_err(cuda)
     }
 
-    fn len(&self, buf: &CudaSlice<f32>) -> usize {
+    fn len(&self, buf: &Buffer<f32>) -> usize {
         buf.len()
     }
 
     fn prepare(&self, layout: &BatchLayout) -> Result<CudaLayout, Error> {
-        let group = self.group.load(Ordering::Relaxed);
-        CudaLayout::new(&self.device, layout, (group > 0).then_some(group))
+        CudaLayout::new(&self.device, layout)
     }
 
     fn embedding(
         &self,
-        out: &mut CudaSlice<f32>,
-        table: &CudaSlice<f32>,
+        out: &mut Buffer<f32>,
+        table: &Buffer<f32>,
         layout: &CudaLayout,
         dim: usize,
     ) -> Result<(), Error> {
@@ -266,15 +248,15 @@ impl Backend for CudaBackend {
         need("embedding output", out.len(), ids.len() * dim)?;
         let p = embedding_params(ids, dim, table.len())?;
         self.device
-            .gather_rows(&p, out, table, &layout.token_ids())
+            .gather_rows(&p, out, table, layout.token_ids())
             .map_err(cuda)
     }
 
     fn rmsnorm(
         &self,
-        out: &mut CudaSlice<f32>,
-        x: &CudaSlice<f32>,
-        weight: &CudaSlice<f32>,
+        out: &mut Buffer<f32>,
+        x: &Buffer<f32>,
+        weight: &Buffer<f32>,
         rows: usize,
         eps: f32,
     ) -> Result<(), Error> {
@@ -289,10 +271,10 @@ impl Backend for CudaBackend {
 
     fn matmul(
         &self,
-        out: &mut CudaSlice<f32>,
-        x: &CudaSlice<f32>,
-        w: &CudaSlice<f32>,
-        bias: Option<&CudaSlice<f32>>,
+        out: &mut Buffer<f32>,
+        x: &Buffer<f32>,
+        w: &Buffer<f32>,
+        bias: Option<&Buffer<f32>>,
         m: usize,
         n: usize,
         k: usize,
@@ -314,19 +296,19 @@ impl Backend for CudaBackend {
 
     fn rope(
         &self,
-        qkv: &mut CudaSlice<f32>,
+        qkv: &mut Buffer<f32>,
         layout: &CudaLayout,
         dims: &AttentionDims,
-        inv_freq: &CudaSlice<f32>,
+        inv_freq: &Buffer<f32>,
     ) -> Result<(), Error> {
         rope(&self.device, qkv, layout, dims, inv_freq, false)
     }
 
     fn kv_store(
         &self,
-        k_cache: &mut CudaSlice<f32>,
-        v_cache: &mut CudaSlice<f32>,
-        qkv: &CudaSlice<f32>,
+        k_cache: &mut Buffer<f32>,
+        v_cache: &mut Buffer<f32>,
+        qkv: &Buffer<f32>,
         layout: &CudaLayout,
         dims: &AttentionDims,
     ) -> Result<(), Error> {
@@ -350,16 +332,16 @@ impl Backend for CudaBackend {
             cache_blocks: count("cache blocks", blocks)?,
         };
         self.device
-            .kv_store(&p, k_cache, v_cache, qkv, &layout.slots())
+            .kv_store(&p, k_cache, v_cache, qkv, layout.slots())
             .map_err(cuda)
     }
 
     fn paged_attention(
         &self,
-        out: &mut CudaSlice<f32>,
-        qkv: &CudaSlice<f32>,
-        k_cache: &CudaSlice<f32>,
-        v_cache: &CudaSlice<f32>,
+        out: &mut Buffer<f32>,
+        qkv: &Buffer<f32>,
+        k_cache: &Buffer<f32>,
+        v_cache: &Buffer<f32>,
         layout: &CudaLayout,
         dims: &AttentionDims,
     ) -> Result<(), Error> {
@@ -369,12 +351,12 @@ impl Backend for CudaBackend {
             out.len(),
             tokens * dims.num_heads * dims.head_dim,
         )?;
-        let items = self.items(layout, dims)?;
+        let items = layout.paged_items(&self.device, group(dims)?)?;
         let p = LmsiPagedAttentionParams {
             shape: shape(dims)?,
-            num_items: count("work items", items.num_paged())?,
+            num_items: count("work items", items.num_items())?,
             tokens: count("tokens", tokens)?,
-            item_rows_len: count("work item rows", items.paged_rows().len())?,
+            item_rows_len: count("work item rows", items.rows().len())?,
             block_tables_len: count("block tables", layout.host.block_tables.len())?,
             cache_blocks: count(
                 "cache blocks",
@@ -388,19 +370,19 @@ impl Backend for CudaBackend {
                 qkv,
                 k_cache,
                 v_cache,
-                &layout.positions(),
-                &layout.row_tables(),
-                &layout.block_tables(),
-                &items.paged_offsets(),
-                &items.paged_rows(),
+                layout.positions(),
+                layout.row_tables(),
+                layout.block_tables(),
+                items.offsets(),
+                items.rows(),
             )
             .map_err(cuda)
     }
 
     fn swiglu(
         &self,
-        out: &mut CudaSlice<f32>,
-        gate_up: &CudaSlice<f32>,
+        out: &mut Buffer<f32>,
+        gate_up: &Buffer<f32>,
         rows: usize,
         inter: usize,
     ) -> Result<(), Error> {
@@ -415,8 +397,8 @@ impl Backend for CudaBackend {
 
     fn gather_logit_rows(
         &self,
-        out: &mut CudaSlice<f32>,
-        x: &CudaSlice<f32>,
+        out: &mut Buffer<f32>,
+        x: &Buffer<f32>,
         layout: &CudaLayout,
         rows: Range<usize>,
         dim: usize,
@@ -424,13 +406,13 @@ impl Backend for CudaBackend {
         let p = logit_rows_params(layout, &rows, x.len(), dim)?;
         need("gathered rows", out.len(), rows.len() * dim)?;
         self.device
-            .gather_rows(&p, out, x, &layout.logit_rows(rows))
+            .gather_rows(&p, out, x, layout.logit_rows(rows)?)
             .map_err(cuda)
     }
 
     fn copy_block(
         &self,
-        cache: &mut CudaSlice<f32>,
+        cache: &mut Buffer<f32>,
         src: usize,
         dst: usize,
         block_len: usize,
@@ -439,35 +421,23 @@ impl Backend for CudaBackend {
         if src == dst {
             return Ok(());
         }
-        // Two disjoint views of the one buffer: split it between the blocks.
-        let stream = self.device.stream();
-        let (src_at, dst_at) = (src * block_len, dst * block_len);
-        if src < dst {
-            let (low, mut high) = cache.split_at_mut(dst_at);
-            let from = low.slice(src_at..src_at + block_len);
-            stream.memcpy_dtod(&from, &mut high.slice_mut(..block_len))
-        } else {
-            let (mut low, high) = cache.split_at_mut(src_at);
-            let mut to = low.slice_mut(dst_at..dst_at + block_len);
-            stream.memcpy_dtod(&high.slice(..block_len), &mut to)
-        }
-        .map_err(cuda)
+        let from = src * block_len..(src + 1) * block_len;
+        self.device
+            .copy_within(cache, from, dst * block_len)
+            .map_err(cuda)
     }
 
-    fn copy(&self, buf: &CudaSlice<f32>) -> Result<CudaSlice<f32>, Error> {
-        self.device.stream().clone_dtod(buf).map_err(cuda)
+    fn copy(&self, buf: &Buffer<f32>) -> Result<Buffer<f32>, Error> {
+        let mut dst = self.alloc(buf.len())?;
+        self.device.copy(buf, &mut dst).map_err(cuda)?;
+        Ok(dst)
     }
 
-    fn zero(&self, buf: &mut CudaSlice<f32>) -> Result<(), Error> {
-        self.device.stream().memset_zeros(buf).map_err(cuda)
+    fn zero(&self, buf: &mut Buffer<f32>) -> Result<(), Error> {
+        self.device.fill_zeros(buf).map_err(cuda)
     }
 
-    fn add_assign(
-        &self,
-        x: &mut CudaSlice<f32>,
-        y: &CudaSlice<f32>,
-        len: usize,
-    ) -> Result<(), Error> {
+    fn add_assign(&self, x: &mut Buffer<f32>, y: &Buffer<f32>, len: usize) -> Result<(), Error> {
         need("add input", y.len(), len)?;
         need("add output", x.len(), len)?;
         let p = LmsiVecParams {
@@ -479,9 +449,9 @@ impl Backend for CudaBackend {
 
     fn causal_attention(
         &self,
-        out: &mut CudaSlice<f32>,
-        lse: &mut CudaSlice<f32>,
-        qkv: &CudaSlice<f32>,
+        out: &mut Buffer<f32>,
+        lse: &mut Buffer<f32>,
+        qkv: &Buffer<f32>,
         layout: &CudaLayout,
         dims: &AttentionDims,
     ) -> Result<(), Error> {
@@ -493,34 +463,34 @@ impl Backend for CudaBackend {
             t * dims.num_heads * dims.head_dim,
         )?;
         need("attention log-sum-exp", lse.len(), t * dims.num_heads)?;
-        let items = self.items(layout, dims)?;
+        let items = layout.train_items(&self.device, group(dims)?)?;
         let p = LmsiCausalAttentionParams {
             shape: shape(dims)?,
             tokens: count("tokens", t)?,
-            num_items: count("work items", items.num_query())?,
+            num_items: count("work items", items.query.len())?,
         };
         self.device
-            .causal_attention_forward(&p, out, lse, qkv, &items.query())
+            .causal_attention_forward(&p, out, lse, qkv, &items.query)
             .map_err(cuda)
     }
 
     fn causal_attention_backward(
         &self,
-        d_qkv: &mut CudaSlice<f32>,
-        d_out: &CudaSlice<f32>,
-        out: &CudaSlice<f32>,
-        lse: &CudaSlice<f32>,
-        qkv: &CudaSlice<f32>,
+        d_qkv: &mut Buffer<f32>,
+        d_out: &Buffer<f32>,
+        out: &Buffer<f32>,
+        lse: &Buffer<f32>,
+        qkv: &Buffer<f32>,
         layout: &CudaLayout,
         dims: &AttentionDims,
     ) -> Result<(), Error> {
         let t = layout.host.num_tokens();
         need("attention gradient", d_qkv.len(), t * dims.qkv_dim())?;
-        let items = self.items(layout, dims)?;
+        let items = layout.train_items(&self.device, group(dims)?)?;
         let mut p = LmsiCausalAttentionParams {
             shape: shape(dims)?,
             tokens: count("tokens", t)?,
-            num_items: count("work items", items.num_query())?,
+            num_items: count("work items", items.query.len())?,
         };
         let mut delta = self.alloc(t * dims.num_heads)?;
         let device = &self.device;
@@ -528,31 +498,31 @@ impl Backend for CudaBackend {
             .causal_attention_backward_delta(&p, &mut delta, d_out, out)
             .map_err(cuda)?;
         device
-            .causal_attention_backward_dq(&p, d_qkv, d_out, lse, &delta, qkv, &items.query())
+            .causal_attention_backward_dq(&p, &mut *d_qkv, d_out, lse, &delta, qkv, &items.query)
             .map_err(cuda)?;
-        p.num_items = count("work items", items.num_keys())?;
+        p.num_items = count("work items", items.keys.len())?;
         device
-            .causal_attention_backward_dkdv(&p, d_qkv, d_out, lse, &delta, qkv, &items.keys())
+            .causal_attention_backward_dkdv(&p, d_qkv, d_out, lse, &delta, qkv, &items.keys)
             .map_err(cuda)
     }
 
     fn rope_backward(
         &self,
-        d_qkv: &mut CudaSlice<f32>,
+        d_qkv: &mut Buffer<f32>,
         layout: &CudaLayout,
         dims: &AttentionDims,
-        inv_freq: &CudaSlice<f32>,
+        inv_freq: &Buffer<f32>,
     ) -> Result<(), Error> {
         rope(&self.device, d_qkv, layout, dims, inv_freq, true)
     }
 
     fn rmsnorm_backward(
         &self,
-        d_x: &mut CudaSlice<f32>,
-        d_weight: &mut CudaSlice<f32>,
-        d_out: &CudaSlice<f32>,
-        x: &CudaSlice<f32>,
-        weight: &CudaSlice<f32>,
+        d_x: &mut Buffer<f32>,
+        d_weight: &mut Buffer<f32>,
+        d_out: &Buffer<f32>,
+        x: &Buffer<f32>,
+        weight: &Buffer<f32>,
         rows: usize,
         eps: f32,
     ) -> Result<(), Error> {
@@ -577,9 +547,9 @@ impl Backend for CudaBackend {
 
     fn matmul_backward_input(
         &self,
-        d_x: &mut CudaSlice<f32>,
-        d_out: &CudaSlice<f32>,
-        w: &CudaSlice<f32>,
+        d_x: &mut Buffer<f32>,
+        d_out: &Buffer<f32>,
+        w: &Buffer<f32>,
         m: usize,
         n: usize,
         k: usize,
@@ -590,10 +560,10 @@ impl Backend for CudaBackend {
 
     fn matmul_backward_weight(
         &self,
-        d_w: &mut CudaSlice<f32>,
-        d_bias: Option<&mut CudaSlice<f32>>,
-        d_out: &CudaSlice<f32>,
-        x: &CudaSlice<f32>,
+        d_w: &mut Buffer<f32>,
+        d_bias: Option<&mut Buffer<f32>>,
+        d_out: &Buffer<f32>,
+        x: &Buffer<f32>,
         m: usize,
         n: usize,
         k: usize,
@@ -614,9 +584,9 @@ impl Backend for CudaBackend {
 
     fn swiglu_backward(
         &self,
-        d_gate_up: &mut CudaSlice<f32>,
-        d_out: &CudaSlice<f32>,
-        gate_up: &CudaSlice<f32>,
+        d_gate_up: &mut Buffer<f32>,
+        d_out: &Buffer<f32>,
+        gate_up: &Buffer<f32>,
         rows: usize,
         inter: usize,
     ) -> Result<(), Error> {
@@ -638,8 +608,8 @@ impl Backend for CudaBackend {
 
     fn embedding_backward(
         &self,
-        d_table: &mut CudaSlice<f32>,
-        d_out: &CudaSlice<f32>,
+        d_table: &mut Buffer<f32>,
+        d_out: &Buffer<f32>,
         layout: &CudaLayout,
         dim: usize,
     ) -> Result<(), Error> {
@@ -651,14 +621,14 @@ impl Backend for CudaBackend {
         )?;
         let p = embedding_params(ids, dim, d_table.len())?;
         self.device
-            .scatter_add_rows(&p, d_table, d_out, &layout.token_ids())
+            .scatter_add_rows(&p, d_table, d_out, layout.token_ids())
             .map_err(cuda)
     }
 
     fn scatter_logit_rows(
         &self,
-        x: &mut CudaSlice<f32>,
-        src: &CudaSlice<f32>,
+        x: &mut Buffer<f32>,
+        src: &Buffer<f32>,
         layout: &CudaLayout,
         rows: Range<usize>,
         dim: usize,
@@ -666,15 +636,15 @@ impl Backend for CudaBackend {
         let p = logit_rows_params(layout, &rows, x.len(), dim)?;
         need("scattered rows", src.len(), rows.len() * dim)?;
         self.device
-            .scatter_add_rows(&p, x, src, &layout.logit_rows(rows))
+            .scatter_add_rows(&p, x, src, layout.logit_rows(rows)?)
             .map_err(cuda)
     }
 
-    fn sum_squares(&self, buf: &CudaSlice<f32>) -> Result<f64, Error> {
-        lmsi_adamw::cuda::sum_squares(&self.device, &[buf]).map_err(cuda)
+    fn sum_squares(&self, buf: &Buffer<f32>) -> Result<f64, Error> {
+        lmsi_adamw::cuda::sum_squares(&self.device, [buf.view()]).map_err(cuda)
     }
 
-    fn scale(&self, buf: &mut CudaSlice<f32>, factor: f32) -> Result<(), Error> {
+    fn scale(&self, buf: &mut Buffer<f32>, factor: f32) -> Result<(), Error> {
         let p = LmsiVecParams {
             len: buf.len() as u64,
             factor,
@@ -684,10 +654,10 @@ impl Backend for CudaBackend {
 
     fn adamw_update(
         &self,
-        param: &mut CudaSlice<f32>,
-        grad: &CudaSlice<f32>,
-        m: &mut CudaSlice<f32>,
-        v: &mut CudaSlice<f32>,
+        param: &mut Buffer<f32>,
+        grad: &Buffer<f32>,
+        m: &mut Buffer<f32>,
+        v: &mut Buffer<f32>,
         scalars: &lmsi_adamw::StepScalars,
     ) -> Result<(), Error> {
         lmsi_adamw::cuda::update(&self.device, param, grad, m, v, scalars)
@@ -696,7 +666,7 @@ impl Backend for CudaBackend {
 
     fn cross_entropy(
         &self,
-        logits: &mut CudaSlice<f32>,
+        logits: &mut Buffer<f32>,
         layout: &CudaLayout,
         rows: Range<usize>,
         vocab: usize,
@@ -722,7 +692,7 @@ impl Backend for CudaBackend {
         };
         let mut losses = self.alloc(targets.len())?;
         self.device
-            .cross_entropy(&p, logits, &mut losses, &layout.targets(rows))
+            .cross_entropy(&p, logits, &mut losses, layout.targets(rows)?)
             .map_err(cuda)?;
         self.download(&losses)
     }
@@ -731,10 +701,10 @@ impl Backend for CudaBackend {
 /// RoPE of the q and k heads of fused `qkv` rows in place; `inverse` rotates back (the backward).
 fn rope(
     device: &Device,
-    qkv: &mut CudaSlice<f32>,
+    qkv: &mut Buffer<f32>,
     layout: &CudaLayout,
     dims: &AttentionDims,
-    inv_freq: &CudaSlice<f32>,
+    inv_freq: &Buffer<f32>,
     inverse: bool,
 ) -> Result<(), Error> {
     let tokens = layout.host.positions.len();
@@ -747,6 +717,6 @@ fn rope(
         inverse: u32::from(inverse),
     };
     device
-        .rope(&p, qkv, &layout.positions(), inv_freq)
+        .rope(&p, qkv, layout.positions(), inv_freq)
         .map_err(cuda)
 }
