@@ -4,6 +4,9 @@
 // glibc's fortified longjmp refuses jumps to another stack, which is what fibers do.
 #undef _FORTIFY_SOURCE
 
+// <memory> before sim.h, whose __noinline__ macro breaks the standard headers.
+#include <memory>
+
 #include "sim.h"
 
 #include <setjmp.h>
@@ -48,7 +51,8 @@ struct Fiber {
     uint64_t result = 0;
 };
 
-// Fiber stacks of one OS thread, each below a guard page: mapped once per launch and worker.
+// Fiber stacks of one OS thread, each below a guard page. Mapping them (and a system call per
+// guard page) costs more than most launches, so they are kept in a pool and reused.
 class Stacks {
   public:
     explicit Stacks(unsigned count) : count_(count) {
@@ -65,6 +69,7 @@ class Stacks {
     Stacks(const Stacks&) = delete;
     Stacks& operator=(const Stacks&) = delete;
     bool ok() const { return base_ != nullptr; }
+    unsigned count() const { return count_; }
     unsigned char* stack(unsigned i) const { return base_ + i * stride_ + page_; }
 
   private:
@@ -73,6 +78,36 @@ class Stacks {
     size_t stride_ = 0;
     unsigned char* base_ = nullptr;
 };
+
+// Stacks for the workers of every launch, kMaxThreads fibers each: taken at a worker's start and
+// given back at its end, so a process maps one set per worker running at a time.
+class StackPool {
+  public:
+    std::unique_ptr<Stacks> take() {
+        {
+            std::lock_guard<std::mutex> guard(lock_);
+            if (!free_.empty()) {
+                std::unique_ptr<Stacks> s = std::move(free_.back());
+                free_.pop_back();
+                return s;
+            }
+        }
+        return std::make_unique<Stacks>(kMaxThreads);
+    }
+    void give(std::unique_ptr<Stacks> s) {
+        std::lock_guard<std::mutex> guard(lock_);
+        free_.push_back(std::move(s));
+    }
+
+  private:
+    std::mutex lock_;
+    std::vector<std::unique_ptr<Stacks>> free_;
+};
+
+StackPool& stack_pool() {
+    static StackPool* pool = new StackPool();  // never destroyed: workers may outlive statics
+    return *pool;
+}
 
 // The fibers of one OS thread and the block they are running. Fibers are created once per launch
 // and worker (ucontext: getcontext/makecontext, entered the first time with setcontext) and then
@@ -372,7 +407,8 @@ int launch(const LmsiSimLaunch* cfg, const char* kernel, const std::function<voi
     std::mutex error_lock;
     std::string error;
     auto work = [&] {
-        Stacks stacks(static_cast<unsigned>(threads));
+        std::unique_ptr<Stacks> pooled = stack_pool().take();
+        const Stacks& stacks = *pooled;
         std::vector<unsigned char> shared(std::max<uint32_t>(cfg->shared_bytes, 1));
         if (!stacks.ok()) {
             std::lock_guard<std::mutex> guard(error_lock);
@@ -401,6 +437,9 @@ int launch(const LmsiSimLaunch* cfg, const char* kernel, const std::function<voi
             }
         }
         tls_worker = nullptr;
+        // A failed block leaves fibers mid-kernel on their stacks; nothing of them is reused but
+        // the memory, which every launch starts afresh on.
+        stack_pool().give(std::move(pooled));
     };
     if (workers == 1) {
         work();

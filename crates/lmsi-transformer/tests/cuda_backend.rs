@@ -15,16 +15,20 @@
 //!   relative;
 //! - cuBLAS products (another summation order over `k` up to 300): `1e-4 + 1e-4·|x|`;
 //! - whole models: logits `1e-4 + 1e-4·|x|`, the loss `1e-5` relative, and each gradient tensor to
-//!   `1e-4` of its largest value.
+//!   `1e-4` of its largest value;
+//! - generation with the seed model (greedy and sampled, one row at a time and six together): the
+//!   same tokens, text and finish of every path, the path log-probability to `1e-3` relative;
+//! - eight AdamW steps on the seed model: each step's loss to `1e-4` relative.
 use std::sync::OnceLock;
 
 use lmsi_adamw::StepParams;
 use lmsi_sampler::{RowKey, SampleError, SamplingParams};
 use lmsi_transformer::backend::{AttentionDims, Backend, BatchLayout, SeqLayout};
 use lmsi_transformer::config::Config;
+use lmsi_transformer::generate::{Control, GenerateConfig, Request, generate};
 use lmsi_transformer::testing::{TinyModel, nonzero_values, scattered_prefill_layout};
 use lmsi_transformer::{
-    Chunk, CpuBackend, CudaBackend, Error, Logits, Model, Params, SeqId, TrainSequence,
+    Chunk, CpuBackend, CudaBackend, Error, Logits, Model, Params, SeqId, Tokenizer, TrainSequence,
 };
 
 /// The GPU, opened once; `None` with the reason printed by each test that needs it.
@@ -652,4 +656,162 @@ fn batch() -> Vec<TrainSequence> {
             targets: vec![3..10, 20..40],
         },
     ]
+}
+
+/// The embedded seed model (a 4-layer Llama) and its tokenizer, on `backend`.
+fn seed_model<B: Backend>(backend: B) -> (Model<B>, Tokenizer) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/seed-model");
+    let model = Model::load(&dir, backend).unwrap();
+    let tokenizer = Tokenizer::load(&dir, model.config()).unwrap();
+    (model, tokenizer)
+}
+
+/// Three word problems of this project's own, two paths each, after a shared prefix.
+fn requests(tokenizer: &Tokenizer) -> (Vec<u32>, Vec<Request>) {
+    let prefix = tokenizer
+        .encode("Q: Ann has 3 pens and buys 4 more. How many pens does she have?\nA: 3 + 4 = 7. The answer is 7.\n\n", true)
+        .unwrap();
+    let questions = [
+        "Q: A farm has 26 cows and sells 9. How many cows are left?\nA:",
+        "Q: Ben reads 14 pages on Monday and 18 on Tuesday. How many pages does he read?\nA:",
+        "Q: A box holds 35 eggs. 12 break. How many eggs are whole?\nA:",
+    ];
+    let requests = questions
+        .iter()
+        .enumerate()
+        .map(|(i, q)| Request {
+            key: format!("q{i}"),
+            tokens: tokenizer.encode(q, false).unwrap(),
+            paths: 2,
+        })
+        .collect();
+    (prefix, requests)
+}
+
+/// Every path of one generation run.
+fn generate_paths<B: Backend>(
+    backend: B,
+    sampling: SamplingParams,
+    max_batch: usize,
+) -> Vec<lmsi_transformer::generate::Path> {
+    let (model, tokenizer) = seed_model(backend);
+    let (prefix, requests) = requests(&tokenizer);
+    let config = GenerateConfig {
+        sampling,
+        max_new_tokens: 40,
+        stop_strings: vec!["\n\n".into()],
+        max_batch,
+        block_size: 16,
+        stop_at_eos: true,
+    };
+    let mut paths = Vec::new();
+    generate(&model, &tokenizer, &prefix, &requests, &config, &mut |p| {
+        paths.push(p.clone());
+        Control::Continue
+    })
+    .unwrap();
+    paths
+}
+
+#[test]
+fn generation_gives_the_cpu_tokens() {
+    let sampled = SamplingParams {
+        temperature: 0.7,
+        top_k: 40,
+        top_p: 1.0,
+        seed: 3,
+    };
+    for (sampling, what) in [(SamplingParams::greedy(), "greedy"), (sampled, "sampled")] {
+        for max_batch in [1, 6] {
+            let want = generate_paths(CpuBackend::new(), sampling, max_batch);
+            let mut others = vec![("sim", generate_paths(sim().clone(), sampling, max_batch))];
+            if let Some(gpu) = gpu("generation_gives_the_cpu_tokens") {
+                others.push(("gpu", generate_paths(gpu.clone(), sampling, max_batch)));
+            }
+            for (device, got) in others {
+                assert_eq!(got.len(), want.len());
+                for (g, w) in got.iter().zip(&want) {
+                    let at = format!(
+                        "{what}, batch {max_batch}, {device}: path {}/{}",
+                        w.request, w.path
+                    );
+                    assert_eq!(
+                        (&g.tokens, &g.text, g.finish),
+                        (&w.tokens, &w.text, w.finish),
+                        "{at}"
+                    );
+                    assert!(
+                        (g.logprob - w.logprob).abs() <= 1e-3 * w.logprob.abs().max(1.0),
+                        "{at}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The mean loss of each of `steps` AdamW steps (clipped at norm 1, lr 1e-3) on the seed model.
+fn loss_curve<B: Backend>(backend: B, steps: usize) -> Vec<f64> {
+    let (mut model, tokenizer) = seed_model(backend);
+    let text = "Q: A shop has 45 apples and sells 17. How many are left?\nA: 45 - 17 = 28. The answer is 28.";
+    let tokens = tokenizer.encode(text, true).unwrap();
+    let batch = vec![
+        TrainSequence::completion(tokens.clone(), 16),
+        TrainSequence::completion(tokens[..30].to_vec(), 10),
+    ];
+    let targets: usize = batch.iter().map(TrainSequence::target_count).sum();
+    let adamw = lmsi_adamw::AdamWConfig::default();
+    let mut moments = (model.zero_grads().unwrap(), model.zero_grads().unwrap());
+    let mut curve = Vec::new();
+    for step in 1..=steps as u64 {
+        let mut grads = model.zero_grads().unwrap();
+        let loss = model
+            .loss_and_grads(&batch, &mut grads, 1.0 / targets as f32, false)
+            .unwrap();
+        curve.push(loss.mean());
+        let (be, params) = model.backend_and_params_mut();
+        let norm: f64 = grads
+            .tensors()
+            .iter()
+            .map(|g| be.sum_squares(g).unwrap())
+            .sum::<f64>()
+            .sqrt();
+        let scalars = adamw.step_params(1e-3, step, true).scalars();
+        let state = moments
+            .0
+            .tensors_mut()
+            .into_iter()
+            .zip(moments.1.tensors_mut());
+        for ((p, g), (m, v)) in params
+            .tensors_mut()
+            .into_iter()
+            .zip(grads.tensors_mut())
+            .zip(state)
+        {
+            if norm > 1.0 {
+                be.scale(g, (1.0 / norm) as f32).unwrap();
+            }
+            be.adamw_update(p, g, m, v, &scalars).unwrap();
+        }
+    }
+    curve
+}
+
+#[test]
+fn a_short_training_run_follows_the_cpu_loss_curve() {
+    let want = loss_curve(CpuBackend::new(), 8);
+    assert!(want[7] < want[0], "the loss falls: {want:?}");
+    let mut others = vec![("sim", loss_curve(sim().clone(), 8))];
+    if let Some(gpu) = gpu("a_short_training_run_follows_the_cpu_loss_curve") {
+        others.push(("gpu", loss_curve(gpu.clone(), 8)));
+    }
+    for (device, got) in others {
+        for (step, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                ((g - w) / w).abs() < 1e-4,
+                "{device}, step {}: loss {g} vs {w}",
+                step + 1
+            );
+        }
+    }
 }
