@@ -59,7 +59,6 @@ fn cuda(e: impl std::fmt::Display) -> Error {
     Error::Backend(format!("cuda: {e}"))
 }
 
-/// The CPU backend's check that a buffer holds `needed` values.
 /// The launch parameters of an embedding gather or scatter over `ids` into a table of
 /// `table_len` values, `dim` per row; an id outside the table is an error.
 fn embedding_params(ids: &[u32], dim: usize, table_len: usize) -> Result<LmsiRowsParams, Error> {
@@ -76,6 +75,7 @@ fn embedding_params(ids: &[u32], dim: usize, table_len: usize) -> Result<LmsiRow
     })
 }
 
+/// The CPU backend's check that a buffer holds `needed` values.
 fn need(what: &str, have: usize, needed: usize) -> Result<(), Error> {
     if have < needed {
         return Err(Error::Backend(format!(
