@@ -243,12 +243,12 @@ pub trait GemmElem: Elem {
     ) -> Result<(), Error>;
 }
 
-/// The GPU half of [`GemmElem`] for a type cudarc multiplies.
+/// The GPU half of [`GemmElem`] for a type cudarc multiplies, `$from_f32` making its scalars.
 macro_rules! gpu_gemm {
-    () => {
+    ($from_f32:expr) => {
         #[cfg(feature = "cuda")]
         fn scalar(v: f32) -> Self {
-            <Self as FromF32>::from_f32(v)
+            $from_f32(v)
         }
 
         #[cfg(feature = "cuda")]
@@ -268,25 +268,6 @@ macro_rules! gpu_gemm {
     };
 }
 
-#[cfg(feature = "cuda")]
-trait FromF32 {
-    fn from_f32(v: f32) -> Self;
-}
-
-#[cfg(feature = "cuda")]
-impl FromF32 for f32 {
-    fn from_f32(v: f32) -> Self {
-        v
-    }
-}
-
-#[cfg(feature = "cuda")]
-impl FromF32 for half::bf16 {
-    fn from_f32(v: f32) -> Self {
-        half::bf16::from_f32(v)
-    }
-}
-
 impl GemmElem for f32 {
     fn to_f32(values: &[f32]) -> Vec<f32> {
         values.to_vec()
@@ -296,7 +277,7 @@ impl GemmElem for f32 {
         out.copy_from_slice(results);
     }
 
-    gpu_gemm!();
+    gpu_gemm!(std::convert::identity);
 }
 
 impl GemmElem for half::bf16 {
@@ -316,7 +297,7 @@ impl GemmElem for half::bf16 {
         }
     }
 
-    gpu_gemm!();
+    gpu_gemm!(half::bf16::from_f32);
 }
 
 #[cfg(test)]

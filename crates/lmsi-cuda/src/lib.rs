@@ -58,4 +58,3 @@ pub mod sources;
 pub use buffer::{Buffer, Elem, GpuRepr, View, ViewMut};
 pub use device::{Device, SimConfig};
 pub use error::Error;
-pub use half;
