@@ -6,6 +6,7 @@
 // kv_store  One block per token (grid.x = tokens): its k goes to the key cache, transposed within
 //           the block ([blocks, kv_heads, head_dim, block_size]), its v to the value cache
 //           ([blocks, block_size, kv_heads, head_dim]), at slot = block * block_size + offset.
+//           kv_store_bf16 stores into bf16 caches, rounding each value to nearest even.
 //
 // The attention kernels share one scheme. A block (LMSI_ATTN_WARPS warps) takes a work item: up
 // to LMSI_ATTN_QUERIES query vectors (rows x the G heads of one kv head, grid.y = kv head), two
@@ -22,7 +23,8 @@
 //           sequences that share a prompt prefix. For each logical block index, the item's rows
 //           are grouped by the physical block they map to; each distinct physical block is loaded
 //           into shared memory once and serves every row that maps to it, so a shared prefix is
-//           read once per item rather than once per row.
+//           read once per item rather than once per row. paged_attention_bf16 reads bf16 caches
+//           (widened to f32 as they enter shared memory); everything else is the same.
 // causal_attention_forward  Training: each token attends to the earlier tokens of its own
 //           sequence (contiguous in the packed batch). An item is a run of consecutive query
 //           tokens; also writes lse[t, h] = m + ln(l), which the backward pass uses.
@@ -112,8 +114,9 @@ __device__ __forceinline__ void online_write(const Online& st, float* out, uint3
     }
 }
 
-extern "C" __global__ void kv_store(LmsiKvStoreParams p, float* k_cache, float* v_cache, const float* qkv,
-                                    const uint32_t* slots) {
+template <class C>
+__device__ __forceinline__ void kv_store_into(const LmsiKvStoreParams& p, C* k_cache, C* v_cache, const float* qkv,
+                                              const uint32_t* slots) {
     const LmsiAttnShape s = p.shape;
     const uint32_t kv_dim = s.num_kv_heads * s.head_dim;
     const uint32_t q_dim = s.num_heads * s.head_dim;
@@ -122,19 +125,29 @@ extern "C" __global__ void kv_store(LmsiKvStoreParams p, float* k_cache, float* 
     if (slot / s.block_size >= p.cache_blocks) return;
     const uint32_t block = slot / s.block_size;
     const uint32_t offset = slot - block * s.block_size;
-    float* k_block = k_cache + (uint64_t)block * s.block_size * kv_dim;
+    C* k_block = k_cache + (uint64_t)block * s.block_size * kv_dim;
     for (uint32_t i = threadIdx.x; i < kv_dim; i += blockDim.x) {
         // i = head * head_dim + d, so the transposed position [head][d][offset] is i * block_size + offset.
-        k_block[(uint64_t)i * s.block_size + offset] = row[q_dim + i];
-        v_cache[(uint64_t)slot * kv_dim + i] = row[q_dim + kv_dim + i];
+        lmsi_put(k_block + (uint64_t)i * s.block_size + offset, row[q_dim + i]);
+        lmsi_put(v_cache + (uint64_t)slot * kv_dim + i, row[q_dim + kv_dim + i]);
     }
 }
 
-// Two blocks per SM: without the hint ptxas caps this kernel at 64 registers and spills on sm_90.
-extern "C" __global__ void __launch_bounds__(LMSI_ATTN_WARPS * 32, 2)
-    paged_attention(LmsiPagedAttentionParams p, float* out, const float* qkv, const float* k_cache,
-                    const float* v_cache, const uint32_t* positions, const uint32_t* row_tables,
-                    const uint32_t* block_tables, const uint32_t* item_offsets, const uint32_t* item_rows) {
+extern "C" __global__ void kv_store(LmsiKvStoreParams p, float* k_cache, float* v_cache, const float* qkv,
+                                    const uint32_t* slots) {
+    kv_store_into(p, k_cache, v_cache, qkv, slots);
+}
+
+extern "C" __global__ void kv_store_bf16(LmsiKvStoreParams p, LmsiBf16* k_cache, LmsiBf16* v_cache, const float* qkv,
+                                         const uint32_t* slots) {
+    kv_store_into(p, k_cache, v_cache, qkv, slots);
+}
+
+template <class C>
+__device__ __forceinline__ void paged_attention_over(const LmsiPagedAttentionParams& p, float* out, const float* qkv,
+                                                     const C* k_cache, const C* v_cache, const uint32_t* positions,
+                                                     const uint32_t* row_tables, const uint32_t* block_tables,
+                                                     const uint32_t* item_offsets, const uint32_t* item_rows) {
     __shared__ uint32_t row_token[LMSI_ATTN_QUERIES];
     __shared__ uint32_t row_position[LMSI_ATTN_QUERIES];
     __shared__ uint32_t row_first[LMSI_ATTN_QUERIES];
@@ -211,17 +224,17 @@ extern "C" __global__ void __launch_bounds__(LMSI_ATTN_WARPS * 32, 2)
         for (uint32_t r = 0; r < rows; ++r) {
             const uint32_t phys = row_block[r];
             if (phys == LMSI_NO_BLOCK || row_leader[r] != r) continue;
-            const float* k_src = k_cache + (uint64_t)phys * bs * kv_dim + (uint64_t)g * dim * bs;
+            const C* k_src = k_cache + (uint64_t)phys * bs * kv_dim + (uint64_t)g * dim * bs;
             for (uint32_t o = 0; o < bs; o += tile) {
                 const uint32_t n = bs - o < tile ? bs - o : tile;
                 __syncthreads();  // the previous tile's readers are done
                 for (uint32_t i = threadIdx.x; i < dim * n; i += blockDim.x) {
                     const uint32_t d = i / n, j = i - d * n;
-                    kt_s[d * tile + j] = k_src[(uint64_t)d * bs + o + j];
+                    kt_s[d * tile + j] = lmsi_float(k_src[(uint64_t)d * bs + o + j]);
                 }
                 for (uint32_t i = threadIdx.x; i < n * dim; i += blockDim.x) {
                     const uint32_t j = i / dim, d = i - j * dim;
-                    v_s[i] = v_cache[((uint64_t)phys * bs + o + j) * kv_dim + g * dim + d];
+                    v_s[i] = lmsi_float(v_cache[((uint64_t)phys * bs + o + j) * kv_dim + g * dim + d]);
                 }
                 __syncthreads();
 #pragma unroll
@@ -244,6 +257,21 @@ extern "C" __global__ void __launch_bounds__(LMSI_ATTN_WARPS * 32, 2)
         const uint32_t head = g * group + qi % group;
         online_write(st[k], out + (uint64_t)row_token[qi / group] * s.num_heads * dim + head * dim, dim);
     }
+}
+
+// Two blocks per SM: without the hint ptxas caps this kernel at 64 registers and spills on sm_90.
+extern "C" __global__ void __launch_bounds__(LMSI_ATTN_WARPS * 32, 2)
+    paged_attention(LmsiPagedAttentionParams p, float* out, const float* qkv, const float* k_cache,
+                    const float* v_cache, const uint32_t* positions, const uint32_t* row_tables,
+                    const uint32_t* block_tables, const uint32_t* item_offsets, const uint32_t* item_rows) {
+    paged_attention_over(p, out, qkv, k_cache, v_cache, positions, row_tables, block_tables, item_offsets, item_rows);
+}
+
+extern "C" __global__ void __launch_bounds__(LMSI_ATTN_WARPS * 32, 2)
+    paged_attention_bf16(LmsiPagedAttentionParams p, float* out, const float* qkv, const LmsiBf16* k_cache,
+                         const LmsiBf16* v_cache, const uint32_t* positions, const uint32_t* row_tables,
+                         const uint32_t* block_tables, const uint32_t* item_offsets, const uint32_t* item_rows) {
+    paged_attention_over(p, out, qkv, k_cache, v_cache, positions, row_tables, block_tables, item_offsets, item_rows);
 }
 
 // Loads keys [k0, k0 + n) of kv head g from the fused rows, transposed: kt[d * KSTRIDE + j].

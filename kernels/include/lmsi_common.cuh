@@ -17,6 +17,22 @@
 // +inf without <math.h> (NVRTC has none).
 __device__ __forceinline__ float lmsi_inf() { return __int_as_float(0x7f800000); }
 
+// Element loads and stores of f32 and bf16 buffers, so one kernel body serves both. A bf16 value
+// widens to f32 exactly; an f32 narrows to the nearest bf16, ties to even, NaN staying a (quiet)
+// NaN: the rounding of the hardware's __float2bfloat16_rn, written out in integer operations so
+// that it needs no cuda_bf16.h (which NVRTC does not carry) and is the same on the GPU and the shim.
+__device__ __forceinline__ float lmsi_float(float v) { return v; }
+__device__ __forceinline__ float lmsi_float(LmsiBf16 v) { return __uint_as_float((unsigned)v.bits << 16); }
+__device__ __forceinline__ void lmsi_put(float* at, float v) { *at = v; }
+__device__ __forceinline__ void lmsi_put(LmsiBf16* at, float v) {
+    const unsigned bits = __float_as_uint(v);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) {
+        at->bits = (uint16_t)((bits >> 16) | 0x40u);
+        return;
+    }
+    at->bits = (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
 // The block's dynamic shared memory (the launch's shared_bytes), 16-byte aligned.
 template <class T>
 __device__ __forceinline__ T* lmsi_dynamic_shared() {

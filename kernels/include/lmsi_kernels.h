@@ -45,11 +45,23 @@
       (LmsiCausalAttentionParams p, float* d_qkv, const float* d_out, const float* lse, const float* delta,       \
        const float* qkv, const LmsiAttnItem* items),                                                              \
       (p, d_qkv, d_out, lse, delta, qkv, items))                                                                  \
+    X(kv_store_bf16,                                                                                              \
+      (LmsiKvStoreParams p, LmsiBf16* k_cache, LmsiBf16* v_cache, const float* qkv, const uint32_t* slots),       \
+      (p, k_cache, v_cache, qkv, slots))                                                                          \
+    X(paged_attention_bf16,                                                                                       \
+      (LmsiPagedAttentionParams p, float* out, const float* qkv, const LmsiBf16* k_cache,                         \
+       const LmsiBf16* v_cache, const uint32_t* positions, const uint32_t* row_tables,                            \
+       const uint32_t* block_tables, const uint32_t* item_offsets, const uint32_t* item_rows),                    \
+      (p, out, qkv, k_cache, v_cache, positions, row_tables, block_tables, item_offsets, item_rows))              \
+    /* convert.cu */                                                                                              \
+    X(f32_to_bf16, (LmsiVecParams p, LmsiBf16* out, const float* x), (p, out, x))                                 \
     /* cross_entropy.cu */                                                                                        \
     X(cross_entropy, (LmsiCrossEntropyParams p, float* logits, float* losses, const uint32_t* targets),           \
       (p, logits, losses, targets))                                                                               \
     /* embedding.cu */                                                                                            \
     X(gather_rows, (LmsiRowsParams p, float* out, const float* table, const uint32_t* index),                     \
+      (p, out, table, index))                                                                                     \
+    X(gather_rows_bf16, (LmsiRowsParams p, float* out, const LmsiBf16* table, const uint32_t* index),             \
       (p, out, table, index))                                                                                     \
     X(scatter_add_rows, (LmsiRowsParams p, float* table, const float* src, const uint32_t* index),                \
       (p, table, src, index))                                                                                     \

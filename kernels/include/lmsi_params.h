@@ -5,7 +5,8 @@
  * Calling convention of every kernel: `kernel(Params p, outputs..., inputs...)`. The struct carries
  * sizes, counts and scalars and is passed by value; buffers are separate pointer arguments (so the
  * host can pass device buffers as they are). Flat element counts that can exceed 2^32 (parameters,
- * optimizer state) are 64-bit; everything else is 32-bit. Matrices are row-major f32.
+ * optimizer state) are 64-bit; everything else is 32-bit. Matrices are row-major f32, or bf16 where a
+ * kernel's name ends in _bf16.
  */
 #ifndef LMSI_PARAMS_H
 #define LMSI_PARAMS_H
@@ -13,11 +14,18 @@
 #if defined(__CUDACC_RTC__)
 /* NVRTC has no C library headers; these are the LP64 widths nvcc and g++ use. */
 typedef int int32_t;
+typedef unsigned short uint16_t;
 typedef unsigned int uint32_t;
 typedef unsigned long long uint64_t;
 #else
 #include <stdint.h>
 #endif
+
+/* A bfloat16 value: the upper 16 bits of an f32 (sign, 8 exponent bits, 7 mantissa bits). The
+ * kernels convert with lmsi_float / lmsi_put (lmsi_common.cuh), rounding to nearest even. */
+typedef struct LmsiBf16 {
+    uint16_t bits;
+} LmsiBf16;
 
 /* ---- Attention (kernels/attention.cu). */
 
@@ -120,7 +128,8 @@ typedef struct LmsiSwigluParams {
     uint32_t inter;
 } LmsiSwigluParams;
 
-/* add_assign (x += y) and scale_assign (x *= factor) over `len` values. */
+/* add_assign (x += y), scale_assign (x *= factor) and f32_to_bf16 (out = x rounded) over `len`
+ * values. */
 typedef struct LmsiVecParams {
     uint64_t len;
     float factor;

@@ -9,9 +9,9 @@
 //!
 //! where `op(X)` is `X` (`Op::N`) or its transpose (`Op::T`). As in BLAS: with `beta == 0`, `C` is
 //! not read (a NaN there does not propagate); with `alpha == 0` or `k == 0`, `A` and `B` are not
-//! read; with `m`, `n` or the batch count 0 nothing happens. Operands are `f32` or `bf16`; bf16
-//! products accumulate in f32 (cuBLAS's `CUBLAS_COMPUTE_32F`) and round once to bf16 on the way
-//! out, as the GPU does.
+//! read; with `m`, `n` or the batch count 0 nothing happens. Operands are `f32` or `bf16`; every
+//! product accumulates in f32 (cuBLAS's `CUBLAS_COMPUTE_32F`) and rounds once on the way out, to
+//! `C`'s type: `f32`, or `bf16` for bf16 operands ([`GemmOutput`]).
 //!
 //! ```
 //! use lmsi_cuda::blas::{Gemm, Op};
@@ -141,7 +141,12 @@ impl Gemm {
     }
 
     /// Runs the product on host memory, after [`Gemm::check`].
-    pub(crate) fn run_host<T: GemmElem>(&self, a: &[T], b: &[T], c: &mut [T]) -> Result<(), Error> {
+    pub(crate) fn run_host<T: GemmElem, C: GemmOutput<T>>(
+        &self,
+        a: &[T],
+        b: &[T],
+        c: &mut [C],
+    ) -> Result<(), Error> {
         self.check(a.len(), b.len(), c.len())?;
         if self.is_empty() {
             return Ok(());
@@ -150,11 +155,11 @@ impl Gemm {
         let b = T::to_f32(b);
         // With beta 0 the product overwrites its elements of `c` without reading them; the rest
         // of `c` (between columns, past the last) keeps its values.
-        let mut out = T::to_f32(c);
+        let mut out = C::to_f32(c);
         for batch in 0..self.batch as usize {
             self.run_one(batch, &a, &b, &mut out);
         }
-        T::store(&out, c, self);
+        C::store(&out, c, self);
         Ok(())
     }
 
@@ -221,52 +226,27 @@ fn extent(ld: i32, rows: i32, cols: i32, batch: i32, stride: i64) -> u64 {
     (batch as u64 - 1) * stride as u64 + one
 }
 
-/// An element type cuBLAS multiplies: `f32` (`sgemm`) or `bf16` (`GemmEx`, f32 compute).
+/// An element type of cuBLAS's products: `f32` or `bf16`. Every product computes in f32
+/// (`CUBLAS_COMPUTE_32F`: no TF32, no reduced-precision sums).
 pub trait GemmElem: Elem {
     /// The values as f32, exactly.
     fn to_f32(values: &[Self]) -> Vec<f32>;
     /// Writes the f32 results back, rounded to nearest even; only the columns the product wrote.
     fn store(results: &[f32], out: &mut [Self], g: &Gemm);
-    /// `alpha` or `beta` as cudarc takes it.
+    /// The type as cuBLAS names it.
     #[cfg(feature = "cuda")]
     #[doc(hidden)]
-    fn scalar(v: f32) -> Self;
-    /// cuBLAS's product, after [`Gemm::check`].
-    #[cfg(feature = "cuda")]
-    #[doc(hidden)]
-    fn gpu_gemm(
-        blas: &cudarc::cublas::CudaBlas,
-        cfg: cudarc::cublas::StridedBatchedConfig<Self>,
-        a: &cudarc::driver::CudaView<'_, Self>,
-        b: &cudarc::driver::CudaView<'_, Self>,
-        c: &mut cudarc::driver::CudaViewMut<'_, Self>,
-    ) -> Result<(), Error>;
+    const CUDA_TYPE: cudarc::cublas::sys::cudaDataType;
 }
 
-/// The GPU half of [`GemmElem`] for a type cudarc multiplies, `$from_f32` making its scalars.
-macro_rules! gpu_gemm {
-    ($from_f32:expr) => {
-        #[cfg(feature = "cuda")]
-        fn scalar(v: f32) -> Self {
-            $from_f32(v)
-        }
+/// A type `C` that a product of `T` operands can write: `T` itself, or `f32` for `bf16` operands
+/// (the bf16 products of a model whose activations stay f32). These are the combinations cuBLAS's
+/// `GemmEx` takes with an f32 compute type.
+pub trait GemmOutput<T: GemmElem>: GemmElem {}
 
-        #[cfg(feature = "cuda")]
-        fn gpu_gemm(
-            blas: &cudarc::cublas::CudaBlas,
-            cfg: cudarc::cublas::StridedBatchedConfig<Self>,
-            a: &cudarc::driver::CudaView<'_, Self>,
-            b: &cudarc::driver::CudaView<'_, Self>,
-            c: &mut cudarc::driver::CudaViewMut<'_, Self>,
-        ) -> Result<(), Error> {
-            use cudarc::cublas::Gemm as _;
-            // SAFETY: `Gemm::check` bounded every element cuBLAS touches within the views, all
-            // on the handle's device.
-            unsafe { blas.gemm_strided_batched(cfg, a, b, c) }?;
-            Ok(())
-        }
-    };
-}
+impl GemmOutput<f32> for f32 {}
+impl GemmOutput<half::bf16> for half::bf16 {}
+impl GemmOutput<half::bf16> for f32 {}
 
 impl GemmElem for f32 {
     fn to_f32(values: &[f32]) -> Vec<f32> {
@@ -277,7 +257,9 @@ impl GemmElem for f32 {
         out.copy_from_slice(results);
     }
 
-    gpu_gemm!(std::convert::identity);
+    #[cfg(feature = "cuda")]
+    const CUDA_TYPE: cudarc::cublas::sys::cudaDataType =
+        cudarc::cublas::sys::cudaDataType::CUDA_R_32F;
 }
 
 impl GemmElem for half::bf16 {
@@ -297,7 +279,9 @@ impl GemmElem for half::bf16 {
         }
     }
 
-    gpu_gemm!(half::bf16::from_f32);
+    #[cfg(feature = "cuda")]
+    const CUDA_TYPE: cudarc::cublas::sys::cudaDataType =
+        cudarc::cublas::sys::cudaDataType::CUDA_R_16BF;
 }
 
 #[cfg(test)]
@@ -393,8 +377,8 @@ mod tests {
             beta: 2.0,
             ..Gemm::new(2, 2, 0)
         };
-        let mut c = [1.0, 2.0, 3.0, 4.0];
-        g.run_host(&[], &[], &mut c).unwrap();
+        let mut c = [1.0f32, 2.0, 3.0, 4.0];
+        g.run_host::<f32, f32>(&[], &[], &mut c).unwrap();
         assert_eq!(c, [2.0, 4.0, 6.0, 8.0]);
     }
 
@@ -453,5 +437,13 @@ mod tests {
         g.run_host(&[third; 3], &[half::bf16::ONE; 3], &mut c)
             .unwrap();
         assert_eq!(c[0], half::bf16::from_f32(3.0 * third.to_f32()));
+        let mut wide = [0.0f32];
+        g.run_host(&[third; 3], &[half::bf16::ONE; 3], &mut wide)
+            .unwrap();
+        assert_eq!(
+            wide[0],
+            3.0 * third.to_f32(),
+            "an f32 output is not rounded to bf16"
+        );
     }
 }

@@ -28,7 +28,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::Error;
-use crate::blas::{Gemm, GemmElem};
+use crate::blas::{Gemm, GemmElem, GemmOutput};
 use crate::buffer::{Buffer, Elem, HostMemory, Memory, View, ViewMut};
 use crate::params::*;
 use crate::sim::{Schedule, Sim};
@@ -248,12 +248,12 @@ impl Device {
 
     /// A cuBLAS matrix product (see [`crate::blas`]): checked as cuBLAS checks it, then cuBLAS's
     /// on a GPU, the same product on the CPU on the simulated device.
-    pub fn gemm<'a, T: GemmElem>(
+    pub fn gemm<'a, T: GemmElem, C: GemmOutput<T>>(
         &self,
         g: &Gemm,
         a: impl Into<View<'a, T>>,
         b: impl Into<View<'a, T>>,
-        c: impl Into<ViewMut<'a, T>>,
+        c: impl Into<ViewMut<'a, C>>,
     ) -> Result<(), Error> {
         let (a, b, mut c) = (a.into(), b.into(), c.into());
         g.check(a.len(), b.len(), c.len())?;

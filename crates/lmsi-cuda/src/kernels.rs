@@ -9,7 +9,8 @@
 //! [`crate::launch`] (the one place where its grid and buffer lengths are argued) and its test.
 //!
 //! A line reads `fn name(Params; outputs; inputs);`, each buffer `name: element type`, in the
-//! kernel's argument order (outputs, which it writes, before inputs, which it only reads).
+//! kernel's argument order (outputs, which it writes, before inputs, which it only reads). A bf16
+//! buffer (`half::bf16`) is the C side's `LmsiBf16`, the same 16 bits.
 
 /// Calls `$callback!` with the whole kernel table:
 /// `"file.cu" { /// doc \n fn name(Params; out: T, ...; input: T, ...); ... } ...`.
@@ -20,7 +21,7 @@
 ///         [$($(stringify!($name)),*),*].len()
 ///     };
 /// }
-/// assert_eq!(lmsi_cuda::for_each_kernel!(count), 24);
+/// assert_eq!(lmsi_cuda::for_each_kernel!(count), 28);
 /// ```
 #[macro_export]
 macro_rules! for_each_kernel {
@@ -39,6 +40,10 @@ macro_rules! for_each_kernel {
             "attention.cu" {
                 /// Stores every token's k and v in the paged caches at its slot.
                 fn kv_store(LmsiKvStoreParams; k_cache: f32, v_cache: f32; qkv: f32, slots: u32);
+                /// [`kv_store`](Self::kv_store) into bf16 caches, rounding to nearest even.
+                fn kv_store_bf16(
+                    LmsiKvStoreParams; k_cache: half::bf16, v_cache: half::bf16; qkv: f32, slots: u32
+                );
                 /// Attention of new tokens over the paged cache, with the work items of a
                 /// [`PagedPlan`](crate::plan::PagedPlan) (`item_offsets`, `item_rows`).
                 fn paged_attention(
@@ -46,6 +51,13 @@ macro_rules! for_each_kernel {
                     out: f32;
                     qkv: f32, k_cache: f32, v_cache: f32, positions: u32, row_tables: u32,
                     block_tables: u32, item_offsets: u32, item_rows: u32
+                );
+                /// [`paged_attention`](Self::paged_attention) over bf16 caches.
+                fn paged_attention_bf16(
+                    LmsiPagedAttentionParams;
+                    out: f32;
+                    qkv: f32, k_cache: half::bf16, v_cache: half::bf16, positions: u32,
+                    row_tables: u32, block_tables: u32, item_offsets: u32, item_rows: u32
                 );
                 /// Causal attention of a packed training batch, with its log-sum-exp (`items`:
                 /// [`query_items`](crate::plan::query_items)).
@@ -69,6 +81,10 @@ macro_rules! for_each_kernel {
                     d_out: f32, lse: f32, delta: f32, qkv: f32, items: LmsiAttnItem
                 );
             }
+            "convert.cu" {
+                /// `out = x` rounded to the nearest bf16, ties to even.
+                fn f32_to_bf16(LmsiVecParams; out: half::bf16; x: f32);
+            }
             "cross_entropy.cu" {
                 /// Cross-entropy of each row against its target: the row becomes its scaled
                 /// gradient, the loss goes to `losses`.
@@ -77,6 +93,8 @@ macro_rules! for_each_kernel {
             "embedding.cu" {
                 /// `out[i, :] = table[index[i], :]` (the embedding lookup, the logit-row gather).
                 fn gather_rows(LmsiRowsParams; out: f32; table: f32, index: u32);
+                /// [`gather_rows`](Self::gather_rows) from a bf16 table, widened exactly.
+                fn gather_rows_bf16(LmsiRowsParams; out: f32; table: half::bf16, index: u32);
                 /// `table[index[i], :] += src[i, :]` in order of `i` (the embedding backward, the
                 /// logit-row scatter).
                 fn scatter_add_rows(LmsiRowsParams; table: f32; src: f32, index: u32);

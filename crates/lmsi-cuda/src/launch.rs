@@ -143,9 +143,42 @@ pub fn gather_rows(
     table: usize,
     index: usize,
 ) -> Result<Option<Launch>, Error> {
-    let c = Check {
-        kernel: "gather_rows",
-    };
+    gather(
+        Check {
+            kernel: "gather_rows",
+        },
+        p,
+        out,
+        table,
+        index,
+    )
+}
+
+/// `gather_rows_bf16(p, out, table, index)`: as [`gather_rows`].
+pub fn gather_rows_bf16(
+    p: &LmsiRowsParams,
+    out: usize,
+    table: usize,
+    index: usize,
+) -> Result<Option<Launch>, Error> {
+    gather(
+        Check {
+            kernel: "gather_rows_bf16",
+        },
+        p,
+        out,
+        table,
+        index,
+    )
+}
+
+fn gather(
+    c: Check,
+    p: &LmsiRowsParams,
+    out: usize,
+    table: usize,
+    index: usize,
+) -> Result<Option<Launch>, Error> {
     c.len("out", out, u64::from(p.rows) * u64::from(p.dim))?;
     c.len("table", table, u64::from(p.table_rows) * u64::from(p.dim))?;
     c.len("index", index, u64::from(p.rows))?;
@@ -315,6 +348,16 @@ pub fn add_assign(p: &LmsiVecParams, x: usize, y: usize) -> Result<Option<Launch
     Ok(grid_stride(p.len))
 }
 
+/// `f32_to_bf16(p, out, x)`.
+pub fn f32_to_bf16(p: &LmsiVecParams, out: usize, x: usize) -> Result<Option<Launch>, Error> {
+    let c = Check {
+        kernel: "f32_to_bf16",
+    };
+    c.len("out", out, p.len)?;
+    c.len("x", x, p.len)?;
+    Ok(grid_stride(p.len))
+}
+
 /// `scale_assign(p, x)`.
 pub fn scale_assign(p: &LmsiVecParams, x: usize) -> Result<Option<Launch>, Error> {
     Check {
@@ -475,7 +518,44 @@ pub fn kv_store(
     qkv: usize,
     slots: usize,
 ) -> Result<Option<Launch>, Error> {
-    let c = Check { kernel: "kv_store" };
+    store(
+        Check { kernel: "kv_store" },
+        p,
+        k_cache,
+        v_cache,
+        qkv,
+        slots,
+    )
+}
+
+/// `kv_store_bf16(p, k_cache, v_cache, qkv, slots)`: as [`kv_store`].
+pub fn kv_store_bf16(
+    p: &LmsiKvStoreParams,
+    k_cache: usize,
+    v_cache: usize,
+    qkv: usize,
+    slots: usize,
+) -> Result<Option<Launch>, Error> {
+    store(
+        Check {
+            kernel: "kv_store_bf16",
+        },
+        p,
+        k_cache,
+        v_cache,
+        qkv,
+        slots,
+    )
+}
+
+fn store(
+    c: Check,
+    p: &LmsiKvStoreParams,
+    k_cache: usize,
+    v_cache: usize,
+    qkv: usize,
+    slots: usize,
+) -> Result<Option<Launch>, Error> {
     c.shape(&p.shape)?;
     c.that(p.shape.block_size > 0, || "block_size is 0".into())?;
     let cache = u64::from(p.cache_blocks)
@@ -506,6 +586,75 @@ pub fn paged_attention(
     let c = Check {
         kernel: "paged_attention",
     };
+    paged(
+        c,
+        p,
+        [
+            out,
+            qkv,
+            k_cache,
+            v_cache,
+            positions,
+            row_tables,
+            block_tables,
+            item_offsets,
+            item_rows,
+        ],
+    )
+}
+
+/// `paged_attention_bf16(p, out, qkv, k_cache, v_cache, positions, row_tables, block_tables,
+/// item_offsets, item_rows)`: as [`paged_attention`] (the caches' lengths are in elements).
+#[allow(clippy::too_many_arguments)]
+pub fn paged_attention_bf16(
+    p: &LmsiPagedAttentionParams,
+    out: usize,
+    qkv: usize,
+    k_cache: usize,
+    v_cache: usize,
+    positions: usize,
+    row_tables: usize,
+    block_tables: usize,
+    item_offsets: usize,
+    item_rows: usize,
+) -> Result<Option<Launch>, Error> {
+    let c = Check {
+        kernel: "paged_attention_bf16",
+    };
+    paged(
+        c,
+        p,
+        [
+            out,
+            qkv,
+            k_cache,
+            v_cache,
+            positions,
+            row_tables,
+            block_tables,
+            item_offsets,
+            item_rows,
+        ],
+    )
+}
+
+/// The checks of both paged attention kernels, with the buffer lengths in argument order.
+fn paged(
+    c: Check,
+    p: &LmsiPagedAttentionParams,
+    lens: [usize; 9],
+) -> Result<Option<Launch>, Error> {
+    let [
+        out,
+        qkv,
+        k_cache,
+        v_cache,
+        positions,
+        row_tables,
+        block_tables,
+        item_offsets,
+        item_rows,
+    ] = lens;
     let s = &p.shape;
     c.shape(s)?;
     c.that(s.block_size > 0, || "block_size is 0".into())?;

@@ -12,6 +12,17 @@ pub const LMSI_SAMPLE_INF: u32 = 2;
 pub const LMSI_SAMPLE_NO_FINITE: u32 = 3;
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
+pub struct LmsiBf16 {
+    pub bits: u16,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of LmsiBf16"][::std::mem::size_of::<LmsiBf16>() - 2usize];
+    ["Alignment of LmsiBf16"][::std::mem::align_of::<LmsiBf16>() - 2usize];
+    ["Offset of field: LmsiBf16::bits"][::std::mem::offset_of!(LmsiBf16, bits) - 0usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct LmsiAttnShape {
     pub num_heads: u32,
     pub num_kv_heads: u32,

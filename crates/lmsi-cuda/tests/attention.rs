@@ -3,13 +3,15 @@
 //! with its backward pass, over MHA and GQA, head sizes 64, 128 and odd ones, block sizes below,
 //! at and above a tile, with and without a sliding window, under every fiber schedule.
 //!
-//! Tolerances: kv_store is exact. Attention outputs and log-sum-exps differ from the CPU in the
-//! online softmax's order of operations and in `exp`: `2e-6 + 2e-5·|x|`. Gradients sum over many
-//! keys and queries: `1e-5 + 1e-4·|x|`.
+//! Tolerances: kv_store is exact, and so is kv_store_bf16 (the CPU's values rounded to nearest
+//! even). Attention outputs and log-sum-exps differ from the CPU in the online softmax's order of
+//! operations and in `exp`: `2e-6 + 2e-5·|x|`, for paged_attention_bf16 too (against the CPU over
+//! the same rounded caches). Gradients sum over many keys and queries: `1e-5 + 1e-4·|x|`.
 
 mod common;
 
 use common::{Rng, assert_bits, assert_close, poisoned, runners};
+use half::bf16;
 use lmsi_cuda::params::*;
 use lmsi_cuda::plan::{self, PagedPlan};
 use lmsi_transformer::CpuBackend;
@@ -180,6 +182,70 @@ fn check_paged(rng: &mut Rng, d: AttentionDims, prefix: usize, seqs: &[(usize, u
             let what = format!("paged attention {d:?} under {:?}", runner.name());
             assert_close(&what, &out, &want, 2e-6, 2e-5);
         }
+    }
+    check_paged_bf16(&step, &d, &plans[0], &row_tables);
+}
+
+/// The bf16 caches: `kv_store_bf16` stores the CPU's f32 values rounded to nearest even, bit for
+/// bit, and `paged_attention_bf16` is the CPU's attention over those rounded values.
+fn check_paged_bf16(step: &Step, d: &AttentionDims, plan: &PagedPlan, row_tables: &[u32]) {
+    let round = |x: &[f32]| -> Vec<bf16> { x.iter().map(|&v| bf16::from_f32(v)).collect() };
+    let widen = |x: &[bf16]| -> Vec<f32> { x.iter().map(|v| v.to_f32()).collect() };
+    let cpu = CpuBackend::new();
+    let prepared = cpu.prepare(&step.layout).unwrap();
+    let tokens = step.layout.num_tokens();
+    let (k16, v16) = (round(&step.k_cache), round(&step.v_cache));
+    let (mut want_k, mut want_v) = (widen(&k16), widen(&v16));
+    cpu.kv_store(&mut want_k, &mut want_v, &step.qkv, &prepared, d)
+        .unwrap();
+    let (want_k, want_v) = (round(&want_k), round(&want_v));
+    let mut want = vec![0.0; tokens * d.num_heads * d.head_dim];
+    cpu.paged_attention(
+        &mut want,
+        &step.qkv,
+        &widen(&want_k),
+        &widen(&want_v),
+        &prepared,
+        d,
+    )
+    .unwrap();
+    let store = LmsiKvStoreParams {
+        shape: shape(d),
+        tokens: tokens as u32,
+        cache_blocks: step.cache_blocks as u32,
+    };
+    let p = LmsiPagedAttentionParams {
+        shape: shape(d),
+        num_items: plan.num_items(),
+        tokens: tokens as u32,
+        item_rows_len: plan.item_rows.len() as u32,
+        block_tables_len: step.layout.block_tables.len() as u32,
+        cache_blocks: step.cache_blocks as u32,
+    };
+    for runner in runners() {
+        let (mut k, mut v) = (k16.clone(), v16.clone());
+        runner
+            .kv_store_bf16(&store, &mut k, &mut v, &step.qkv, &step.layout.slots)
+            .unwrap();
+        assert_eq!(k, want_k, "bf16 key cache under {}", runner.name());
+        assert_eq!(v, want_v, "bf16 value cache under {}", runner.name());
+        let mut out = poisoned(want.len());
+        runner
+            .paged_attention_bf16(
+                &p,
+                &mut out,
+                &step.qkv,
+                &k,
+                &v,
+                &step.layout.positions,
+                row_tables,
+                &step.layout.block_tables,
+                &plan.item_offsets,
+                &plan.item_rows,
+            )
+            .unwrap();
+        let what = format!("bf16 paged attention {d:?} under {:?}", runner.name());
+        assert_close(&what, &out, &want, 2e-6, 2e-5);
     }
 }
 

@@ -9,6 +9,7 @@
 mod common;
 
 use common::{Rng, assert_bits, assert_close, poisoned, runners};
+use half::bf16;
 use lmsi_cuda::launch::{self, rmsnorm_params};
 use lmsi_cuda::params::*;
 use lmsi_transformer::CpuBackend;
@@ -44,6 +45,71 @@ fn gather_rows_is_the_embedding_lookup() {
             let mut got = poisoned(tokens * dim);
             runner.gather_rows(&p, &mut got, &table, &ids).unwrap();
             assert_bits("embedding", &got, &want);
+        }
+    }
+}
+
+#[test]
+fn gather_rows_bf16_widens_a_bf16_table_exactly() {
+    let mut rng = Rng::new(3);
+    let (vocab, dim, tokens) = (41, 130, 17);
+    let table: Vec<bf16> = rng
+        .values(vocab * dim, 1.0)
+        .into_iter()
+        .map(bf16::from_f32)
+        .collect();
+    let ids: Vec<u32> = (0..tokens)
+        .map(|_| rng.below(vocab as u64) as u32)
+        .collect();
+    let want: Vec<f32> = ids
+        .iter()
+        .flat_map(|&id| &table[id as usize * dim..][..dim])
+        .map(|v| v.to_f32())
+        .collect();
+    let p = LmsiRowsParams {
+        rows: tokens as u32,
+        dim: dim as u32,
+        table_rows: vocab as u32,
+    };
+    for runner in runners() {
+        let mut got = poisoned(tokens * dim);
+        runner.gather_rows_bf16(&p, &mut got, &table, &ids).unwrap();
+        assert_bits("bf16 embedding", &got, &want);
+    }
+}
+
+#[test]
+fn f32_to_bf16_rounds_to_nearest_even_like_the_hardware() {
+    let mut rng = Rng::new(4);
+    let mut x = rng.values(3000, 1e3);
+    // Ties both ways, the largest finite values, infinities, NaNs, subnormals, signed zeros.
+    x.extend([
+        f32::from_bits(0x3f80_8000),
+        f32::from_bits(0x3f81_8000),
+        f32::from_bits(0x3f80_8001),
+        f32::MAX,
+        -f32::MAX,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::from_bits(0xffc0_0001),
+        f32::from_bits(0x7f80_0001),
+        f32::from_bits(0x0000_8000),
+        f32::from_bits(0x0001_7fff),
+        0.0,
+        -0.0,
+    ]);
+    let p = LmsiVecParams {
+        len: x.len() as u64,
+        factor: 0.0,
+    };
+    for runner in runners() {
+        let mut got = vec![bf16::from_bits(0x7fff); x.len()];
+        runner.f32_to_bf16(&p, &mut got, &x).unwrap();
+        for (i, (g, &v)) in got.iter().zip(&x).enumerate() {
+            let want = bf16::from_f32(v);
+            let same = g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan());
+            assert!(same, "{} [{i}] {v:e}: {g:?} vs {want:?}", runner.name());
         }
     }
 }

@@ -56,7 +56,7 @@ impl<B: Backend> KvCache<B> {
             )));
         }
         let block_len = block_size * config.kv_dim();
-        let pool = |_| backend.zeros(num_blocks * block_len);
+        let pool = |_| backend.kv_zeros(num_blocks * block_len);
         Ok(Self {
             k: (0..config.num_layers).map(pool).collect::<Result<_, _>>()?,
             v: (0..config.num_layers).map(pool).collect::<Result<_, _>>()?,

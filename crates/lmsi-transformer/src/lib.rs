@@ -42,10 +42,10 @@ pub mod weights;
 
 use std::path::PathBuf;
 
-pub use backend::{Backend, CpuBackend, CudaBackend};
+pub use backend::{Backend, CpuBackend, CudaBackend, CudaBuf, Dtype};
 pub use config::Config;
 pub use kv_cache::{KvCache, SeqId};
-pub use model::{Chunk, Logits, Model};
+pub use model::{Chunk, Logits, Model, Storage};
 pub use params::{Params, TensorSpec};
 pub use tokenizer::Tokenizer;
 pub use train::{LossSum, TrainSequence};

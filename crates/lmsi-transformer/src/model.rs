@@ -28,6 +28,20 @@ pub struct Chunk<'a> {
     pub logits: Logits,
 }
 
+/// Uploads one parameter: a weight matrix for inference through [`Backend::upload_matrix`],
+/// everything else (norms, biases, every parameter for training) in f32.
+fn upload<B: Backend>(
+    backend: &B,
+    spec: &TensorSpec,
+    data: &[f32],
+    storage: Storage,
+) -> Result<B::Buf, Error> {
+    match (storage, spec.shape.len()) {
+        (Storage::Inference, 2) => backend.upload_matrix(data),
+        _ => backend.upload(data),
+    }
+}
+
 /// A transformer with its weights on a backend.
 pub struct Model<B: Backend> {
     config: Config,
@@ -37,20 +51,61 @@ pub struct Model<B: Backend> {
     inv_freq: B::Buf,
 }
 
+/// What a model's parameters are loaded for, which decides how a backend may store them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// Forward passes only: the weight matrices may be stored narrower than f32
+    /// ([`Backend::upload_matrix`]; the CUDA backend at bf16 stores them in bf16).
+    Inference,
+    /// Training: every parameter in f32, the master weights the optimizer updates.
+    Training,
+}
+
 impl<B: Backend> Model<B> {
-    /// Loads `config.json` and the safetensors weights of a Hugging Face model directory.
+    /// Loads `config.json` and the safetensors weights of a Hugging Face model directory, for
+    /// inference ([`Storage::Inference`]).
     pub fn load(dir: &Path, backend: B) -> Result<Self, Error> {
+        Self::load_for(dir, backend, Storage::Inference)
+    }
+
+    /// [`Model::load`] with every parameter in f32, for training ([`Storage::Training`]).
+    pub fn load_for_training(dir: &Path, backend: B) -> Result<Self, Error> {
+        Self::load_for(dir, backend, Storage::Training)
+    }
+
+    /// Loads a Hugging Face model directory with its parameters stored for `storage`.
+    pub fn load_for(dir: &Path, backend: B, storage: Storage) -> Result<Self, Error> {
         let config = Config::from_file(&dir.join("config.json"))?;
         let layout = Params::layout(&config);
         let files = WeightFiles::open(dir)?;
-        let params = layout.try_map(|spec| backend.upload(&files.read_param(spec)?))?;
+        let params =
+            layout.try_map(|spec| upload(&backend, spec, &files.read_param(spec)?, storage))?;
         Self::with_params(config, params, backend)
     }
 
-    /// A model from parameters already on the host, laid out as [`Params::layout`] says.
+    /// A model from parameters already on the host, laid out as [`Params::layout`] says, for
+    /// inference ([`Storage::Inference`]).
     pub fn from_host(config: Config, host: &Params<Vec<f32>>, backend: B) -> Result<Self, Error> {
+        Self::from_host_for(config, host, backend, Storage::Inference)
+    }
+
+    /// [`Model::from_host`] with the parameters stored for `storage`.
+    pub fn from_host_for(
+        config: Config,
+        host: &Params<Vec<f32>>,
+        backend: B,
+        storage: Storage,
+    ) -> Result<Self, Error> {
         let layout = Params::layout(&config);
-        for (spec, values) in layout.tensors().into_iter().zip(host.tensors()) {
+        let (specs, values) = (layout.tensors(), host.tensors());
+        if specs.len() != values.len() {
+            return Err(Error::Input(format!(
+                "{} parameter tensors given, the configuration has {}",
+                values.len(),
+                specs.len()
+            )));
+        }
+        for (spec, values) in specs.into_iter().zip(&values) {
             if values.len() != spec.numel() {
                 return Err(Error::Input(format!(
                     "parameter {} has {} values, expected {} ({:?})",
@@ -61,7 +116,13 @@ impl<B: Backend> Model<B> {
                 )));
             }
         }
-        let params = host.try_map(|values| backend.upload(values))?;
+        let mut values = values.into_iter();
+        let params = layout.try_map(|spec| {
+            let data = values
+                .next()
+                .expect("as many tensors as the layout, checked above");
+            upload(&backend, spec, data, storage)
+        })?;
         Self::with_params(config, params, backend)
     }
 

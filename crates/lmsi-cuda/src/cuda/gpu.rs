@@ -6,8 +6,8 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cudarc::cublas::sys::cublasOperation_t;
-use cudarc::cublas::{CudaBlas, GemmConfig, StridedBatchedConfig};
+use cudarc::cublas::CudaBlas;
+use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t};
 use cudarc::driver::sys::{CUdeviceptr, CUfunction_attribute};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr,
@@ -17,7 +17,7 @@ use cudarc::nvrtc::Ptx;
 
 use super::compile::{cache_dir, cached_ptx};
 use crate::Error;
-use crate::blas::{Gemm, GemmElem, Op};
+use crate::blas::{Gemm, GemmElem, GemmOutput, Op};
 use crate::buffer::Elem;
 use crate::launch::{DEFAULT_SHARED_BYTES, Launch};
 use crate::sources::{self, KernelFile};
@@ -198,14 +198,14 @@ impl Gpu {
         Ok(())
     }
 
-    /// cuBLAS's strided batched product (`cublasSgemmStridedBatched`, or `GemmStridedBatchedEx`
-    /// with f32 compute for bf16), already checked.
-    pub(crate) fn gemm<T: GemmElem>(
+    /// cuBLAS's strided batched product, already checked: `GemmStridedBatchedEx` with the
+    /// operands' and the output's types and an f32 compute type (no TF32).
+    pub(crate) fn gemm<T: GemmElem, C: GemmOutput<T>>(
         &self,
         g: &Gemm,
         a: &CudaView<'_, T>,
         b: &CudaView<'_, T>,
-        c: &mut CudaViewMut<'_, T>,
+        c: &mut CudaViewMut<'_, C>,
     ) -> Result<(), Error> {
         if g.is_empty() {
             return Ok(());
@@ -214,26 +214,38 @@ impl Gpu {
             Op::N => cublasOperation_t::CUBLAS_OP_N,
             Op::T => cublasOperation_t::CUBLAS_OP_T,
         };
-        let cfg = StridedBatchedConfig {
-            gemm: GemmConfig {
-                transa: op(g.transa),
-                transb: op(g.transb),
-                m: g.m,
-                n: g.n,
-                k: g.k,
-                alpha: T::scalar(g.alpha),
-                lda: g.lda,
-                ldb: g.ldb,
-                beta: T::scalar(g.beta),
-                ldc: g.ldc,
-            },
-            batch_size: g.batch,
-            stride_a: g.stride_a,
-            stride_b: g.stride_b,
-            stride_c: g.stride_c,
-        };
         let blas = self.blas.get().expect("created in Gpu::new");
-        T::gpu_gemm(blas, cfg, a, b, c)
+        let (a, b, c) = (self.ptr(a), self.ptr(b), self.ptr_mut(c));
+        // SAFETY: `Gemm::check` bounded every element cuBLAS touches within the three buffers,
+        // all of this context; alpha and beta are f32, the scale type of CUBLAS_COMPUTE_32F.
+        unsafe {
+            cudarc::cublas::result::gemm_strided_batched_ex(
+                *blas.handle(),
+                op(g.transa),
+                op(g.transb),
+                g.m,
+                g.n,
+                g.k,
+                (&g.alpha as *const f32).cast(),
+                a as *const std::ffi::c_void,
+                T::CUDA_TYPE,
+                g.lda,
+                g.stride_a,
+                b as *const std::ffi::c_void,
+                T::CUDA_TYPE,
+                g.ldb,
+                g.stride_b,
+                (&g.beta as *const f32).cast(),
+                c as *mut std::ffi::c_void,
+                C::CUDA_TYPE,
+                g.ldc,
+                g.stride_c,
+                g.batch,
+                cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }?;
+        Ok(())
     }
 
     fn module(&self, file: &'static KernelFile) -> Result<Arc<CudaModule>, Error> {

@@ -149,6 +149,42 @@ unsafe extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_kv_store_bf16"]
+    pub fn kv_store_bf16(
+        launch: *const LmsiSimLaunch,
+        p: LmsiKvStoreParams,
+        k_cache: *mut LmsiBf16,
+        v_cache: *mut LmsiBf16,
+        qkv: *const f32,
+        slots: *const u32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_paged_attention_bf16"]
+    pub fn paged_attention_bf16(
+        launch: *const LmsiSimLaunch,
+        p: LmsiPagedAttentionParams,
+        out: *mut f32,
+        qkv: *const f32,
+        k_cache: *const LmsiBf16,
+        v_cache: *const LmsiBf16,
+        positions: *const u32,
+        row_tables: *const u32,
+        block_tables: *const u32,
+        item_offsets: *const u32,
+        item_rows: *const u32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_f32_to_bf16"]
+    pub fn f32_to_bf16(
+        launch: *const LmsiSimLaunch,
+        p: LmsiVecParams,
+        out: *mut LmsiBf16,
+        x: *const f32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
     #[link_name = "\u{1}lmsi_sim_cross_entropy"]
     pub fn cross_entropy(
         launch: *const LmsiSimLaunch,
@@ -165,6 +201,16 @@ unsafe extern "C" {
         p: LmsiRowsParams,
         out: *mut f32,
         table: *const f32,
+        index: *const u32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_gather_rows_bf16"]
+    pub fn gather_rows_bf16(
+        launch: *const LmsiSimLaunch,
+        p: LmsiRowsParams,
+        out: *mut f32,
+        table: *const LmsiBf16,
         index: *const u32,
     ) -> ::std::os::raw::c_int;
 }

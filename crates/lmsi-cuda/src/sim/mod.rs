@@ -127,10 +127,11 @@ macro_rules! sim_methods {
                     $($input: &[$in_ty],)*
                 ) -> Result<(), Error> {
                     let l = launch::$name(p, $($out.len(),)+ $($input.len(),)*)?;
-                    // SAFETY: the launcher takes the kernel's parameters and buffers in its order,
-                    // and `launch::` checked every buffer against what the kernel touches.
+                    // SAFETY: the launcher takes the kernel's parameters and buffers in its order
+                    // (a bf16 buffer as the same 16-bit `LmsiBf16`), and `launch::` checked every
+                    // buffer against what the kernel touches.
                     self.run(l, |c| unsafe {
-                        ffi::$name(c, *p, $($out.as_mut_ptr(),)+ $($input.as_ptr(),)*)
+                        ffi::$name(c, *p, $($out.as_mut_ptr().cast(),)+ $($input.as_ptr().cast(),)*)
                     })
                 }
             )*)*

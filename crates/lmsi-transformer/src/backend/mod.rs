@@ -18,7 +18,7 @@ mod cpu;
 mod cuda;
 
 pub use cpu::CpuBackend;
-pub use cuda::CudaBackend;
+pub use cuda::{CudaBackend, CudaBuf, Dtype};
 
 use crate::Error;
 
@@ -49,6 +49,18 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn zeros(&self, len: usize) -> Result<Self::Buf, Error>;
     /// A buffer holding a copy of `data`.
     fn upload(&self, data: &[f32]) -> Result<Self::Buf, Error>;
+    /// A buffer holding a copy of `data`, a weight matrix of a model loaded for inference
+    /// ([`crate::model::Storage::Inference`]). A backend may store it narrower than f32 (the CUDA
+    /// backend at bf16 does); every operation still takes it where an f32 matrix goes, and
+    /// [`Backend::download`] widens it back. By default, [`Backend::upload`].
+    fn upload_matrix(&self, data: &[f32]) -> Result<Self::Buf, Error> {
+        self.upload(data)
+    }
+    /// A zero-filled buffer of `len` values for a KV cache pool, which a backend may store
+    /// narrower than f32 (the CUDA backend at bf16 does). By default, [`Backend::zeros`].
+    fn kv_zeros(&self, len: usize) -> Result<Self::Buf, Error> {
+        self.zeros(len)
+    }
     /// The contents of `buf`.
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>, Error>;
     /// The number of values in `buf`.

@@ -1,5 +1,5 @@
-//! The matrix products of the CUDA backend: cuBLAS `sgemm` (through [`Device::gemm`]) on
-//! row-major buffers.
+//! The matrix products of the CUDA backend: cuBLAS's products (through [`Device::gemm`]) on
+//! row-major buffers, f32 by f32 or bf16 by bf16, always into f32 with f32 sums.
 //!
 //! cuBLAS is column-major. A row-major `[r, c]` buffer read column-major is the `[c, r]` matrix
 //! holding the transpose, with leading dimension `c`. So a row-major product `C = op(A)·op(B)` is
@@ -20,7 +20,7 @@
 //! transposes are checked without a GPU. cuBLAS keeps f32 arithmetic (no TF32) unless the environment asks for it
 //! (`NVIDIA_TF32_OVERRIDE=1`); with `beta = 0` it does not read the output.
 
-use lmsi_cuda::blas::{Gemm, Op};
+use lmsi_cuda::blas::{Gemm, GemmElem, Op};
 use lmsi_cuda::{Buffer, Device};
 
 use super::{cuda, need};
@@ -130,7 +130,14 @@ impl<T> Product<T> {
 }
 
 /// Runs `product` into `c`, whose length the caller has checked (as those of the operands).
-fn run(device: &Device, c: &mut Buffer<f32>, product: Product<&Buffer<f32>>) -> Result<(), Error> {
+fn run<T: GemmElem>(
+    device: &Device,
+    c: &mut Buffer<f32>,
+    product: Product<&Buffer<T>>,
+) -> Result<(), Error>
+where
+    f32: lmsi_cuda::blas::GemmOutput<T>,
+{
     let (rows, cols) = (product.rows, product.cols);
     if rows == 0 || cols == 0 {
         return Ok(());
@@ -149,16 +156,19 @@ fn run(device: &Device, c: &mut Buffer<f32>, product: Product<&Buffer<f32>>) -> 
 
 /// `out[m, n] (+)= x[m, k]·w[n, k]ᵀ`.
 #[allow(clippy::too_many_arguments)]
-pub fn linear(
+pub fn linear<T: GemmElem>(
     device: &Device,
     out: &mut Buffer<f32>,
-    x: &Buffer<f32>,
-    w: &Buffer<f32>,
+    x: &Buffer<T>,
+    w: &Buffer<T>,
     m: usize,
     n: usize,
     k: usize,
     accumulate: bool,
-) -> Result<(), Error> {
+) -> Result<(), Error>
+where
+    f32: lmsi_cuda::blas::GemmOutput<T>,
+{
     need("matmul input", x.len(), m * k)?;
     need("matmul weight", w.len(), n * k)?;
     need("matmul output", out.len(), m * n)?;
@@ -167,16 +177,19 @@ pub fn linear(
 
 /// `d_x[m, k] (+)= d_out[m, n]·w[n, k]`.
 #[allow(clippy::too_many_arguments)]
-pub fn linear_backward_input(
+pub fn linear_backward_input<T: GemmElem>(
     device: &Device,
     d_x: &mut Buffer<f32>,
-    d_out: &Buffer<f32>,
-    w: &Buffer<f32>,
+    d_out: &Buffer<T>,
+    w: &Buffer<T>,
     m: usize,
     n: usize,
     k: usize,
     accumulate: bool,
-) -> Result<(), Error> {
+) -> Result<(), Error>
+where
+    f32: lmsi_cuda::blas::GemmOutput<T>,
+{
     need("matmul backward output gradient", d_out.len(), m * n)?;
     need("matmul backward weight", w.len(), n * k)?;
     need("matmul backward input gradient", d_x.len(), m * k)?;
@@ -185,15 +198,18 @@ pub fn linear_backward_input(
 
 /// `d_w[n, k] += d_out[m, n]ᵀ·x[m, k]`.
 #[allow(clippy::too_many_arguments)]
-pub fn linear_backward_weight(
+pub fn linear_backward_weight<T: GemmElem>(
     device: &Device,
     d_w: &mut Buffer<f32>,
-    d_out: &Buffer<f32>,
-    x: &Buffer<f32>,
+    d_out: &Buffer<T>,
+    x: &Buffer<T>,
     m: usize,
     n: usize,
     k: usize,
-) -> Result<(), Error> {
+) -> Result<(), Error>
+where
+    f32: lmsi_cuda::blas::GemmOutput<T>,
+{
     need("matmul backward output gradient", d_out.len(), m * n)?;
     need("matmul backward input", x.len(), m * k)?;
     need("matmul backward weight gradient", d_w.len(), n * k)?;

@@ -6,8 +6,8 @@
 //! memory, the same kernels through the CPU shim, cuBLAS's products on the CPU), which is how CI
 //! runs all of it. It keeps no state from one call to the next.
 //!
-//! Buffers are device buffers of `f32` ([`Buffer<f32>`]); a step's layout is uploaded once
-//! ([`CudaLayout`]). Every operation is enqueued on the device's one stream and returns without
+//! Buffers are device buffers ([`CudaBuf`]): f32, or bf16 for what [`Dtype::Bf16`] stores in
+//! bf16. A step's layout is uploaded once ([`CudaLayout`]). Every operation is enqueued on the device's one stream and returns without
 //! waiting, except those whose results come back to the host: [`Backend::download`],
 //! [`Backend::sample`] (the tokens), [`Backend::cross_entropy`] (the losses) and
 //! [`Backend::sum_squares`]. Indices the kernels follow (token ids, slots, logit rows, targets) are
@@ -17,13 +17,29 @@
 //! scatters, adds, the bias gradient and the AdamW update are exact; sampling draws the same
 //! tokens; everything else that sums (matrix products, norms, softmax, attention) differs by
 //! rounding only.
+//!
+//! # bf16
+//!
+//! At [`Dtype::Bf16`] ([`CudaBackend::with_dtype`]) the backend stores the weight matrices of a
+//! model loaded for inference ([`Backend::upload_matrix`]) and the KV caches
+//! ([`Backend::kv_zeros`]) in bf16, halving the memory of both. Every matrix product takes bf16
+//! operands, sums in f32 (cuBLAS `GemmEx`, `CUBLAS_COMPUTE_32F`) and writes f32: an f32 operand
+//! (an activation, or a weight of a model loaded for training) is rounded to bf16 just before the
+//! product, as PyTorch's autocast does. The residual stream, norms, RoPE, softmax, attention
+//! scores, sampling and the loss stay in f32, and so do norm weights and biases. A model loaded
+//! for training ([`crate::Storage::Training`]) keeps every parameter, gradient and AdamW moment in
+//! f32: the f32 master weights that mixed-precision training updates. Rounding is to nearest even
+//! everywhere, the same on the GPU and the simulated device, so bf16 runs are as deterministic as
+//! f32 ones. How far bf16 results lie from the CPU's f32 is measured in `tests/cuda_backend.rs`.
 
 mod blas;
 mod layout;
+mod tensor;
 
 use std::ops::Range;
 use std::sync::Arc;
 
+use half::bf16;
 use lmsi_cuda::launch::{rmsnorm_params, rmsnorm_partial_rows};
 use lmsi_cuda::params::{
     LmsiAttnShape, LmsiBiasParams, LmsiCausalAttentionParams, LmsiCrossEntropyParams,
@@ -34,6 +50,8 @@ use lmsi_cuda::{Buffer, Device};
 use lmsi_sampler::cuda::CudaSampleError;
 
 pub use layout::CudaLayout;
+use tensor::bf16_operand;
+pub use tensor::{CudaBuf, Dtype};
 
 use super::{AttentionDims, Backend, BatchLayout};
 use crate::Error;
@@ -52,6 +70,7 @@ use crate::Error;
 #[derive(Clone, Debug)]
 pub struct CudaBackend {
     device: Arc<Device>,
+    dtype: Dtype,
 }
 
 /// A CUDA error as the backend reports it.
@@ -140,11 +159,30 @@ impl CudaBackend {
         Self::on(Device::sim())
     }
 
-    /// The backend on `device`.
+    /// The backend on `device`, in f32.
     pub fn on(device: Device) -> Self {
         CudaBackend {
             device: Arc::new(device),
+            dtype: Dtype::F32,
         }
+    }
+
+    /// The backend storing weight matrices and KV caches at `dtype` (see the [module
+    /// docs](self#bf16)); a handle on the same device.
+    ///
+    /// ```
+    /// use lmsi_transformer::{CudaBackend, Dtype};
+    ///
+    /// let sim = CudaBackend::sim().with_dtype(Dtype::Bf16);
+    /// assert_eq!(sim.dtype(), Dtype::Bf16);
+    /// ```
+    pub fn with_dtype(self, dtype: Dtype) -> Self {
+        CudaBackend { dtype, ..self }
+    }
+
+    /// The element type weights and caches are stored at.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
     }
 
     /// The device.
@@ -155,6 +193,11 @@ impl CudaBackend {
     fn alloc(&self, len: usize) -> Result<Buffer<f32>, Error> {
         self.device.zeros(len).map_err(cuda)
     }
+}
+
+/// The error of a key and a value cache of different element types.
+fn mixed_caches() -> Error {
+    Error::Backend("kv cache: the key and value caches differ in element type".into())
 }
 
 /// Query heads per kv head.
@@ -181,34 +224,44 @@ fn shape(dims: &AttentionDims) -> Result<LmsiAttnShape, Error> {
 }
 
 impl Backend for CudaBackend {
-    type Buf = Buffer<f32>;
+    type Buf = CudaBuf;
     type Layout = CudaLayout;
 
     fn describe(&self) -> String {
-        self.device.describe()
+        match self.dtype {
+            Dtype::F32 => self.device.describe(),
+            dtype => format!("{}, {dtype}", self.device.describe()),
+        }
     }
 
-    fn copy_range(
-        &self,
-        src: &Buffer<f32>,
-        start: usize,
-        len: usize,
-    ) -> Result<Buffer<f32>, Error> {
+    fn copy_range(&self, src: &CudaBuf, start: usize, len: usize) -> Result<CudaBuf, Error> {
         need("copied range", src.len(), start + len)?;
-        let mut dst = self.alloc(len)?;
-        let range = src.slice(start..start + len).map_err(cuda)?;
-        self.device.copy(range, &mut dst).map_err(cuda)?;
-        Ok(dst)
+        let d = &self.device;
+        Ok(match src {
+            CudaBuf::F32(src) => {
+                let mut dst = d.zeros(len).map_err(cuda)?;
+                d.copy(src.slice(start..start + len).map_err(cuda)?, &mut dst)
+                    .map_err(cuda)?;
+                CudaBuf::F32(dst)
+            }
+            CudaBuf::Bf16(src) => {
+                let mut dst = d.zeros(len).map_err(cuda)?;
+                d.copy(src.slice(start..start + len).map_err(cuda)?, &mut dst)
+                    .map_err(cuda)?;
+                CudaBuf::Bf16(dst)
+            }
+        })
     }
 
     fn sample(
         &self,
-        logits: &Buffer<f32>,
+        logits: &CudaBuf,
         rows: &[u32],
         vocab: usize,
         params: &lmsi_sampler::SamplingParams,
         keys: &[lmsi_sampler::RowKey],
     ) -> Result<Vec<lmsi_sampler::Sampled>, Error> {
+        let logits = logits.f32("sampled logits")?;
         lmsi_sampler::cuda::sample_rows(&self.device, logits, rows, vocab, params, keys).map_err(
             |e| match e {
                 CudaSampleError::Sample(e) => Error::Sampling(e),
@@ -217,19 +270,45 @@ impl Backend for CudaBackend {
         )
     }
 
-    fn zeros(&self, len: usize) -> Result<Buffer<f32>, Error> {
-        self.alloc(len)
+    fn zeros(&self, len: usize) -> Result<CudaBuf, Error> {
+        self.alloc(len).map(CudaBuf::F32)
     }
 
-    fn upload(&self, data: &[f32]) -> Result<Buffer<f32>, Error> {
-        self.device.upload(data).map_err(cuda)
+    fn upload(&self, data: &[f32]) -> Result<CudaBuf, Error> {
+        self.device.upload(data).map(CudaBuf::F32).map_err(cuda)
     }
 
-    fn download(&self, buf: &Buffer<f32>) -> Result<Vec<f32>, Error> {
-        self.device.download(buf).map_err(cuda)
+    fn upload_matrix(&self, data: &[f32]) -> Result<CudaBuf, Error> {
+        match self.dtype {
+            Dtype::F32 => self.upload(data),
+            Dtype::Bf16 => {
+                let rounded: Vec<bf16> = data.iter().map(|&v| bf16::from_f32(v)).collect();
+                self.device
+                    .upload(&rounded)
+                    .map(CudaBuf::Bf16)
+                    .map_err(cuda)
+            }
+        }
     }
 
-    fn len(&self, buf: &Buffer<f32>) -> usize {
+    fn kv_zeros(&self, len: usize) -> Result<CudaBuf, Error> {
+        match self.dtype {
+            Dtype::F32 => self.zeros(len),
+            Dtype::Bf16 => self.device.zeros(len).map(CudaBuf::Bf16).map_err(cuda),
+        }
+    }
+
+    fn download(&self, buf: &CudaBuf) -> Result<Vec<f32>, Error> {
+        match buf {
+            CudaBuf::F32(b) => self.device.download(b).map_err(cuda),
+            CudaBuf::Bf16(b) => {
+                let values = self.device.download(b).map_err(cuda)?;
+                Ok(values.iter().map(|v| v.to_f32()).collect())
+            }
+        }
+    }
+
+    fn len(&self, buf: &CudaBuf) -> usize {
         buf.len()
     }
 
@@ -239,24 +318,27 @@ impl Backend for CudaBackend {
 
     fn embedding(
         &self,
-        out: &mut Buffer<f32>,
-        table: &Buffer<f32>,
+        out: &mut CudaBuf,
+        table: &CudaBuf,
         layout: &CudaLayout,
         dim: usize,
     ) -> Result<(), Error> {
         let ids = &layout.host.token_ids;
         need("embedding output", out.len(), ids.len() * dim)?;
         let p = embedding_params(ids, dim, table.len())?;
-        self.device
-            .gather_rows(&p, out, table, layout.token_ids())
-            .map_err(cuda)
+        let out = out.f32_mut("embedding output")?;
+        match table {
+            CudaBuf::F32(t) => self.device.gather_rows(&p, out, t, layout.token_ids()),
+            CudaBuf::Bf16(t) => self.device.gather_rows_bf16(&p, out, t, layout.token_ids()),
+        }
+        .map_err(cuda)
     }
 
     fn rmsnorm(
         &self,
-        out: &mut Buffer<f32>,
-        x: &Buffer<f32>,
-        weight: &Buffer<f32>,
+        out: &mut CudaBuf,
+        x: &CudaBuf,
+        weight: &CudaBuf,
         rows: usize,
         eps: f32,
     ) -> Result<(), Error> {
@@ -264,17 +346,18 @@ impl Backend for CudaBackend {
         need("rmsnorm input", x.len(), rows * dim)?;
         need("rmsnorm output", out.len(), rows * dim)?;
         let p = rmsnorm_params(count("rows", rows)?, count("width", dim)?, eps);
+        let (out, x) = (out.f32_mut("rmsnorm output")?, x.f32("rmsnorm input")?);
         self.device
-            .rmsnorm_forward(&p, out, x, weight)
+            .rmsnorm_forward(&p, out, x, weight.f32("rmsnorm weight")?)
             .map_err(cuda)
     }
 
     fn matmul(
         &self,
-        out: &mut Buffer<f32>,
-        x: &Buffer<f32>,
-        w: &Buffer<f32>,
-        bias: Option<&Buffer<f32>>,
+        out: &mut CudaBuf,
+        x: &CudaBuf,
+        w: &CudaBuf,
+        bias: Option<&CudaBuf>,
         m: usize,
         n: usize,
         k: usize,
@@ -283,32 +366,43 @@ impl Backend for CudaBackend {
         if let Some(bias) = bias {
             need("matmul bias", bias.len(), n)?;
         }
-        blas::linear(&self.device, out, x, w, m, n, k, accumulate)?;
+        let out = out.f32_mut("matmul output")?;
+        let d = &self.device;
+        match (self.dtype, x, w) {
+            (Dtype::F32, CudaBuf::F32(x), CudaBuf::F32(w)) => {
+                blas::linear(d, out, x, w, m, n, k, accumulate)?
+            }
+            _ => {
+                let (x, w) = (bf16_operand(d, x, m * k)?, bf16_operand(d, w, n * k)?);
+                blas::linear(d, out, &x, &w, m, n, k, accumulate)?
+            }
+        }
         if let Some(bias) = bias {
             let p = LmsiBiasParams {
                 rows: count("rows", m)?,
                 dim: count("columns", n)?,
             };
-            self.device.bias_add(&p, out, bias).map_err(cuda)?;
+            d.bias_add(&p, out, bias.f32("matmul bias")?)
+                .map_err(cuda)?;
         }
         Ok(())
     }
 
     fn rope(
         &self,
-        qkv: &mut Buffer<f32>,
+        qkv: &mut CudaBuf,
         layout: &CudaLayout,
         dims: &AttentionDims,
-        inv_freq: &Buffer<f32>,
+        inv_freq: &CudaBuf,
     ) -> Result<(), Error> {
         rope(&self.device, qkv, layout, dims, inv_freq, false)
     }
 
     fn kv_store(
         &self,
-        k_cache: &mut Buffer<f32>,
-        v_cache: &mut Buffer<f32>,
-        qkv: &Buffer<f32>,
+        k_cache: &mut CudaBuf,
+        v_cache: &mut CudaBuf,
+        qkv: &CudaBuf,
         layout: &CudaLayout,
         dims: &AttentionDims,
     ) -> Result<(), Error> {
@@ -331,17 +425,21 @@ impl Backend for CudaBackend {
             tokens: count("tokens", slots.len())?,
             cache_blocks: count("cache blocks", blocks)?,
         };
-        self.device
-            .kv_store(&p, k_cache, v_cache, qkv, layout.slots())
-            .map_err(cuda)
+        let (qkv, slots) = (qkv.f32("kv input")?, layout.slots());
+        match (k_cache, v_cache) {
+            (CudaBuf::F32(k), CudaBuf::F32(v)) => self.device.kv_store(&p, k, v, qkv, slots),
+            (CudaBuf::Bf16(k), CudaBuf::Bf16(v)) => self.device.kv_store_bf16(&p, k, v, qkv, slots),
+            _ => return Err(mixed_caches()),
+        }
+        .map_err(cuda)
     }
 
     fn paged_attention(
         &self,
-        out: &mut Buffer<f32>,
-        qkv: &Buffer<f32>,
-        k_cache: &Buffer<f32>,
-        v_cache: &Buffer<f32>,
+        out: &mut CudaBuf,
+        qkv: &CudaBuf,
+        k_cache: &CudaBuf,
+        v_cache: &CudaBuf,
         layout: &CudaLayout,
         dims: &AttentionDims,
     ) -> Result<(), Error> {
@@ -363,26 +461,29 @@ impl Backend for CudaBackend {
                 k_cache.len().min(v_cache.len()) / dims.block_len().max(1),
             )?,
         };
-        self.device
-            .paged_attention(
-                &p,
-                out,
-                qkv,
-                k_cache,
-                v_cache,
-                layout.positions(),
-                layout.row_tables(),
-                layout.block_tables(),
-                items.offsets(),
-                items.rows(),
-            )
-            .map_err(cuda)
+        let (out, qkv) = (
+            out.f32_mut("attention output")?,
+            qkv.f32("attention input")?,
+        );
+        let d = &self.device;
+        let (positions, row_tables) = (layout.positions(), layout.row_tables());
+        let (tables, offsets, rows) = (layout.block_tables(), items.offsets(), items.rows());
+        match (k_cache, v_cache) {
+            (CudaBuf::F32(k), CudaBuf::F32(v)) => d.paged_attention(
+                &p, out, qkv, k, v, positions, row_tables, tables, offsets, rows,
+            ),
+            (CudaBuf::Bf16(k), CudaBuf::Bf16(v)) => d.paged_attention_bf16(
+                &p, out, qkv, k, v, positions, row_tables, tables, offsets, rows,
+            ),
+            _ => return Err(mixed_caches()),
+        }
+        .map_err(cuda)
     }
 
     fn swiglu(
         &self,
-        out: &mut Buffer<f32>,
-        gate_up: &Buffer<f32>,
+        out: &mut CudaBuf,
+        gate_up: &CudaBuf,
         rows: usize,
         inter: usize,
     ) -> Result<(), Error> {
@@ -392,19 +493,21 @@ impl Backend for CudaBackend {
             rows: count("rows", rows)?,
             inter: count("intermediate size", inter)?,
         };
+        let (out, gate_up) = (out.f32_mut("swiglu output")?, gate_up.f32("swiglu input")?);
         self.device.swiglu_forward(&p, out, gate_up).map_err(cuda)
     }
 
     fn gather_logit_rows(
         &self,
-        out: &mut Buffer<f32>,
-        x: &Buffer<f32>,
+        out: &mut CudaBuf,
+        x: &CudaBuf,
         layout: &CudaLayout,
         rows: Range<usize>,
         dim: usize,
     ) -> Result<(), Error> {
         let p = logit_rows_params(layout, &rows, x.len(), dim)?;
         need("gathered rows", out.len(), rows.len() * dim)?;
+        let (out, x) = (out.f32_mut("gathered rows")?, x.f32("gathered input")?);
         self.device
             .gather_rows(&p, out, x, layout.logit_rows(rows)?)
             .map_err(cuda)
@@ -412,7 +515,7 @@ impl Backend for CudaBackend {
 
     fn copy_block(
         &self,
-        cache: &mut Buffer<f32>,
+        cache: &mut CudaBuf,
         src: usize,
         dst: usize,
         block_len: usize,
@@ -422,36 +525,42 @@ impl Backend for CudaBackend {
             return Ok(());
         }
         let from = src * block_len..(src + 1) * block_len;
-        self.device
-            .copy_within(cache, from, dst * block_len)
-            .map_err(cuda)
+        let d = &self.device;
+        match cache {
+            CudaBuf::F32(c) => d.copy_within(c, from, dst * block_len),
+            CudaBuf::Bf16(c) => d.copy_within(c, from, dst * block_len),
+        }
+        .map_err(cuda)
     }
 
-    fn copy(&self, buf: &Buffer<f32>) -> Result<Buffer<f32>, Error> {
-        let mut dst = self.alloc(buf.len())?;
-        self.device.copy(buf, &mut dst).map_err(cuda)?;
-        Ok(dst)
+    fn copy(&self, buf: &CudaBuf) -> Result<CudaBuf, Error> {
+        self.copy_range(buf, 0, buf.len())
     }
 
-    fn zero(&self, buf: &mut Buffer<f32>) -> Result<(), Error> {
-        self.device.fill_zeros(buf).map_err(cuda)
+    fn zero(&self, buf: &mut CudaBuf) -> Result<(), Error> {
+        match buf {
+            CudaBuf::F32(b) => self.device.fill_zeros(b),
+            CudaBuf::Bf16(b) => self.device.fill_zeros(b),
+        }
+        .map_err(cuda)
     }
 
-    fn add_assign(&self, x: &mut Buffer<f32>, y: &Buffer<f32>, len: usize) -> Result<(), Error> {
+    fn add_assign(&self, x: &mut CudaBuf, y: &CudaBuf, len: usize) -> Result<(), Error> {
         need("add input", y.len(), len)?;
         need("add output", x.len(), len)?;
         let p = LmsiVecParams {
             len: len as u64,
             factor: 0.0,
         };
+        let (x, y) = (x.f32_mut("add output")?, y.f32("add input")?);
         self.device.add_assign(&p, x, y).map_err(cuda)
     }
 
     fn causal_attention(
         &self,
-        out: &mut Buffer<f32>,
-        lse: &mut Buffer<f32>,
-        qkv: &Buffer<f32>,
+        out: &mut CudaBuf,
+        lse: &mut CudaBuf,
+        qkv: &CudaBuf,
         layout: &CudaLayout,
         dims: &AttentionDims,
     ) -> Result<(), Error> {
@@ -469,18 +578,22 @@ impl Backend for CudaBackend {
             tokens: count("tokens", t)?,
             num_items: count("work items", items.query.len())?,
         };
+        let (out, lse) = (
+            out.f32_mut("attention output")?,
+            lse.f32_mut("log-sum-exp")?,
+        );
         self.device
-            .causal_attention_forward(&p, out, lse, qkv, &items.query)
+            .causal_attention_forward(&p, out, lse, qkv.f32("attention input")?, &items.query)
             .map_err(cuda)
     }
 
     fn causal_attention_backward(
         &self,
-        d_qkv: &mut Buffer<f32>,
-        d_out: &Buffer<f32>,
-        out: &Buffer<f32>,
-        lse: &Buffer<f32>,
-        qkv: &Buffer<f32>,
+        d_qkv: &mut CudaBuf,
+        d_out: &CudaBuf,
+        out: &CudaBuf,
+        lse: &CudaBuf,
+        qkv: &CudaBuf,
         layout: &CudaLayout,
         dims: &AttentionDims,
     ) -> Result<(), Error> {
@@ -494,6 +607,12 @@ impl Backend for CudaBackend {
         };
         let mut delta = self.alloc(t * dims.num_heads)?;
         let device = &self.device;
+        let d_qkv = d_qkv.f32_mut("attention input gradient")?;
+        let (d_out, out) = (
+            d_out.f32("attention output gradient")?,
+            out.f32("attention output")?,
+        );
+        let (lse, qkv) = (lse.f32("log-sum-exp")?, qkv.f32("attention input")?);
         device
             .causal_attention_backward_delta(&p, &mut delta, d_out, out)
             .map_err(cuda)?;
@@ -508,21 +627,21 @@ impl Backend for CudaBackend {
 
     fn rope_backward(
         &self,
-        d_qkv: &mut Buffer<f32>,
+        d_qkv: &mut CudaBuf,
         layout: &CudaLayout,
         dims: &AttentionDims,
-        inv_freq: &Buffer<f32>,
+        inv_freq: &CudaBuf,
     ) -> Result<(), Error> {
         rope(&self.device, d_qkv, layout, dims, inv_freq, true)
     }
 
     fn rmsnorm_backward(
         &self,
-        d_x: &mut Buffer<f32>,
-        d_weight: &mut Buffer<f32>,
-        d_out: &Buffer<f32>,
-        x: &Buffer<f32>,
-        weight: &Buffer<f32>,
+        d_x: &mut CudaBuf,
+        d_weight: &mut CudaBuf,
+        d_out: &CudaBuf,
+        x: &CudaBuf,
+        weight: &CudaBuf,
         rows: usize,
         eps: f32,
     ) -> Result<(), Error> {
@@ -537,6 +656,15 @@ impl Backend for CudaBackend {
         // Per-block partial weight gradients, added in block order: the CPU's 64-row chunks.
         let p = rmsnorm_params(count("rows", rows)?, count("width", dim)?, eps);
         let mut partial = self.alloc(rmsnorm_partial_rows(&p) as usize * dim)?;
+        let (d_x, d_weight) = (
+            d_x.f32_mut("rmsnorm input gradient")?,
+            d_weight.f32_mut("rmsnorm weight gradient")?,
+        );
+        let (d_out, x) = (
+            d_out.f32("rmsnorm output gradient")?,
+            x.f32("rmsnorm input")?,
+        );
+        let weight = weight.f32("rmsnorm weight")?;
         self.device
             .rmsnorm_backward(&p, d_x, &mut partial, d_out, x, weight)
             .map_err(cuda)?;
@@ -547,23 +675,33 @@ impl Backend for CudaBackend {
 
     fn matmul_backward_input(
         &self,
-        d_x: &mut Buffer<f32>,
-        d_out: &Buffer<f32>,
-        w: &Buffer<f32>,
+        d_x: &mut CudaBuf,
+        d_out: &CudaBuf,
+        w: &CudaBuf,
         m: usize,
         n: usize,
         k: usize,
         accumulate: bool,
     ) -> Result<(), Error> {
-        blas::linear_backward_input(&self.device, d_x, d_out, w, m, n, k, accumulate)
+        let d_x = d_x.f32_mut("matmul input gradient")?;
+        let d = &self.device;
+        match (self.dtype, d_out, w) {
+            (Dtype::F32, CudaBuf::F32(d_out), CudaBuf::F32(w)) => {
+                blas::linear_backward_input(d, d_x, d_out, w, m, n, k, accumulate)
+            }
+            _ => {
+                let (d_out, w) = (bf16_operand(d, d_out, m * n)?, bf16_operand(d, w, n * k)?);
+                blas::linear_backward_input(d, d_x, &d_out, &w, m, n, k, accumulate)
+            }
+        }
     }
 
     fn matmul_backward_weight(
         &self,
-        d_w: &mut Buffer<f32>,
-        d_bias: Option<&mut Buffer<f32>>,
-        d_out: &Buffer<f32>,
-        x: &Buffer<f32>,
+        d_w: &mut CudaBuf,
+        d_bias: Option<&mut CudaBuf>,
+        d_out: &CudaBuf,
+        x: &CudaBuf,
         m: usize,
         n: usize,
         k: usize,
@@ -571,22 +709,34 @@ impl Backend for CudaBackend {
         if let Some(d_bias) = &d_bias {
             need("matmul backward bias gradient", d_bias.len(), n)?;
         }
-        blas::linear_backward_weight(&self.device, d_w, d_out, x, m, n, k)?;
+        let d_w = d_w.f32_mut("matmul weight gradient")?;
+        let d = &self.device;
+        match (self.dtype, d_out, x) {
+            (Dtype::F32, CudaBuf::F32(d_out), CudaBuf::F32(x)) => {
+                blas::linear_backward_weight(d, d_w, d_out, x, m, n, k)?
+            }
+            _ => {
+                let (d_out, x) = (bf16_operand(d, d_out, m * n)?, bf16_operand(d, x, m * k)?);
+                blas::linear_backward_weight(d, d_w, &d_out, &x, m, n, k)?
+            }
+        }
         if let Some(d_bias) = d_bias {
             let p = LmsiBiasParams {
                 rows: count("rows", m)?,
                 dim: count("columns", n)?,
             };
-            self.device.bias_grad(&p, d_bias, d_out).map_err(cuda)?;
+            let d_bias = d_bias.f32_mut("bias gradient")?;
+            d.bias_grad(&p, d_bias, d_out.f32("matmul output gradient")?)
+                .map_err(cuda)?;
         }
         Ok(())
     }
 
     fn swiglu_backward(
         &self,
-        d_gate_up: &mut Buffer<f32>,
-        d_out: &Buffer<f32>,
-        gate_up: &Buffer<f32>,
+        d_gate_up: &mut CudaBuf,
+        d_out: &CudaBuf,
+        gate_up: &CudaBuf,
         rows: usize,
         inter: usize,
     ) -> Result<(), Error> {
@@ -601,6 +751,11 @@ impl Backend for CudaBackend {
             rows: count("rows", rows)?,
             inter: count("intermediate size", inter)?,
         };
+        let d_gate_up = d_gate_up.f32_mut("swiglu input gradient")?;
+        let (d_out, gate_up) = (
+            d_out.f32("swiglu output gradient")?,
+            gate_up.f32("swiglu input")?,
+        );
         self.device
             .swiglu_backward(&p, d_gate_up, d_out, gate_up)
             .map_err(cuda)
@@ -608,8 +763,8 @@ impl Backend for CudaBackend {
 
     fn embedding_backward(
         &self,
-        d_table: &mut Buffer<f32>,
-        d_out: &Buffer<f32>,
+        d_table: &mut CudaBuf,
+        d_out: &CudaBuf,
         layout: &CudaLayout,
         dim: usize,
     ) -> Result<(), Error> {
@@ -620,53 +775,78 @@ impl Backend for CudaBackend {
             ids.len() * dim,
         )?;
         let p = embedding_params(ids, dim, d_table.len())?;
+        let d_table = d_table.f32_mut("embedding gradient")?;
         self.device
-            .scatter_add_rows(&p, d_table, d_out, layout.token_ids())
+            .scatter_add_rows(
+                &p,
+                d_table,
+                d_out.f32("embedding output gradient")?,
+                layout.token_ids(),
+            )
             .map_err(cuda)
     }
 
     fn scatter_logit_rows(
         &self,
-        x: &mut Buffer<f32>,
-        src: &Buffer<f32>,
+        x: &mut CudaBuf,
+        src: &CudaBuf,
         layout: &CudaLayout,
         rows: Range<usize>,
         dim: usize,
     ) -> Result<(), Error> {
         let p = logit_rows_params(layout, &rows, x.len(), dim)?;
         need("scattered rows", src.len(), rows.len() * dim)?;
+        let (x, src) = (x.f32_mut("scattered output")?, src.f32("scattered rows")?);
         self.device
             .scatter_add_rows(&p, x, src, layout.logit_rows(rows)?)
             .map_err(cuda)
     }
 
-    fn sum_squares(&self, buf: &Buffer<f32>) -> Result<f64, Error> {
+    fn sum_squares(&self, buf: &CudaBuf) -> Result<f64, Error> {
+        let buf = buf.f32("sum of squares input")?;
         lmsi_adamw::cuda::sum_squares(&self.device, [buf.view()]).map_err(cuda)
     }
 
-    fn scale(&self, buf: &mut Buffer<f32>, factor: f32) -> Result<(), Error> {
+    fn scale(&self, buf: &mut CudaBuf, factor: f32) -> Result<(), Error> {
         let p = LmsiVecParams {
             len: buf.len() as u64,
             factor,
         };
-        self.device.scale_assign(&p, buf).map_err(cuda)
+        self.device
+            .scale_assign(&p, buf.f32_mut("scaled buffer")?)
+            .map_err(cuda)
     }
 
     fn adamw_update(
         &self,
-        param: &mut Buffer<f32>,
-        grad: &Buffer<f32>,
-        m: &mut Buffer<f32>,
-        v: &mut Buffer<f32>,
+        param: &mut CudaBuf,
+        grad: &CudaBuf,
+        m: &mut CudaBuf,
+        v: &mut CudaBuf,
         scalars: &lmsi_adamw::StepScalars,
     ) -> Result<(), Error> {
+        let param = match param {
+            CudaBuf::F32(p) => p,
+            CudaBuf::Bf16(_) => {
+                return Err(Error::Backend(
+                    "adamw: a bf16 weight cannot be updated in place; load the model for training \
+                     (Storage::Training), which keeps every weight in f32"
+                        .into(),
+                ));
+            }
+        };
+        let grad = grad.f32("adamw gradient")?;
+        let (m, v) = (
+            m.f32_mut("adamw first moment")?,
+            v.f32_mut("adamw second moment")?,
+        );
         lmsi_adamw::cuda::update(&self.device, param, grad, m, v, scalars)
             .map_err(|e| Error::Backend(format!("adamw: {e}")))
     }
 
     fn cross_entropy(
         &self,
-        logits: &mut Buffer<f32>,
+        logits: &mut CudaBuf,
         layout: &CudaLayout,
         rows: Range<usize>,
         vocab: usize,
@@ -691,24 +871,29 @@ impl Backend for CudaBackend {
             scale,
         };
         let mut losses = self.alloc(targets.len())?;
+        let logits = logits.f32_mut("cross-entropy logits")?;
         self.device
             .cross_entropy(&p, logits, &mut losses, layout.targets(rows)?)
             .map_err(cuda)?;
-        self.download(&losses)
+        self.device.download(&losses).map_err(cuda)
     }
 }
 
 /// RoPE of the q and k heads of fused `qkv` rows in place; `inverse` rotates back (the backward).
 fn rope(
     device: &Device,
-    qkv: &mut Buffer<f32>,
+    qkv: &mut CudaBuf,
     layout: &CudaLayout,
     dims: &AttentionDims,
-    inv_freq: &Buffer<f32>,
+    inv_freq: &CudaBuf,
     inverse: bool,
 ) -> Result<(), Error> {
     let tokens = layout.host.positions.len();
     need("rope input", qkv.len(), tokens * dims.qkv_dim())?;
+    let (qkv, inv_freq) = (
+        qkv.f32_mut("rope input")?,
+        inv_freq.f32("rope frequencies")?,
+    );
     let p = LmsiRopeParams {
         tokens: count("tokens", tokens)?,
         num_heads: count("heads", dims.num_heads)?,
