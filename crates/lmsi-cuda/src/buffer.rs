@@ -47,6 +47,8 @@ unsafe impl Elem for crate::params::LmsiAttnItem {}
 pub(crate) struct HostMemory {
     pub(crate) total: u64,
     used: AtomicU64,
+    /// The most ever used at once since the last reset.
+    peak: AtomicU64,
 }
 
 impl HostMemory {
@@ -54,11 +56,21 @@ impl HostMemory {
         Arc::new(HostMemory {
             total,
             used: AtomicU64::new(0),
+            peak: AtomicU64::new(0),
         })
     }
 
     pub(crate) fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Starts the peak again from what is used now.
+    pub(crate) fn reset_peak(&self) {
+        self.peak.store(self.used(), Ordering::Relaxed);
     }
 
     /// Reserves `bytes`, or fails as a GPU out of memory would.
@@ -80,6 +92,7 @@ impl HostMemory {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
+                    self.peak.fetch_max(used + bytes, Ordering::Relaxed);
                     return Ok(Reservation {
                         memory: self.clone(),
                         bytes,

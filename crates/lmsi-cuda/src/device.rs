@@ -114,13 +114,13 @@ impl Device {
         matches!(self.inner, Inner::Sim { .. })
     }
 
-    /// A short description, e.g. `sim (simulated CUDA device, 80 GiB)` or
+    /// A short description, e.g. `sim (simulated CUDA device, 80.0 GiB)` or
     /// `cuda:0 (NVIDIA H200, sm_90)`.
     pub fn describe(&self) -> String {
         match &self.inner {
             Inner::Sim { memory, .. } => format!(
-                "sim (simulated CUDA device, {:.0} GiB)",
-                memory.total as f64 / (1u64 << 30) as f64
+                "sim (simulated CUDA device, {})",
+                crate::human_bytes(memory.total)
             ),
             #[cfg(feature = "cuda")]
             Inner::Gpu(gpu) => gpu.describe(),
@@ -133,6 +133,23 @@ impl Device {
             Inner::Sim { memory, .. } => Ok((memory.total - memory.used(), memory.total)),
             #[cfg(feature = "cuda")]
             Inner::Gpu(gpu) => gpu.memory(),
+        }
+    }
+
+    /// On the simulated device, the most memory in use at once (bytes) since it was created or
+    /// [`Device::reset_memory_peak`]; `None` on a GPU, whose allocator does not say.
+    pub fn memory_peak(&self) -> Option<u64> {
+        match &self.inner {
+            Inner::Sim { memory, .. } => Some(memory.peak()),
+            #[cfg(feature = "cuda")]
+            Inner::Gpu(_) => None,
+        }
+    }
+
+    /// Starts [`Device::memory_peak`] again from the memory in use now.
+    pub fn reset_memory_peak(&self) {
+        if let Inner::Sim { memory, .. } = &self.inner {
+            memory.reset_peak();
         }
     }
 
@@ -321,6 +338,7 @@ mod tests {
         });
         let a = dev.zeros::<f32>(200).unwrap();
         assert_eq!(dev.memory().unwrap(), (200, 1000));
+        assert_eq!(dev.memory_peak(), Some(800));
         let err = dev.zeros::<f32>(51).unwrap_err();
         assert!(
             matches!(
@@ -335,6 +353,9 @@ mod tests {
         );
         drop(a);
         assert_eq!(dev.memory().unwrap(), (1000, 1000));
+        assert_eq!(dev.memory_peak(), Some(800), "the peak stays");
+        dev.reset_memory_peak();
+        assert_eq!(dev.memory_peak(), Some(0));
         assert!(dev.upload(&[0u64; 125]).is_ok());
     }
 

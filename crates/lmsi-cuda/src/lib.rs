@@ -58,3 +58,37 @@ pub mod sources;
 pub use buffer::{Buffer, Elem, GpuRepr, View, ViewMut};
 pub use device::{Device, SimConfig};
 pub use error::Error;
+
+/// Bytes for people: `1.50 GiB`, `12.0 MiB`, `900 B`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let digits = if value < 10.0 {
+        2
+    } else if value < 100.0 {
+        1
+    } else {
+        0
+    };
+    format!("{value:.digits$} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bytes_read_as_people_write_them() {
+        use super::human_bytes;
+        assert_eq!(human_bytes(900), "900 B");
+        assert_eq!(human_bytes(1536), "1.50 KiB");
+        assert_eq!(human_bytes(12 << 20), "12.0 MiB");
+        assert_eq!(human_bytes(300 << 30), "300 GiB");
+    }
+}

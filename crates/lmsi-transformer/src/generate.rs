@@ -27,6 +27,7 @@ use lmsi_sampler::{RowKey, Sampled, SamplingParams, sequence_id};
 use crate::Error;
 use crate::backend::Backend;
 use crate::kv_cache::{KvCache, SeqId};
+use crate::memory::{GenerationShape, MemoryPlan};
 use crate::model::{Chunk, Logits, Model};
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
 
@@ -206,17 +207,24 @@ impl<'a, B: Backend> Engine<'a, B> {
         requests: &'a [Request],
         config: &'a GenerateConfig,
     ) -> Result<Self, Error> {
-        let bs = config.block_size;
-        let longest_question = requests.iter().map(|r| r.tokens.len()).max().unwrap_or(0);
         // Enough blocks for the prefix, one question prompt per row (plus a copied partial block) and
         // every row's longest possible path (plus a copied partial block): the cache cannot fill up.
-        let per_row =
-            (longest_question.div_ceil(bs) + 1) + (config.max_new_tokens.div_ceil(bs) + 1);
-        let rows = config
-            .max_batch
-            .min(requests.iter().map(|r| r.paths).sum::<usize>().max(1));
-        let blocks = prefix.len().div_ceil(bs) + rows * per_row;
-        let cache = model.new_cache(bs, blocks)?;
+        let shape = GenerationShape {
+            prompt_tokens: prefix.len(),
+            question_tokens: requests.iter().map(|r| r.tokens.len()).max().unwrap_or(0),
+            rows: config
+                .max_batch
+                .min(requests.iter().map(|r| r.paths).sum::<usize>().max(1)),
+            max_new_tokens: config.max_new_tokens,
+            block_size: config.block_size,
+        };
+        let backend = model.backend();
+        backend.check_memory(&MemoryPlan::generation(
+            model.config(),
+            backend.dtype(),
+            &shape,
+        ))?;
+        let cache = model.new_cache(shape.block_size, shape.kv_blocks())?;
         let waiting = requests
             .iter()
             .enumerate()

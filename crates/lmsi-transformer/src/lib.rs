@@ -33,6 +33,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod generate;
 pub mod kv_cache;
+pub mod memory;
 pub mod model;
 pub mod params;
 pub mod testing;
@@ -45,6 +46,7 @@ use std::path::PathBuf;
 pub use backend::{Backend, CpuBackend, CudaBackend, CudaBuf, Dtype};
 pub use config::Config;
 pub use kv_cache::{KvCache, SeqId};
+pub use memory::MemoryPlan;
 pub use model::{Chunk, Logits, Model, Storage};
 pub use params::{Params, TensorSpec};
 pub use tokenizer::Tokenizer;
@@ -71,6 +73,13 @@ pub enum Error {
     Sampling(#[from] lmsi_sampler::SampleError),
     #[error("{0} is not finite")]
     NonFinite(String),
+    #[error("not enough device memory for {plan}; {device} has {} free of {}", crate::memory::human_bytes(*free), crate::memory::human_bytes(*total))]
+    OutOfMemory {
+        plan: String,
+        device: String,
+        free: u64,
+        total: u64,
+    },
     #[error("backend: {0}")]
     Backend(String),
     #[error("{0}")]

@@ -6,6 +6,7 @@ use crate::Error;
 use crate::backend::{AttentionDims, Backend, BatchLayout, SeqLayout};
 use crate::config::Config;
 use crate::kv_cache::{KvCache, SeqId};
+use crate::memory::MemoryPlan;
 use crate::params::{Params, TensorSpec};
 use crate::weights::WeightFiles;
 
@@ -76,6 +77,7 @@ impl<B: Backend> Model<B> {
     /// Loads a Hugging Face model directory with its parameters stored for `storage`.
     pub fn load_for(dir: &Path, backend: B, storage: Storage) -> Result<Self, Error> {
         let config = Config::from_file(&dir.join("config.json"))?;
+        backend.check_memory(&MemoryPlan::weights(&config, storage, backend.dtype()))?;
         let layout = Params::layout(&config);
         let files = WeightFiles::open(dir)?;
         let params =
@@ -116,6 +118,7 @@ impl<B: Backend> Model<B> {
                 )));
             }
         }
+        backend.check_memory(&MemoryPlan::weights(&config, storage, backend.dtype()))?;
         let mut values = values.into_iter();
         let params = layout.try_map(|spec| {
             let data = values

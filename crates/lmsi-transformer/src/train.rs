@@ -61,7 +61,7 @@ impl LossSum {
 }
 
 /// Logit rows computed at once by the output layer (bounds the memory of `[rows, vocab]` logits).
-const LOGIT_CHUNK: usize = 256;
+pub(crate) const LOGIT_CHUNK: usize = 256;
 
 /// What one layer's backward pass needs from its forward pass.
 struct LayerActivations<Buf> {

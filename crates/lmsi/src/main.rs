@@ -12,12 +12,13 @@ use lmsi::train::TrainOptions;
 use lmsi::vote::{VoteOptions, vote_paths};
 
 use lmsi_adamw::ScheduleKind;
+use lmsi_cuda::SimConfig;
 use lmsi_data::{
     BadLines, ExemplarSet, Loaded, PathRecord, Question, TrainExample, VoteRecord, parse_formats,
     read_jsonl, read_questions, write_atomic, write_jsonl_atomic,
 };
 use lmsi_sampler::SamplingParams;
-use lmsi_transformer::{Backend, CpuBackend, CudaBackend, Model, Tokenizer};
+use lmsi_transformer::{Backend, CpuBackend, CudaBackend, Dtype, Model, Storage, Tokenizer};
 use lmsi_voter::{AnswerKind, EarlyStop, Weighting};
 
 #[derive(Parser)]
@@ -126,9 +127,14 @@ struct RunArgs {
     threads: Option<usize>,
     /// Where the models run: cpu, cuda (GPU 0; cuda:N for another), auto (a GPU when one works,
     /// else the CPU) or sim (the CUDA backend on a simulated GPU on the CPU: very slow, for
-    /// checking the GPU code path without a GPU).
+    /// checking the GPU code path without a GPU; sim:SIZE, e.g. sim:24GiB, sets its memory,
+    /// 80GiB by default).
     #[arg(long, default_value = "auto")]
     device: DeviceArg,
+    /// Element type of the CUDA backend's weight matrices and KV cache: f32, or bf16 (half the
+    /// memory; products sum in f32, training keeps f32 master weights). The CPU computes in f32.
+    #[arg(long, default_value = "f32")]
+    dtype: Dtype,
 }
 
 #[derive(Args)]
@@ -204,9 +210,14 @@ struct ModelArgs {
     threads: Option<usize>,
     /// Where the models run: cpu, cuda (GPU 0; cuda:N for another), auto (a GPU when one works,
     /// else the CPU) or sim (the CUDA backend on a simulated GPU on the CPU: very slow, for
-    /// checking the GPU code path without a GPU).
+    /// checking the GPU code path without a GPU; sim:SIZE, e.g. sim:24GiB, sets its memory,
+    /// 80GiB by default).
     #[arg(long, default_value = "auto")]
     device: DeviceArg,
+    /// Element type of the CUDA backend's weight matrices and KV cache: f32, or bf16 (half the
+    /// memory; products sum in f32, training keeps f32 master weights). The CPU computes in f32.
+    #[arg(long, default_value = "f32")]
+    dtype: Dtype,
 }
 
 /// `--device`: where models run.
@@ -217,8 +228,8 @@ enum DeviceArg {
     Cuda(usize),
     /// GPU 0 when it can be used, else the CPU (with a notice).
     Auto,
-    /// The CUDA backend on the simulated device.
-    Sim,
+    /// The CUDA backend on the simulated device, with this many bytes of memory.
+    Sim(u64),
 }
 
 impl std::str::FromStr for DeviceArg {
@@ -229,16 +240,38 @@ impl std::str::FromStr for DeviceArg {
             "cpu" => Ok(DeviceArg::Cpu),
             "cuda" => Ok(DeviceArg::Cuda(0)),
             "auto" => Ok(DeviceArg::Auto),
-            "sim" => Ok(DeviceArg::Sim),
-            _ => s
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(DeviceArg::Cuda)
-                .ok_or_else(|| {
-                    format!("unknown device {s:?} (expected cpu, cuda, cuda:N, auto or sim)")
-                }),
+            "sim" => Ok(DeviceArg::Sim(SimConfig::default().memory_bytes)),
+            _ => {
+                if let Some(size) = s.strip_prefix("sim:") {
+                    return parse_size(size).map(DeviceArg::Sim).ok_or_else(|| {
+                        format!("--device {s}: expected a size such as 512MiB or 24GiB")
+                    });
+                }
+                s.strip_prefix("cuda:")
+                    .and_then(|n| n.parse().ok())
+                    .map(DeviceArg::Cuda)
+                    .ok_or_else(|| {
+                        format!(
+                            "unknown device {s:?} (expected cpu, cuda, cuda:N, auto, sim or sim:SIZE)"
+                        )
+                    })
+            }
         }
     }
+}
+
+/// `512MiB`, `24GiB` or a plain count of bytes; `None` for anything else (or zero).
+fn parse_size(s: &str) -> Option<u64> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let shift = match unit {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        _ => return None,
+    };
+    let n: u64 = digits.parse().ok().filter(|&n| n > 0)?;
+    n.checked_mul(1 << shift)
 }
 
 /// A backend opened for `--device`.
@@ -248,37 +281,44 @@ enum Opened {
     Cuda(CudaBackend),
 }
 
-/// Opens the backend `device` asks for: `cuda` without a usable GPU is an error, `auto` falls back
-/// to the CPU and says so on stderr.
-fn open_device(device: DeviceArg) -> Result<Opened> {
+/// Opens the backend `device` asks for, storing at `dtype`: `cuda` without a usable GPU is an
+/// error, `auto` falls back to the CPU and says so on stderr, and the CPU takes only f32.
+fn open_device(device: DeviceArg, dtype: Dtype) -> Result<Opened> {
     match device {
+        DeviceArg::Cpu if dtype != Dtype::F32 => bail!(
+            "--dtype {dtype} needs the CUDA backend (--device cuda or sim); the CPU backend computes in f32"
+        ),
         DeviceArg::Cpu => Ok(Opened::Cpu),
-        DeviceArg::Cuda(ordinal) => open_cuda(ordinal).map_err(|e| match ordinal {
+        DeviceArg::Cuda(ordinal) => open_cuda(ordinal, dtype).map_err(|e| match ordinal {
             0 => anyhow::anyhow!("--device cuda: {e}"),
             _ => anyhow::anyhow!("--device cuda:{ordinal}: {e}"),
         }),
-        DeviceArg::Auto => Ok(open_cuda(0).unwrap_or_else(|e| {
-            eprintln!("lmsi: no usable GPU ({e}); running on the CPU");
+        DeviceArg::Auto => Ok(open_cuda(0, dtype).unwrap_or_else(|e| {
+            eprintln!("lmsi: no usable GPU ({e}); running on the CPU, in f32");
             Opened::Cpu
         })),
-        DeviceArg::Sim => {
+        DeviceArg::Sim(memory_bytes) => {
             eprintln!("lmsi: running the CUDA backend on the simulated device (slow)");
-            Ok(Opened::Cuda(CudaBackend::sim()))
+            let device = lmsi_cuda::Device::sim_with(SimConfig {
+                memory_bytes,
+                ..SimConfig::default()
+            });
+            Ok(Opened::Cuda(CudaBackend::on(device).with_dtype(dtype)))
         }
     }
 }
 
-fn open_cuda(ordinal: usize) -> Result<Opened, String> {
+fn open_cuda(ordinal: usize, dtype: Dtype) -> Result<Opened, String> {
     CudaBackend::new(ordinal)
-        .map(Opened::Cuda)
+        .map(|b| Opened::Cuda(b.with_dtype(dtype)))
         .map_err(|e| e.to_string())
 }
 
 /// Evaluates `$call`, a call of a generic function that takes the backend `$backend`, with the
 /// backend `--device` picks: one line per command, compiled once per backend.
 macro_rules! on_device {
-    ($device:expr, $backend:ident => $call:expr) => {
-        match open_device($device)? {
+    ($device:expr, $dtype:expr, $backend:ident => $call:expr) => {
+        match open_device($device, $dtype)? {
             Opened::Cpu => {
                 let $backend = CpuBackend::new();
                 $call
@@ -292,9 +332,9 @@ macro_rules! on_device {
 }
 
 impl ModelArgs {
-    fn load<B: Backend>(&self, backend: B) -> Result<(Model<B>, Tokenizer)> {
+    fn load<B: Backend>(&self, backend: B, storage: Storage) -> Result<(Model<B>, Tokenizer)> {
         set_threads(self.threads)?;
-        let model = Model::load(&self.model, backend)
+        let model = Model::load_for(&self.model, backend, storage)
             .with_context(|| format!("loading the model in {}", self.model.display()))?;
         let tokenizer = Tokenizer::load(&self.model, model.config())
             .with_context(|| format!("loading the tokenizer of {}", self.model.display()))?;
@@ -553,14 +593,14 @@ fn progress_bar(total: usize, what: &str) -> ProgressBar {
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {
-    on_device!(args.model.device, backend => generate_on(&args, backend))
+    on_device!(args.model.device, args.model.dtype, backend => generate_on(&args, backend))
 }
 
 fn generate_on<B: Backend>(args: &GenerateArgs, backend: B) -> Result<()> {
     let questions = load_questions(&args.questions, &args.input)?;
     let mut options = args.sampling.options(args.paths)?;
     options.early_stop = args.early_stop;
-    let (model, tokenizer) = args.model.load(backend)?;
+    let (model, tokenizer) = args.model.load(backend, Storage::Inference)?;
     let bar = progress_bar(questions.len() * args.paths, "paths");
     let (paths, stats) = generate_paths(&model, &tokenizer, &questions, &options, &mut |_| {
         bar.inc(1)
@@ -697,7 +737,7 @@ fn run_loop(args: RunArgs) -> Result<()> {
         ),
     };
     let stop_after = args.stop_after.as_deref();
-    let report = on_device!(args.device, backend => {
+    let report = on_device!(args.device, args.dtype, backend => {
         run_on(backend, &config, &args.work_dir, stop_after, &mut on_event)
     })?;
     let Some(report) = report else {
@@ -742,11 +782,12 @@ fn run_on<B: Backend + Clone>(
     stop_after: Option<&str>,
     on_event: &mut dyn FnMut(lmsi::run::Event<'_>),
 ) -> Result<Option<lmsi::run::RunReport>> {
-    let load = |dir: &Path| -> std::result::Result<(Model<B>, Tokenizer), lmsi::Error> {
-        let model = Model::load(dir, backend.clone())?;
-        let tokenizer = Tokenizer::load(dir, model.config())?;
-        Ok((model, tokenizer))
-    };
+    let load =
+        |dir: &Path, storage: Storage| -> std::result::Result<(Model<B>, Tokenizer), lmsi::Error> {
+            let model = Model::load_for(dir, backend.clone(), storage)?;
+            let tokenizer = Tokenizer::load(dir, model.config())?;
+            Ok((model, tokenizer))
+        };
     Ok(lmsi::run::run(
         config, work_dir, &load, stop_after, on_event,
     )?)
@@ -782,7 +823,7 @@ fn train(args: TrainArgs) -> Result<()> {
     if args.resume {
         model_args.model = args.out.clone();
     }
-    on_device!(model_args.device, backend => {
+    on_device!(model_args.device, model_args.dtype, backend => {
         train_on(&model_args, &examples, &options, &args.out, backend)
     })
 }
@@ -794,7 +835,7 @@ fn train_on<B: Backend>(
     out: &Path,
     backend: B,
 ) -> Result<()> {
-    let (mut model, tokenizer) = model_args.load(backend)?;
+    let (mut model, tokenizer) = model_args.load(backend, Storage::Training)?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] step {pos}/{len} {msg}")
@@ -842,13 +883,13 @@ fn train_on<B: Backend>(
 }
 
 fn eval(args: EvalArgs) -> Result<()> {
-    on_device!(args.model.device, backend => eval_on(&args, backend))
+    on_device!(args.model.device, args.model.dtype, backend => eval_on(&args, backend))
 }
 
 fn eval_on<B: Backend>(args: &EvalArgs, backend: B) -> Result<()> {
     let questions = load_questions(&args.dataset, &args.input)?;
     let options = args.sampling.options(args.paths)?;
-    let (model, tokenizer) = args.model.load(backend)?;
+    let (model, tokenizer) = args.model.load(backend, Storage::Inference)?;
     let paths = if args.mode == EvalMode::Greedy {
         1
     } else {

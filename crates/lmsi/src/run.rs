@@ -32,7 +32,7 @@ use lmsi_data::{
     BadLines, PathRecord, PromptFormat, Question, TrainExample, VoteRecord, read_jsonl,
     read_questions, write_atomic, write_jsonl_atomic,
 };
-use lmsi_transformer::{Backend, Model, Tokenizer};
+use lmsi_transformer::{Backend, Model, Storage, Tokenizer};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -157,8 +157,8 @@ struct Manifest {
     stages: BTreeMap<String, f64>,
 }
 
-/// Loads a model directory on the run's backend.
-pub type Loader<'a, B> = &'a dyn Fn(&Path) -> Result<(Model<B>, Tokenizer), Error>;
+/// Loads a model directory on the run's backend, stored for inference or for training.
+pub type Loader<'a, B> = &'a dyn Fn(&Path, Storage) -> Result<(Model<B>, Tokenizer), Error>;
 
 /// Runs (or resumes) the loop in `work_dir`. Stops after `stop_after` (a stage name such as
 /// `round-1/generate`) when given.
@@ -417,7 +417,7 @@ impl<B: Backend> Runner<'_, B> {
             units,
             || read_json(&out),
             |events| {
-                let (model, tokenizer) = load(model_dir)?;
+                let (model, tokenizer) = load(model_dir, Storage::Inference)?;
                 let report = evaluate(&model, &tokenizer, test, mode, &options, &mut |_| {
                     events(Event::Progress)
                 })?;
@@ -442,7 +442,7 @@ impl<B: Backend> Runner<'_, B> {
             c.self_questions,
             || load_questions_or_empty(&out),
             |events| {
-                let (model, tokenizer) = load(model_dir)?;
+                let (model, tokenizer) = load(model_dir, Storage::Inference)?;
                 let written =
                     write_questions(&model, &tokenizer, pool, c, &mut || events(Event::Progress))?;
                 write_jsonl_atomic(&out, &written)?;
@@ -492,7 +492,7 @@ impl<B: Backend> Runner<'_, B> {
                 let mut all: Vec<PathRecord> = done.iter().flatten().cloned().collect();
                 let mut seconds_line = String::new();
                 if !remaining.is_empty() {
-                    let (model, tokenizer) = load(model_dir)?;
+                    let (model, tokenizer) = load(model_dir, Storage::Inference)?;
                     let mut file = std::fs::OpenOptions::new()
                         .create(true)
                         .append(true)
@@ -636,7 +636,7 @@ impl<B: Backend> Runner<'_, B> {
             }
         };
         self.stage(name, 0, read_losses, |events| {
-            let (mut model, tokenizer) = load(start)?;
+            let (mut model, tokenizer) = load(start, Storage::Training)?;
             let report = train(
                 &mut model,
                 &tokenizer,

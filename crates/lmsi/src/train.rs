@@ -27,7 +27,7 @@ use std::time::Instant;
 use lmsi_adamw::{AdamWConfig, LrSchedule, ScheduleKind};
 use lmsi_data::TrainExample;
 use lmsi_transformer::checkpoint::save_model;
-use lmsi_transformer::{Backend, Model, Params, Tokenizer, TrainSequence};
+use lmsi_transformer::{Backend, MemoryPlan, Model, Params, Tokenizer, TrainSequence};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -185,6 +185,13 @@ pub fn train<B: Backend>(
     Ok(report)
 }
 
+/// Tokens of the largest micro-batch of `micro` sequences: the `micro` longest together.
+fn longest_micro_batch(sequences: &[TrainSequence], micro: usize) -> usize {
+    let mut lens: Vec<usize> = sequences.iter().map(|s| s.tokens.len()).collect();
+    lens.sort_unstable_by(|a, b| b.cmp(a));
+    lens.iter().take(micro).sum()
+}
+
 /// [`train`] on sequences that are already tokens. `data` identifies the data (a resumed run must
 /// have the same).
 pub fn train_sequences<B: Backend>(
@@ -232,6 +239,15 @@ pub fn train_sequences<B: Backend>(
     adamw.validate().map_err(|e| Error::Input(e.to_string()))?;
     let fingerprint = data.to_string();
 
+    let micro = options.micro_batch_size.unwrap_or(options.batch_size);
+    let backend = model.backend();
+    let plan = MemoryPlan::training(
+        model.config(),
+        backend.dtype(),
+        longest_micro_batch(&train_set, micro),
+        options.recompute,
+    );
+    backend.check_memory(&plan)?;
     let mut moments = (model.zero_grads()?, model.zero_grads()?);
     let mut step = 0;
     let mut log: Vec<StepLog> = Vec::new();

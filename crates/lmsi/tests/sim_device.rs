@@ -90,3 +90,124 @@ fn a_run_on_the_simulated_device_gives_the_cpu_paths_and_votes() {
             .unwrap();
     assert!(report.is_object());
 }
+
+/// `lmsi ARGS`: its exit status and stderr.
+fn lmsi(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lmsi"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn seed_model() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../assets/seed-model")
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn bf16_trains_with_f32_master_weights_and_writes_an_f32_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.jsonl");
+    let examples: Vec<Value> = (2..10)
+        .map(|n| {
+            serde_json::json!({
+                "prompt": format!("Q: Sam has {n} coins and finds 3 more. How many coins?\nA:"),
+                "completion": format!(" {n} + 3 = {}. The answer is {}.", n + 3, n + 3),
+                "format": "cot-zeroshot",
+            })
+        })
+        .collect();
+    write_jsonl_atomic(&data, &examples).unwrap();
+    let out = dir.path().join("trained");
+    let (model, data, out_s) = (
+        seed_model(),
+        data.to_string_lossy().into_owned(),
+        out.to_string_lossy().into_owned(),
+    );
+    let (ok, stderr) = lmsi(&[
+        "train",
+        "--model",
+        &model,
+        "--data",
+        &data,
+        "--out",
+        &out_s,
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e-3",
+        "--device",
+        "sim",
+        "--dtype",
+        "bf16",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("memory plan, training: gradients"),
+        "{stderr}"
+    );
+    let weights = std::fs::read(out.join("model.safetensors")).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&weights).unwrap();
+    for (name, view) in tensors.tensors() {
+        assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+    }
+}
+
+#[test]
+fn a_device_too_small_or_a_cpu_dtype_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let questions = dir.path().join("q.jsonl");
+    let q = serde_json::json!({"id": "a", "question": "A box holds 6 pens. How many pens are in 7 boxes?", "answer": "42"});
+    write_jsonl_atomic(&questions, &[q]).unwrap();
+    let out = dir.path().join("paths.jsonl");
+    let (model, questions, out_s) = (
+        seed_model(),
+        questions.to_string_lossy().into_owned(),
+        out.to_string_lossy().into_owned(),
+    );
+    let generate = |device: &str, dtype: &str| {
+        lmsi(&[
+            "generate",
+            "--model",
+            &model,
+            "--questions",
+            &questions,
+            "--out",
+            &out_s,
+            "--device",
+            device,
+            "--dtype",
+            dtype,
+        ])
+    };
+    let (ok, stderr) = generate("cpu", "bf16");
+    assert!(
+        !ok && stderr.contains("--dtype bf16 needs the CUDA backend"),
+        "{stderr}"
+    );
+    let (ok, stderr) = generate("sim:1MiB", "f32");
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("not enough device memory for the model: weights 3.22 MiB; sim (simulated CUDA device, 1.00 MiB) has 1.00 MiB free of 1.00 MiB"),
+        "{stderr}"
+    );
+    let (ok, stderr) = generate("sim:2MiB", "bf16");
+    assert!(
+        !ok && stderr.contains("not enough device memory for generation: KV cache"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing written");
+    let (ok, stderr) = generate("sim:2XB", "f32");
+    assert!(
+        !ok && stderr.contains("expected a size such as 512MiB or 24GiB"),
+        "{stderr}"
+    );
+}

@@ -61,6 +61,17 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn kv_zeros(&self, len: usize) -> Result<Self::Buf, Error> {
         self.zeros(len)
     }
+    /// The element type weight matrices and KV caches are stored at (f32 unless the backend says
+    /// otherwise).
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    /// Checks that `plan` fits in the memory the backend has free, before it is allocated
+    /// ([`crate::memory`]); a backend without a bound (the CPU) accepts every plan.
+    fn check_memory(&self, plan: &crate::memory::MemoryPlan) -> Result<(), Error> {
+        let _ = plan;
+        Ok(())
+    }
     /// The contents of `buf`.
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>, Error>;
     /// The number of values in `buf`.

@@ -298,6 +298,30 @@ impl Backend for CudaBackend {
         }
     }
 
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    fn check_memory(&self, plan: &crate::memory::MemoryPlan) -> Result<(), Error> {
+        use crate::memory::human_bytes;
+        let (free, total) = self.device.memory().map_err(cuda)?;
+        let device = self.device.describe();
+        tracing::info!(
+            "memory plan, {plan}; {device} has {} free of {}",
+            human_bytes(free),
+            human_bytes(total)
+        );
+        if plan.total() > free {
+            return Err(Error::OutOfMemory {
+                plan: plan.to_string(),
+                device,
+                free,
+                total,
+            });
+        }
+        Ok(())
+    }
+
     fn download(&self, buf: &CudaBuf) -> Result<Vec<f32>, Error> {
         match buf {
             CudaBuf::F32(b) => self.device.download(b).map_err(cuda),
