@@ -148,8 +148,10 @@ impl Device {
 
     /// Starts [`Device::memory_peak`] again from the memory in use now.
     pub fn reset_memory_peak(&self) {
-        if let Inner::Sim { memory, .. } = &self.inner {
-            memory.reset_peak();
+        match &self.inner {
+            Inner::Sim { memory, .. } => memory.reset_peak(),
+            #[cfg(feature = "cuda")]
+            Inner::Gpu(_) => {}
         }
     }
 
@@ -227,16 +229,15 @@ impl Device {
         if src.start < to.end && to.start < src.end {
             return Err(Error::Overlap { src, dst: to });
         }
-        match &mut buf.mem {
-            Memory::Host { data, .. } => {
+        match (&mut buf.mem, &self.inner) {
+            (Memory::Host { data, .. }, Inner::Sim { .. }) => {
                 data.copy_within(src, dst);
                 Ok(())
             }
             #[cfg(feature = "cuda")]
-            Memory::Gpu(slice) => match &self.inner {
-                Inner::Gpu(gpu) => gpu.copy_within(slice, src, dst),
-                Inner::Sim { .. } => Err(Error::WrongDevice),
-            },
+            (Memory::Gpu(slice), Inner::Gpu(gpu)) => gpu.copy_within(slice, src, dst),
+            #[cfg(feature = "cuda")]
+            _ => Err(Error::WrongDevice),
         }
     }
 
