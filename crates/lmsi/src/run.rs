@@ -668,7 +668,7 @@ impl<B: Backend> Runner<'_, B> {
             read_jsonl(&self.work_dir.join("round-1/votes.jsonl"), BadLines::Error)?.items;
         write_atomic(
             &self.work_dir.join("calibration.svg"),
-            calibration_chart(&votes, &self.config.vote).as_bytes(),
+            calibration_chart(&votes).as_bytes(),
         )?;
         Ok(())
     }
@@ -864,7 +864,7 @@ fn accuracy_chart(r: &RunReport) -> String {
 }
 
 /// Vote accuracy against vote confidence, in tenths of confidence (only votes with gold answers).
-fn calibration_chart(votes: &[VoteRecord], _settings: &VoteSettings) -> String {
+fn calibration_chart(votes: &[VoteRecord]) -> String {
     let mut bins = [(0usize, 0usize); 10];
     for v in votes {
         if let Some(correct) = gold_matches(v) {

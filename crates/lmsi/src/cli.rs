@@ -1,0 +1,428 @@
+//! The command line: every command's arguments (clap), the flag groups several commands share
+//! (`DeviceArgs`, `ModelArgs`, `SamplingArgs`, `InputArgs`), and each group turned into its
+//! configuration.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use lmsi::eval::EvalMode;
+use lmsi::generate::{GenerateOptions, PromptKind};
+use lmsi_adamw::ScheduleKind;
+use lmsi_cuda::SimConfig;
+use lmsi_data::{BadLines, ExemplarSet};
+use lmsi_sampler::SamplingParams;
+use lmsi_transformer::Dtype;
+use lmsi_voter::{AnswerKind, EarlyStop, Weighting};
+
+#[derive(Parser)]
+#[command(
+    name = "lmsi",
+    version,
+    about = "Language Model Self-Improvement: sample reasoning paths, vote, build data, fine-tune",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// The whole loop: evaluate, generate, vote, build data, train, evaluate again (default: the
+    /// embedded seed model and task).
+    Run(RunArgs),
+    /// Sample chain-of-thought paths for every question.
+    Generate(GenerateArgs),
+    /// Vote over sampled reasoning paths: each question's majority answer and its confidence.
+    Vote(VoteArgs),
+    /// Turn the paths that agree with their vote into prompt/completion training data (mixed formats).
+    BuildData(BuildDataArgs),
+    /// Fine-tune a model on prompt/completion data (AdamW, loss on the completion only).
+    Train(TrainArgs),
+    /// Accuracy of a model on a labelled test set (greedy or self-consistency).
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Model to improve (default: the embedded seed model).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Unlabelled questions (default: the embedded pool of the seed model's task).
+    #[arg(long)]
+    pub questions: Option<PathBuf>,
+    /// Labelled test questions (default: the embedded test set).
+    #[arg(long)]
+    pub eval: Option<PathBuf>,
+    /// Run directory; running again with the same options resumes it.
+    #[arg(long, default_value = "runs/default")]
+    pub work_dir: PathBuf,
+    /// Paths per question [default: 32; 16 for the embedded default].
+    #[arg(long)]
+    pub paths: Option<usize>,
+    /// Sampling temperature of generation and of the first self-consistency evaluation.
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    /// Sampling temperature of self-consistency evaluation after training [default: 1.2, the
+    /// paper's; 0.7 for the embedded default].
+    #[arg(long)]
+    pub eval_temperature: Option<f32>,
+    /// Paths per test question for self-consistency evaluation [default: as --paths].
+    #[arg(long)]
+    pub eval_paths: Option<usize>,
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// Few-shot exemplars (JSONL) [default: the built-in set; its first two for the embedded default].
+    #[arg(long)]
+    pub exemplars: Option<PathBuf>,
+    /// Training data formats: all (the paper's mixed formats) or a list, e.g. cot-fewshot (CoT only)
+    /// [default: all; cot-fewshot for the embedded default].
+    #[arg(long)]
+    pub formats: Option<String>,
+    /// Only questions whose vote confidence reaches this become training data.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_confidence: f64,
+    /// Learning rate [default: 5e-5, the paper's; 1e-4 for the embedded default].
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Examples per optimizer step [default: 32].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Optimizer steps [default: one epoch; 150 for the embedded default].
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Epochs over the training data, when --steps is not given [default: 1].
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    /// Linear warm-up steps [default: 0; 10 for the embedded default].
+    #[arg(long)]
+    pub warmup_steps: Option<u64>,
+    /// Repeat the loop with the improved model.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// Distillation: train this (smaller) model on the paths of --model.
+    #[arg(long)]
+    pub student: Option<PathBuf>,
+    /// The model also writes this many new questions of its own (kept when their vote is confident).
+    #[arg(long, default_value_t = 0)]
+    pub self_questions: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop after this stage (e.g. round-1/generate); run again to continue.
+    #[arg(long)]
+    pub stop_after: Option<String>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Training data (JSONL: {"prompt", "completion", "format"}), e.g. from `lmsi build-data`.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output model directory (Hugging Face layout), with optimizer state and loss log.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 5e-5)]
+    pub lr: f32,
+    /// Examples per optimizer step.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Examples per forward/backward pass (gradients accumulate over a batch); default: the batch.
+    #[arg(long)]
+    pub micro_batch_size: Option<usize>,
+    /// Optimizer steps (default: --epochs passes over the data).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    #[arg(long, default_value_t = 1.0)]
+    pub epochs: f64,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f32,
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: u64,
+    /// Learning-rate schedule after warm-up: cosine, linear or constant.
+    #[arg(long, default_value = "cosine")]
+    pub schedule: ScheduleKind,
+    /// Clip the global gradient norm to this (0: no clipping).
+    #[arg(long, default_value_t = 1.0)]
+    pub grad_clip: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Fraction of the examples held out to report an evaluation loss.
+    #[arg(long, default_value_t = 0.0)]
+    pub eval_split: f64,
+    /// Evaluate the held-out loss every this many steps.
+    #[arg(long, default_value_t = 50)]
+    pub eval_every: u64,
+    /// Recompute activations in the backward pass instead of keeping them (less memory, more time).
+    #[arg(long)]
+    pub recompute: bool,
+    /// Weight decay on every tensor (default: matrices only, not norms, biases and embeddings).
+    #[arg(long)]
+    pub decay_all: bool,
+    /// Leave out examples longer than this many tokens.
+    #[arg(long, default_value_t = 2048)]
+    pub max_tokens: usize,
+    /// Write a checkpoint every this many steps (always at the end).
+    #[arg(long)]
+    pub save_every: Option<u64>,
+    /// Stop after this step, with a checkpoint; continue later with --resume.
+    #[arg(long)]
+    pub stop_after: Option<u64>,
+    /// Continue the run whose checkpoint is in --out (same options and data).
+    #[arg(long)]
+    pub resume: bool,
+    #[command(flatten)]
+    pub input: InputArgs,
+}
+
+#[derive(Args)]
+pub struct ModelArgs {
+    /// Model directory in Hugging Face layout (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// Where models run: `--threads`, `--device` and `--dtype`, shared by every command that computes.
+#[derive(Args)]
+pub struct DeviceArgs {
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Where the models run: cpu, cuda (GPU 0; cuda:N for another), auto (a GPU when one works,
+    /// else the CPU) or sim (the CUDA backend on a simulated GPU on the CPU: very slow, for
+    /// checking the GPU code path without a GPU; sim:SIZE, e.g. sim:24GiB, sets its memory,
+    /// 80GiB by default).
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceArg,
+    /// Element type of the CUDA backend's weight matrices and KV cache: f32, or bf16 (half the
+    /// memory; products sum in f32, training keeps f32 master weights). The CPU computes in f32.
+    #[arg(long, default_value = "f32")]
+    pub dtype: Dtype,
+}
+
+/// `--device`: where models run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceArg {
+    Cpu,
+    /// The GPU of this ordinal; an error when it cannot be used.
+    Cuda(usize),
+    /// GPU 0 when it can be used, else the CPU (with a notice).
+    Auto,
+    /// The CUDA backend on the simulated device, with this many bytes of memory.
+    Sim(u64),
+}
+
+impl std::str::FromStr for DeviceArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceArg::Cpu),
+            "cuda" => Ok(DeviceArg::Cuda(0)),
+            "auto" => Ok(DeviceArg::Auto),
+            "sim" => Ok(DeviceArg::Sim(SimConfig::default().memory_bytes)),
+            _ => {
+                if let Some(size) = s.strip_prefix("sim:") {
+                    return parse_size(size).map(DeviceArg::Sim).ok_or_else(|| {
+                        format!("--device {s}: expected a size such as 512MiB or 24GiB")
+                    });
+                }
+                s.strip_prefix("cuda:")
+                    .and_then(|n| n.parse().ok())
+                    .map(DeviceArg::Cuda)
+                    .ok_or_else(|| {
+                        format!(
+                            "unknown device {s:?} (expected cpu, cuda, cuda:N, auto, sim or sim:SIZE)"
+                        )
+                    })
+            }
+        }
+    }
+}
+
+/// `512MiB`, `24GiB` or a plain count of bytes; `None` for anything else (or zero).
+fn parse_size(s: &str) -> Option<u64> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let shift = match unit {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        _ => return None,
+    };
+    let n: u64 = digits.parse().ok().filter(|&n| n > 0)?;
+    n.checked_mul(1 << shift)
+}
+
+/// How paths are sampled; shared by `generate` and `eval`.
+#[derive(Args)]
+pub struct SamplingArgs {
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (0 = no limit).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p (1 = no limit).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Random seed; the same seed gives the same paths.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Most tokens sampled per path.
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: usize,
+    /// Prompt: cot-fewshot, cot-zeroshot, direct-fewshot, direct-zeroshot, or raw (the question text as is).
+    #[arg(long, default_value = "cot-fewshot")]
+    pub prompt: PromptKind,
+    /// Few-shot exemplars (JSONL); the built-in set when not given.
+    #[arg(long)]
+    pub exemplars: Option<PathBuf>,
+    /// Stop a path before this string (repeatable; default: a blank line or a new "Q:", none for raw).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Paths decoded together in one batch.
+    #[arg(long, default_value_t = 32)]
+    pub max_batch: usize,
+    /// How to read an answer from a path: number, choice, yesno or text.
+    #[arg(long, default_value = "number")]
+    pub answer: AnswerKind,
+}
+
+impl SamplingArgs {
+    pub fn options(&self, paths: usize) -> Result<GenerateOptions> {
+        Ok(GenerateOptions {
+            prompt: self.prompt,
+            exemplars: match &self.exemplars {
+                Some(path) => ExemplarSet::load(path)?,
+                None => ExemplarSet::builtin(),
+            },
+            paths,
+            sampling: SamplingParams {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                seed: self.seed,
+            },
+            max_new_tokens: self.max_new_tokens,
+            stop: (!self.stop.is_empty()).then(|| self.stop.clone()),
+            max_batch: self.max_batch,
+            answer: self.answer,
+            early_stop: None,
+        })
+    }
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Questions (JSONL: {"id", "question", "answer"}; GSM8K files load unchanged).
+    #[arg(long)]
+    pub questions: PathBuf,
+    /// Paths file (JSONL) to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Paths per question.
+    #[arg(long, default_value_t = 32)]
+    pub paths: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Stop sampling a question early when more paths cannot change its vote:
+    /// esc[:WINDOW] (unanimous window) or adaptive[:THRESHOLD] (Beta stopping rule).
+    #[arg(long)]
+    pub early_stop: Option<EarlyStop>,
+    #[command(flatten)]
+    pub input: InputArgs,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Labelled questions (JSONL with answers; GSM8K files load unchanged).
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// Report (JSON) to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// greedy (one greedy path) or sc (self-consistency: majority of --paths sampled paths).
+    #[arg(long, default_value = "greedy")]
+    pub mode: EvalMode,
+    /// Paths per question in sc mode.
+    #[arg(long, default_value_t = 32)]
+    pub paths: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub input: InputArgs,
+}
+
+#[derive(Args)]
+pub struct InputArgs {
+    /// Skip malformed input lines (and report how many) instead of stopping at the first one.
+    #[arg(long)]
+    pub skip_bad: bool,
+}
+
+impl InputArgs {
+    pub fn bad_lines(&self) -> BadLines {
+        if self.skip_bad {
+            BadLines::Skip
+        } else {
+            BadLines::Error
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct VoteArgs {
+    /// Paths file (JSONL) written by `lmsi generate`.
+    #[arg(long)]
+    pub paths: PathBuf,
+    /// Votes file (JSONL) to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// How to read an answer from a path: number, choice, yesno or text.
+    #[arg(long, default_value = "number")]
+    pub answer: AnswerKind,
+    /// Count each path once (uniform) or by exp of its mean token log-prob (logprob).
+    #[arg(long, default_value = "uniform")]
+    pub weighting: Weighting,
+    /// Leave out questions whose vote confidence (votes / valid paths) is below this.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_confidence: f64,
+    #[command(flatten)]
+    pub input: InputArgs,
+}
+
+#[derive(Args)]
+pub struct BuildDataArgs {
+    /// Votes file (JSONL) written by `lmsi vote`.
+    #[arg(long)]
+    pub votes: PathBuf,
+    /// The paths file the votes were made from.
+    #[arg(long)]
+    pub paths: PathBuf,
+    /// Training data file (JSONL) to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// `all` or a comma-separated list of cot-fewshot, direct-fewshot, cot-zeroshot, direct-zeroshot.
+    #[arg(long, default_value = "all")]
+    pub formats: String,
+    /// Few-shot exemplars (JSONL); the built-in set when not given.
+    #[arg(long)]
+    pub exemplars: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: InputArgs,
+}
