@@ -1,4 +1,4 @@
-//! The records of the JSONL files. Field names are the file format (DESIGN.md, "Formats").
+//! The records of the JSONL files. Field names are the file format (the README's "File formats").
 
 use std::fmt;
 
