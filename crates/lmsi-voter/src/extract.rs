@@ -169,6 +169,26 @@ impl Extractor {
         }
     }
 
+    /// The key of a gold answer as this extractor reads it: extracted like a completion's, or the
+    /// gold text as written when no answer can be extracted from it.
+    pub fn gold_key(&self, gold: &str) -> String {
+        self.extract(gold).unwrap_or_else(|| gold.to_string())
+    }
+
+    /// Whether an answer key (a vote, or one path's answer) is the gold answer: the one test of
+    /// correctness that voting, evaluation and the loop's reports share.
+    ///
+    /// ```
+    /// use lmsi_voter::{AnswerKind, Extractor};
+    ///
+    /// let numbers = Extractor::new(AnswerKind::Number);
+    /// assert!(numbers.is_correct(Some("42"), "6 * 7 = 42\n#### 42"));
+    /// assert!(!numbers.is_correct(None, "42"));
+    /// ```
+    pub fn is_correct(&self, answer: Option<&str>, gold: &str) -> bool {
+        answer.is_some_and(|a| a == self.gold_key(gold))
+    }
+
     fn choice(&self, text: &str) -> Option<String> {
         let letters = if self.options.is_empty() {
             DEFAULT_LETTERS

@@ -121,10 +121,8 @@ pub fn evaluate<B: Backend>(
             None => Extractor::new(options.answer),
         };
         let gold_text = q.gold().expect("checked above");
-        let gold = extractor
-            .extract(gold_text)
-            .unwrap_or_else(|| gold_text.to_string());
-        let correct = result.answer.as_deref() == Some(gold.as_str());
+        let correct = extractor.is_correct(result.answer.as_deref(), gold_text);
+        let gold = extractor.gold_key(gold_text);
         items.push(EvalItem {
             id: q.id.clone(),
             gold,

@@ -33,6 +33,7 @@ use lmsi_data::{
     read_questions, write_atomic, write_jsonl_atomic,
 };
 use lmsi_transformer::{Backend, Model, Storage, Tokenizer};
+use lmsi_voter::{AnswerKind, Extractor};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -82,6 +83,17 @@ pub struct VoteSettings {
 }
 
 impl VoteSettings {
+    /// The extractor of the run's answer kind, which reads gold answers as its votes were read.
+    fn extractor(&self) -> Result<Extractor, Error> {
+        let kind: AnswerKind = self.answer.parse().map_err(|e| {
+            Error::Input(format!(
+                "answer kind {:?} in the run's settings: {e}",
+                self.answer
+            ))
+        })?;
+        Ok(Extractor::new(kind))
+    }
+
     pub fn from_options(v: &VoteOptions) -> Self {
         Self {
             answer: v.kind.to_string(),
@@ -320,7 +332,7 @@ impl<B: Backend> Runner<'_, B> {
             let (Some(greedy), Some(sc)) = (greedy, sc) else {
                 return Ok(None);
             };
-            let summary = vote_summary(&votes);
+            let summary = vote_summary(&votes, &self.config.vote.extractor()?);
             rounds.push(RoundReport {
                 round: r,
                 after: Accuracy {
@@ -668,7 +680,7 @@ impl<B: Backend> Runner<'_, B> {
             read_jsonl(&self.work_dir.join("round-1/votes.jsonl"), BadLines::Error)?.items;
         write_atomic(
             &self.work_dir.join("calibration.svg"),
-            calibration_chart(&votes).as_bytes(),
+            calibration_chart(&votes, &self.config.vote.extractor()?).as_bytes(),
         )?;
         Ok(())
     }
@@ -763,20 +775,23 @@ fn read_partial(path: &Path) -> Result<Vec<Vec<PathRecord>>, Error> {
 }
 
 /// (voted questions, mean confidence, vote accuracy against gold when present).
-fn vote_summary(votes: &[VoteRecord]) -> (usize, f64, Option<f64>) {
+fn vote_summary(votes: &[VoteRecord], extractor: &Extractor) -> (usize, f64, Option<f64>) {
     let voted: Vec<&VoteRecord> = votes.iter().filter(|v| v.answer.is_some()).collect();
     let mean = voted.iter().map(|v| v.confidence).sum::<f64>() / voted.len().max(1) as f64;
-    let judged: Vec<bool> = voted.iter().filter_map(|v| gold_matches(v)).collect();
+    let judged: Vec<bool> = voted
+        .iter()
+        .filter_map(|v| gold_matches(v, extractor))
+        .collect();
     let accuracy = (!judged.is_empty())
         .then(|| judged.iter().filter(|&&c| c).count() as f64 / judged.len() as f64);
     (voted.len(), mean, accuracy)
 }
 
-fn gold_matches(v: &VoteRecord) -> Option<bool> {
+/// Whether a vote is correct, for a voted question with a gold answer.
+fn gold_matches(v: &VoteRecord, extractor: &Extractor) -> Option<bool> {
     let gold = v.gold.as_deref()?;
-    let answer = v.answer.as_deref()?;
-    let extractor = lmsi_voter::Extractor::new(lmsi_voter::AnswerKind::Number);
-    Some(extractor.extract(gold).as_deref() == Some(answer))
+    v.answer.as_ref()?;
+    Some(extractor.is_correct(v.answer.as_deref(), gold))
 }
 
 fn markdown(r: &RunReport) -> String {
@@ -864,10 +879,10 @@ fn accuracy_chart(r: &RunReport) -> String {
 }
 
 /// Vote accuracy against vote confidence, in tenths of confidence (only votes with gold answers).
-fn calibration_chart(votes: &[VoteRecord]) -> String {
+fn calibration_chart(votes: &[VoteRecord], extractor: &Extractor) -> String {
     let mut bins = [(0usize, 0usize); 10];
     for v in votes {
-        if let Some(correct) = gold_matches(v) {
+        if let Some(correct) = gold_matches(v, extractor) {
             let bin = ((v.confidence * 10.0) as usize).min(9);
             bins[bin].0 += 1;
             bins[bin].1 += usize::from(correct);

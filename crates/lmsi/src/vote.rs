@@ -107,7 +107,7 @@ pub fn vote_paths(
             if let Some(gold) = &gold {
                 let (correct, judged) = summary.gold.get_or_insert((0, 0));
                 *judged += 1;
-                if extractor.extract(gold).as_deref() == Some(answer.as_str()) {
+                if extractor.is_correct(Some(answer), gold) {
                     *correct += 1;
                 }
             }
