@@ -230,8 +230,32 @@ struct Runner<'a, B: Backend> {
     stopped: bool,
 }
 
+/// Why the loop stopped before its end: after `--stop-after`'s stage, or on an error.
+enum Halt {
+    Stopped,
+    Failed(Error),
+}
+
+impl From<Error> for Halt {
+    fn from(e: Error) -> Self {
+        Halt::Failed(e)
+    }
+}
+
+/// A stage's output, or why the loop halted.
+type Step<T> = Result<T, Halt>;
+
 impl<B: Backend> Runner<'_, B> {
+    /// The whole run, or `None` when it stopped after `--stop-after`'s stage.
     fn all(&mut self) -> Result<Option<RunReport>, Error> {
+        match self.rounds() {
+            Ok(report) => Ok(Some(report)),
+            Err(Halt::Stopped) => Ok(None),
+            Err(Halt::Failed(e)) => Err(e),
+        }
+    }
+
+    fn rounds(&mut self) -> Step<RunReport> {
         let c = self.config;
         let pool = load_questions(&c.questions)?;
         let test = load_questions(&c.eval)?;
@@ -239,7 +263,8 @@ impl<B: Backend> Runner<'_, B> {
             return Err(Error::Input(format!(
                 "{}: every test question needs a gold answer",
                 c.eval.display()
-            )));
+            ))
+            .into());
         }
         let trainee = c.student.clone().unwrap_or_else(|| c.model.clone());
         let mut rounds = Vec::new();
@@ -273,9 +298,6 @@ impl<B: Backend> Runner<'_, B> {
                     EvalMode::Sc,
                     c.generate.sampling.temperature,
                 )?;
-                let (Some(greedy), Some(sc)) = (greedy, sc) else {
-                    return Ok(None);
-                };
                 before = Some(Accuracy {
                     greedy_accuracy: greedy.accuracy,
                     sc_accuracy: sc.accuracy,
@@ -283,37 +305,23 @@ impl<B: Backend> Runner<'_, B> {
             }
             let mut questions = pool.clone();
             if c.self_questions > 0 {
-                let Some(extra) = self.self_questions_stage(
+                let extra = self.self_questions_stage(
                     &format!("round-{r}/self-questions"),
                     &teacher,
                     &pool,
-                )?
-                else {
-                    return Ok(None);
-                };
+                )?;
                 questions.extend(extra);
             }
-            let Some(paths) =
-                self.generate_stage(&format!("round-{r}/generate"), &teacher, &questions)?
-            else {
-                return Ok(None);
-            };
-            let Some(votes) = self.vote_stage(&format!("round-{r}/vote"), &paths)? else {
-                return Ok(None);
-            };
-            let Some(examples) = self.build_stage(&format!("round-{r}/build"), &votes, &paths)?
-            else {
-                return Ok(None);
-            };
-            let Some(loss) = self.train_stage(
+            let paths =
+                self.generate_stage(&format!("round-{r}/generate"), &teacher, &questions)?;
+            let votes = self.vote_stage(&format!("round-{r}/vote"), &paths)?;
+            let examples = self.build_stage(&format!("round-{r}/build"), &votes, &paths)?;
+            let loss = self.train_stage(
                 &format!("round-{r}/train"),
                 &start,
                 &dir.join("model"),
                 &examples,
-            )?
-            else {
-                return Ok(None);
-            };
+            )?;
             let trained = dir.join("model");
             let greedy = self.eval_stage(
                 &format!("round-{r}/eval-after-greedy"),
@@ -329,9 +337,6 @@ impl<B: Backend> Runner<'_, B> {
                 EvalMode::Sc,
                 c.eval_temperature,
             )?;
-            let (Some(greedy), Some(sc)) = (greedy, sc) else {
-                return Ok(None);
-            };
             let summary = vote_summary(&votes, &self.config.vote.extractor()?);
             rounds.push(RoundReport {
                 round: r,
@@ -366,7 +371,7 @@ impl<B: Backend> Runner<'_, B> {
             rounds,
         };
         self.write_report(&report)?;
-        Ok(Some(report))
+        Ok(report)
     }
 
     /// Runs `work` as stage `name` unless the manifest says it is done; `load` reads its output back.
@@ -376,9 +381,9 @@ impl<B: Backend> Runner<'_, B> {
         work_units: usize,
         load: impl FnOnce() -> Result<T, Error>,
         work: impl FnOnce(&mut dyn FnMut(Event<'_>)) -> Result<(T, String), Error>,
-    ) -> Result<Option<T>, Error> {
+    ) -> Step<T> {
         if self.stopped {
-            return Ok(None);
+            return Err(Halt::Stopped);
         }
         let result = if self.manifest.stages.contains_key(name) {
             (self.on_event)(Event::Skipped { stage: name });
@@ -403,7 +408,7 @@ impl<B: Backend> Runner<'_, B> {
         if self.stop_after == Some(name) {
             self.stopped = true;
         }
-        Ok(Some(result))
+        Ok(result)
     }
 
     fn eval_stage(
@@ -413,7 +418,7 @@ impl<B: Backend> Runner<'_, B> {
         test: &[Question],
         mode: EvalMode,
         temperature: f32,
-    ) -> Result<Option<EvalReport>, Error> {
+    ) -> Step<EvalReport> {
         let out = self.work_dir.join(format!("{name}.json"));
         let mut options = self.config.generate.clone();
         options.paths = self.config.eval_paths;
@@ -445,7 +450,7 @@ impl<B: Backend> Runner<'_, B> {
         name: &str,
         model_dir: &Path,
         pool: &[Question],
-    ) -> Result<Option<Vec<Question>>, Error> {
+    ) -> Step<Vec<Question>> {
         let out = self.work_dir.join(format!("{name}.jsonl"));
         let c = self.config;
         let load = self.load;
@@ -473,7 +478,7 @@ impl<B: Backend> Runner<'_, B> {
         name: &str,
         model_dir: &Path,
         questions: &[Question],
-    ) -> Result<Option<Vec<PathRecord>>, Error> {
+    ) -> Step<Vec<PathRecord>> {
         let out = self
             .work_dir
             .join(format!("{name}.jsonl"))
@@ -553,11 +558,7 @@ impl<B: Backend> Runner<'_, B> {
         )
     }
 
-    fn vote_stage(
-        &mut self,
-        name: &str,
-        paths: &[PathRecord],
-    ) -> Result<Option<Vec<VoteRecord>>, Error> {
+    fn vote_stage(&mut self, name: &str, paths: &[PathRecord]) -> Step<Vec<VoteRecord>> {
         let out = self.work_dir.join(name).with_file_name("votes.jsonl");
         let c = self.config;
         let options = VoteOptions {
@@ -605,7 +606,7 @@ impl<B: Backend> Runner<'_, B> {
         name: &str,
         votes: &[VoteRecord],
         paths: &[PathRecord],
-    ) -> Result<Option<Vec<TrainExample>>, Error> {
+    ) -> Step<Vec<TrainExample>> {
         let out = self.work_dir.join(name).with_file_name("train.jsonl");
         let c = self.config;
         self.stage(
@@ -633,7 +634,7 @@ impl<B: Backend> Runner<'_, B> {
         start: &Path,
         out: &Path,
         examples: &[TrainExample],
-    ) -> Result<Option<(f64, f64)>, Error> {
+    ) -> Step<(f64, f64)> {
         let c = self.config;
         let load = self.load;
         let log_path = out.join("train_log.jsonl");

@@ -236,3 +236,68 @@ fn a_bad_line_is_named_and_skip_bad_skips_it() {
     assert!(stderr(&out).contains("skipped 1"), "{}", stderr(&out));
     assert!(Path::new(&votes).exists());
 }
+
+#[test]
+fn a_run_stopped_after_a_stage_resumes_at_the_next() {
+    let f = Fixture::new();
+    let run = |stop_after: Option<&str>| {
+        // The seed model answers these questions, so its votes make training data.
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/seed-model");
+        let model = model.to_string_lossy().into_owned();
+        let (questions, work) = (f.path("questions.jsonl"), f.path("work"));
+        let mut args: Vec<String> = [
+            "run",
+            "--model",
+            &model,
+            "--questions",
+            &questions,
+            "--eval",
+            &questions,
+            "--work-dir",
+            &work,
+            "--paths",
+            "2",
+            "--eval-paths",
+            "2",
+            "--max-new-tokens",
+            "6",
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(stage) = stop_after {
+            args.extend(["--stop-after".to_string(), stage.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        lmsi(&args)
+    };
+    let out = run(Some("round-1/vote"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let work = f.dir.join("work");
+    assert!(work.join("round-1/votes.jsonl").exists());
+    assert!(
+        !work.join("round-1/train.jsonl").exists(),
+        "stopped after the vote"
+    );
+    assert!(!work.join("report.json").exists());
+    let out = run(None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.contains("round-1/vote") && log.contains("resumed"),
+        "{log}"
+    );
+    assert!(
+        log.contains("round-1/build") && log.contains("round-1/train"),
+        "{log}"
+    );
+    assert!(work.join("report.json").exists());
+}
