@@ -40,6 +40,8 @@ pub mod seed;
 pub mod train;
 pub mod vote;
 
+use std::path::{Path, PathBuf};
+
 /// Errors of the pipeline's stages.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -47,7 +49,51 @@ pub enum Error {
     Data(#[from] lmsi_data::DataError),
     #[error(transparent)]
     Model(#[from] lmsi_transformer::Error),
+    /// A file or directory that could not be read, written or created.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A file of lmsi's own (a run manifest, a report, a trainer state, optimizer moments) that does
+    /// not parse; `line` where the format has lines.
+    #[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Format {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
+    /// A non-finite loss or gradient norm; the output keeps its last good checkpoint.
+    #[error("training diverged at step {step}: {what}; {} keeps its last good checkpoint", out.display())]
+    Diverged {
+        step: u64,
+        what: String,
+        out: PathBuf,
+    },
+    /// A run or training output asked to resume with something other than what it started with.
+    #[error("{} {what}", path.display())]
+    ResumeMismatch { path: PathBuf, what: String },
     /// Inputs that are well-formed but cannot be used (inconsistent files, nothing to work on).
     #[error("{0}")]
     Input(String),
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Reads a JSON file of lmsi's own.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Format {
+        path: path.to_path_buf(),
+        line: Some(e.line()),
+        message: e.to_string(),
+    })
 }

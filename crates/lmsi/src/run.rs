@@ -36,13 +36,13 @@ use lmsi_transformer::{Backend, Model, Storage, Tokenizer};
 use lmsi_voter::{AnswerKind, Extractor};
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
 use crate::build_data::build_examples;
 use crate::eval::{EvalMode, EvalReport, evaluate};
 use crate::generate::{GenerateOptions, PromptKind, generate_paths, generate_paths_by_question};
 use crate::plot::{Series, line_chart};
 use crate::train::{TrainOptions, train};
 use crate::vote::{VoteOptions, vote_paths};
+use crate::{Error, read_json};
 
 /// Everything a run depends on. Stored in the manifest: a run directory only resumes with the same
 /// (compared as serialised, `generate_summary` standing for the generate options).
@@ -184,7 +184,7 @@ pub fn run<B: Backend>(
     if config.rounds == 0 {
         return Err(Error::Input("--rounds must be at least 1".into()));
     }
-    std::fs::create_dir_all(work_dir).map_err(|e| io_error(work_dir, e))?;
+    std::fs::create_dir_all(work_dir).map_err(|e| Error::io(work_dir, e))?;
     let manifest_path = work_dir.join("manifest.json");
     let mut manifest: Manifest = if manifest_path.exists() {
         read_json(&manifest_path)?
@@ -195,10 +195,13 @@ pub fn run<B: Backend>(
         |saved: &RunConfig| serde_json::to_value(saved).ok() == serde_json::to_value(config).ok();
     match &manifest.config {
         Some(saved) if !same(saved) => {
-            return Err(Error::Input(format!(
-                "{} holds a run with other options; use another --work-dir (or delete it) for this one",
-                work_dir.display()
-            )));
+            return Err(Error::ResumeMismatch {
+                path: work_dir.to_path_buf(),
+                what: format!(
+                    "holds a run with other {}; use another --work-dir (or delete it) for this one",
+                    differences(saved, config)
+                ),
+            });
         }
         Some(_) => {}
         None => {
@@ -271,7 +274,7 @@ impl<B: Backend> Runner<'_, B> {
         let mut before = None;
         for r in 1..=c.rounds {
             let dir = self.work_dir.join(format!("round-{r}"));
-            std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
             // The model this round starts from, and the one that writes the paths.
             let start = if r == 1 {
                 trainee.clone()
@@ -514,7 +517,7 @@ impl<B: Backend> Runner<'_, B> {
                         .create(true)
                         .append(true)
                         .open(&partial)
-                        .map_err(|e| io_error(&partial, e))?;
+                        .map_err(|e| Error::io(&partial, e))?;
                     let (paths, stats) = generate_paths_by_question(
                         &model,
                         &tokenizer,
@@ -526,7 +529,7 @@ impl<B: Backend> Runner<'_, B> {
                                 serde_json::to_string(paths).expect("paths serialise") + "\n";
                             file.write_all(line.as_bytes())
                                 .and_then(|_| file.flush())
-                                .map_err(|e| io_error(&partial, e))
+                                .map_err(|e| Error::io(&partial, e))
                         },
                     )?;
                     all.extend(paths);
@@ -547,7 +550,7 @@ impl<B: Backend> Runner<'_, B> {
                     )
                 });
                 write_jsonl_atomic(&out, &all)?;
-                std::fs::remove_file(&partial).map_err(|e| io_error(&partial, e))?;
+                std::fs::remove_file(&partial).map_err(|e| Error::io(&partial, e))?;
                 let summary = format!(
                     "{} paths for {} questions{seconds_line}",
                     all.len(),
@@ -760,7 +763,7 @@ fn read_partial(path: &Path) -> Result<Vec<Vec<PathRecord>>, Error> {
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
     let done: Vec<Vec<PathRecord>> = complete
         .lines()
@@ -914,13 +917,40 @@ fn calibration_chart(votes: &[VoteRecord], extractor: &Extractor) -> String {
     )
 }
 
-fn io_error(path: &Path, e: std::io::Error) -> Error {
-    Error::Input(format!("{}: {e}", path.display()))
+/// The settings in which two run configurations differ, by name:
+/// `options: generate.paths (16, then 32)`.
+fn differences(saved: &RunConfig, now: &RunConfig) -> String {
+    let (Ok(a), Ok(b)) = (serde_json::to_value(saved), serde_json::to_value(now)) else {
+        return "options".into();
+    };
+    let mut differ = Vec::new();
+    diff_values("", &a, &b, &mut differ);
+    format!("options: {}", differ.join(", "))
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: {e}", path.display())))
+/// Appends `name (then, now)` for every leaf in which `a` and `b` differ, keys joined by dots.
+fn diff_values(name: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                let key = if name.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{name}.{k}")
+                };
+                diff_values(
+                    &key,
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        _ if a != b => out.push(format!("{name} ({a}, then {b})")),
+        _ => {}
+    }
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {

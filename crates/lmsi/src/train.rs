@@ -30,8 +30,8 @@ use lmsi_transformer::checkpoint::save_model;
 use lmsi_transformer::{Backend, MemoryPlan, Model, Params, Tokenizer, TrainSequence};
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
 use crate::plot::{Series, line_chart};
+use crate::{Error, read_json};
 
 /// Settings of a training run. Those that shape the run (everything but `save_every`, `stop_after`
 /// and `resume`) are stored in the checkpoint, and a resumed run must use the same.
@@ -253,15 +253,27 @@ pub fn train_sequences<B: Backend>(
     let mut log: Vec<StepLog> = Vec::new();
     if options.resume {
         let state: TrainerState = read_json(&out.join("trainer_state.json"))?;
-        if state.options != options.shaping()
-            || state.data != fingerprint
-            || state.total_steps != total_steps
-        {
-            return Err(Error::Input(format!(
-                "{} was trained with other options or data; resume with the same ones ({:?})",
-                out.display(),
-                state.options
-            )));
+        let mut differ = Vec::new();
+        if state.options != options.shaping() {
+            differ.push(format!("options ({:?} then)", state.options));
+        }
+        if state.data != fingerprint {
+            differ.push("data".to_string());
+        }
+        if state.total_steps != total_steps {
+            differ.push(format!(
+                "total steps ({} then, {total_steps} now)",
+                state.total_steps
+            ));
+        }
+        if !differ.is_empty() {
+            return Err(Error::ResumeMismatch {
+                path: out.to_path_buf(),
+                what: format!(
+                    "was trained with other {}; resume with the same ones",
+                    differ.join(" and ")
+                ),
+            });
         }
         step = state.step;
         moments = read_moments(model, &out.join("optimizer.safetensors"))?;
@@ -297,7 +309,7 @@ pub fn train_sequences<B: Backend>(
                     1.0 / target_tokens as f32,
                     options.recompute,
                 )
-                .map_err(|e| at_step(step, e))?
+                .map_err(|e| at_step(step, out, e))?
                 .loss;
         }
         let mut norm_sq = 0.0;
@@ -306,10 +318,11 @@ pub fn train_sequences<B: Backend>(
         }
         let grad_norm = norm_sq.sqrt();
         if !grad_norm.is_finite() {
-            return Err(Error::Input(format!(
-                "training diverged at step {step}: the gradient norm is {grad_norm}; {} keeps its last good checkpoint",
-                out.display()
-            )));
+            return Err(Error::Diverged {
+                step,
+                what: format!("the gradient norm is {grad_norm}"),
+                out: out.to_path_buf(),
+            });
         }
         if options.grad_clip > 0.0 && grad_norm > options.grad_clip {
             let factor = (options.grad_clip / (grad_norm + 1e-6)) as f32;
@@ -343,7 +356,7 @@ pub fn train_sequences<B: Backend>(
         };
         if !eval_set.is_empty() && (step % options.eval_every.max(1) == 0 || step == total_steps) {
             entry.eval_loss =
-                Some(eval_loss(model, &eval_set, options).map_err(|e| at_step(step, e))?);
+                Some(eval_loss(model, &eval_set, options).map_err(|e| at_step(step, out, e))?);
         }
         on_step(&entry, total_steps);
         log.push(entry);
@@ -378,11 +391,13 @@ pub fn train_sequences<B: Backend>(
     })
 }
 
-fn at_step(step: u64, e: lmsi_transformer::Error) -> Error {
+fn at_step(step: u64, out: &Path, e: lmsi_transformer::Error) -> Error {
     match e {
-        lmsi_transformer::Error::NonFinite(what) => Error::Input(format!(
-            "training diverged at step {step}: {what} is not finite; the output keeps its last good checkpoint"
-        )),
+        lmsi_transformer::Error::NonFinite(what) => Error::Diverged {
+            step,
+            what: format!("{what} is not finite"),
+            out: out.to_path_buf(),
+        },
         other => Error::Model(other),
     }
 }
@@ -572,12 +587,6 @@ pub fn loss_curve(log: &[StepLog]) -> String {
     )
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: {e}", path.display())))
-}
-
 fn read_log(path: &Path, step: u64) -> Result<Vec<StepLog>, Error> {
     let loaded = lmsi_data::read_jsonl::<StepLog>(path, lmsi_data::BadLines::Error)?;
     Ok(loaded
@@ -588,20 +597,23 @@ fn read_log(path: &Path, step: u64) -> Result<Vec<StepLog>, Error> {
 }
 
 fn read_moments<B: Backend>(model: &Model<B>, path: &Path) -> Result<Moments<B>, Error> {
-    let bytes =
-        std::fs::read(path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
-    let tensors = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let format = |message: String| Error::Format {
+        path: path.to_path_buf(),
+        line: None,
+        message,
+    };
+    let tensors =
+        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format(e.to_string()))?;
     let load = |suffix: &str| {
         model.layout().try_map(|spec| {
             let name = format!("{}.{suffix}", spec.name);
             let view = tensors
                 .tensor(&name)
-                .map_err(|e| Error::Input(format!("{}: tensor `{name}`: {e}", path.display())))?;
+                .map_err(|e| format(format!("tensor `{name}`: {e}")))?;
             if view.shape() != spec.shape.as_slice() || view.dtype() != safetensors::Dtype::F32 {
-                return Err(Error::Input(format!(
-                    "{}: tensor `{name}` has the wrong shape or dtype",
-                    path.display()
+                return Err(format(format!(
+                    "tensor `{name}` has the wrong shape or dtype"
                 )));
             }
             let values: Vec<f32> = view

@@ -240,7 +240,7 @@ fn a_bad_line_is_named_and_skip_bad_skips_it() {
 #[test]
 fn a_run_stopped_after_a_stage_resumes_at_the_next() {
     let f = Fixture::new();
-    let run = |stop_after: Option<&str>| {
+    let run = |stop_after: Option<&str>, extra: &[&str]| {
         // The seed model answers these questions, so its votes make training data.
         let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/seed-model");
         let model = model.to_string_lossy().into_owned();
@@ -276,10 +276,11 @@ fn a_run_stopped_after_a_stage_resumes_at_the_next() {
         if let Some(stage) = stop_after {
             args.extend(["--stop-after".to_string(), stage.to_string()]);
         }
+        args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         lmsi(&args)
     };
-    let out = run(Some("round-1/vote"));
+    let out = run(Some("round-1/vote"), &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let work = f.dir.join("work");
     assert!(work.join("round-1/votes.jsonl").exists());
@@ -288,7 +289,7 @@ fn a_run_stopped_after_a_stage_resumes_at_the_next() {
         "stopped after the vote"
     );
     assert!(!work.join("report.json").exists());
-    let out = run(None);
+    let out = run(None, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let log = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -300,4 +301,12 @@ fn a_run_stopped_after_a_stage_resumes_at_the_next() {
         "{log}"
     );
     assert!(work.join("report.json").exists());
+    // The same directory with other options is refused, naming what differs.
+    let out = run(None, &["--min-confidence", "0.5"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("holds a run with other options: vote.min_confidence (0.0, then 0.5)"),
+        "{err}"
+    );
 }
