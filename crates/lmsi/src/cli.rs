@@ -4,13 +4,16 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use lmsi::eval::EvalMode;
 use lmsi::generate::{GenerateOptions, PromptKind};
+use lmsi::run::{RunConfig, VoteSettings};
+use lmsi::train::TrainOptions;
+use lmsi::vote::VoteOptions;
 use lmsi_adamw::ScheduleKind;
 use lmsi_cuda::SimConfig;
-use lmsi_data::{BadLines, ExemplarSet};
+use lmsi_data::{BadLines, ExemplarSet, parse_formats};
 use lmsi_sampler::SamplingParams;
 use lmsi_transformer::Dtype;
 use lmsi_voter::{AnswerKind, EarlyStop, Weighting};
@@ -120,6 +123,82 @@ pub struct RunArgs {
     pub device: DeviceArgs,
 }
 
+impl RunArgs {
+    /// The run's configuration: every option given, the embedded default's (unpacked into the
+    /// work directory) or the paper's for the rest.
+    pub fn config(&self) -> Result<RunConfig> {
+        let embedded = self.model.is_none();
+        std::fs::create_dir_all(&self.work_dir)
+            .with_context(|| format!("creating {}", self.work_dir.display()))?;
+        let model = match &self.model {
+            Some(dir) => dir.clone(),
+            None => lmsi::embedded::seed_model(&self.work_dir.join("seed-model"))?,
+        };
+        let (questions, eval) = match (&self.questions, &self.eval) {
+            (Some(q), Some(e)) => (q.clone(), e.clone()),
+            (q, e) => {
+                let (pool, test) = lmsi::embedded::default_data(&self.work_dir)?;
+                (q.clone().unwrap_or(pool), e.clone().unwrap_or(test))
+            }
+        };
+        let defaults = if embedded {
+            lmsi::embedded::settings()
+        } else {
+            lmsi::embedded::Settings::paper()
+        };
+        let exemplars = match &self.exemplars {
+            Some(path) => ExemplarSet::load(path)?,
+            None => ExemplarSet::builtin().first(defaults.exemplars)?,
+        };
+        let paths = self.paths.unwrap_or(defaults.paths);
+        let generate = GenerateOptions {
+            prompt: PromptKind::Format(lmsi_data::PromptFormat::CotFewshot),
+            exemplars,
+            paths,
+            sampling: SamplingParams {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                seed: self.seed,
+            },
+            max_new_tokens: self.max_new_tokens.unwrap_or(defaults.max_new_tokens),
+            stop: None,
+            max_batch: defaults.max_batch,
+            answer: AnswerKind::Number,
+            early_stop: None,
+        };
+        let train = TrainOptions {
+            lr: self.lr.unwrap_or(defaults.train.lr),
+            batch_size: self.batch_size.unwrap_or(defaults.train.batch_size),
+            steps: self.steps.or(defaults.train.steps),
+            epochs: self.epochs.unwrap_or(defaults.train.epochs),
+            warmup_steps: self.warmup_steps.unwrap_or(defaults.train.warmup_steps),
+            seed: self.seed,
+            ..defaults.train.clone()
+        };
+        let vote = VoteOptions {
+            min_confidence: self.min_confidence,
+            ..VoteOptions::default()
+        };
+        Ok(RunConfig {
+            model,
+            questions,
+            eval,
+            generate_summary: format!("{generate:?}"),
+            generate,
+            eval_paths: self.eval_paths.unwrap_or(paths),
+            eval_temperature: self.eval_temperature.unwrap_or(defaults.eval_temperature),
+            vote: VoteSettings::from_options(&vote),
+            formats: parse_formats(self.formats.as_deref().unwrap_or(defaults.formats))?,
+            train,
+            rounds: self.rounds,
+            student: self.student.clone(),
+            self_questions: self.self_questions,
+            self_question_confidence: 0.6,
+        })
+    }
+}
+
 #[derive(Args)]
 pub struct TrainArgs {
     #[command(flatten)]
@@ -181,6 +260,32 @@ pub struct TrainArgs {
     pub resume: bool,
     #[command(flatten)]
     pub input: InputArgs,
+}
+
+impl TrainArgs {
+    /// The training options the flags give.
+    pub fn options(&self) -> TrainOptions {
+        TrainOptions {
+            lr: self.lr,
+            batch_size: self.batch_size,
+            micro_batch_size: self.micro_batch_size,
+            steps: self.steps,
+            epochs: self.epochs,
+            weight_decay: self.weight_decay,
+            warmup_steps: self.warmup_steps,
+            schedule: self.schedule,
+            grad_clip: self.grad_clip,
+            seed: self.seed,
+            eval_fraction: self.eval_split,
+            eval_every: self.eval_every,
+            recompute: self.recompute,
+            decay_all: self.decay_all,
+            max_tokens: self.max_tokens,
+            save_every: self.save_every,
+            stop_after: self.stop_after,
+            resume: self.resume,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -404,6 +509,17 @@ pub struct VoteArgs {
     pub min_confidence: f64,
     #[command(flatten)]
     pub input: InputArgs,
+}
+
+impl VoteArgs {
+    /// The voting options the flags give.
+    pub fn options(&self) -> VoteOptions {
+        VoteOptions {
+            kind: self.answer,
+            weighting: self.weighting,
+            min_confidence: self.min_confidence,
+        }
+    }
 }
 
 #[derive(Args)]

@@ -7,16 +7,14 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use lmsi::build_data::build_examples;
 use lmsi::eval::{EvalMode, evaluate};
-use lmsi::generate::{GenerateOptions, PromptKind, generate_paths};
+use lmsi::generate::generate_paths;
 use lmsi::train::TrainOptions;
-use lmsi::vote::{VoteOptions, vote_paths};
+use lmsi::vote::vote_paths;
 use lmsi_data::{
     ExemplarSet, Loaded, PathRecord, Question, TrainExample, VoteRecord, parse_formats, read_jsonl,
     read_questions, write_atomic, write_jsonl_atomic,
 };
-use lmsi_sampler::SamplingParams;
 use lmsi_transformer::{Backend, Model, Storage, Tokenizer};
-use lmsi_voter::AnswerKind;
 
 use crate::cli::*;
 use crate::device::{on_device, set_threads};
@@ -91,82 +89,29 @@ fn generate_on<B: Backend>(args: &GenerateArgs, backend: B) -> Result<()> {
 }
 
 pub fn run_loop(args: RunArgs) -> Result<()> {
-    use lmsi::run::{Event, RunConfig, VoteSettings};
     set_threads(args.device.threads)?;
-    let embedded = args.model.is_none();
-    std::fs::create_dir_all(&args.work_dir)
-        .with_context(|| format!("creating {}", args.work_dir.display()))?;
-    let model = match &args.model {
-        Some(dir) => dir.clone(),
-        None => lmsi::embedded::seed_model(&args.work_dir.join("seed-model"))?,
-    };
-    let (questions, eval) = match (&args.questions, &args.eval) {
-        (Some(q), Some(e)) => (q.clone(), e.clone()),
-        (q, e) => {
-            let (pool, test) = lmsi::embedded::default_data(&args.work_dir)?;
-            (q.clone().unwrap_or(pool), e.clone().unwrap_or(test))
-        }
-    };
-    let defaults = if embedded {
-        lmsi::embedded::settings()
-    } else {
-        lmsi::embedded::Settings::paper()
-    };
-    let exemplars = match &args.exemplars {
-        Some(path) => ExemplarSet::load(path)?,
-        None => ExemplarSet::builtin().first(defaults.exemplars)?,
-    };
-    let paths = args.paths.unwrap_or(defaults.paths);
-    let generate = GenerateOptions {
-        prompt: PromptKind::Format(lmsi_data::PromptFormat::CotFewshot),
-        exemplars,
-        paths,
-        sampling: SamplingParams {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            seed: args.seed,
-        },
-        max_new_tokens: args.max_new_tokens.unwrap_or(defaults.max_new_tokens),
-        stop: None,
-        max_batch: defaults.max_batch,
-        answer: AnswerKind::Number,
-        early_stop: None,
-    };
-    let train = TrainOptions {
-        lr: args.lr.unwrap_or(defaults.train.lr),
-        batch_size: args.batch_size.unwrap_or(defaults.train.batch_size),
-        steps: args.steps.or(defaults.train.steps),
-        epochs: args.epochs.unwrap_or(defaults.train.epochs),
-        warmup_steps: args.warmup_steps.unwrap_or(defaults.train.warmup_steps),
-        seed: args.seed,
-        ..defaults.train.clone()
-    };
-    let vote = VoteOptions {
-        min_confidence: args.min_confidence,
-        ..VoteOptions::default()
-    };
-    let config = RunConfig {
-        model,
-        questions,
-        eval,
-        generate_summary: format!("{generate:?}"),
-        generate,
-        eval_paths: args.eval_paths.unwrap_or(paths),
-        eval_temperature: args.eval_temperature.unwrap_or(defaults.eval_temperature),
-        vote: VoteSettings::from_options(&vote),
-        formats: parse_formats(args.formats.as_deref().unwrap_or(defaults.formats))?,
-        train,
-        rounds: args.rounds,
-        student: args.student.clone(),
-        self_questions: args.self_questions,
-        self_question_confidence: 0.6,
-    };
+    let config = args.config()?;
+    let mut on_event = stage_printer(&args.work_dir);
+    let stop_after = args.stop_after.as_deref();
+    let report = on_device!(&args.device, backend => {
+        run_on(backend, &config, &args.work_dir, stop_after, &mut on_event)
+    })?;
+    match report {
+        Some(report) => print_report(&report, &args.work_dir),
+        None => println!(
+            "stopped after {}; run the same command again to continue",
+            args.stop_after.unwrap_or_default()
+        ),
+    }
+    Ok(())
+}
+
+/// Prints each stage of a run as it starts (a progress bar), finishes or is found done.
+fn stage_printer(work_dir: &Path) -> impl FnMut(lmsi::run::Event<'_>) + '_ {
+    use lmsi::run::Event;
     let bar = ProgressBar::hidden();
-    let mut current = String::new();
-    let mut on_event = |event: lmsi::run::Event<'_>| match event {
+    move |event: Event<'_>| match event {
         Event::Start { stage, work } => {
-            current = stage.to_string();
             bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
             bar.reset();
             bar.set_length(work as u64);
@@ -177,7 +122,7 @@ pub fn run_loop(args: RunArgs) -> Result<()> {
                 .expect("valid template")
                 .progress_chars("=> "),
             );
-            bar.set_prefix(current.clone());
+            bar.set_prefix(stage.to_string());
         }
         Event::Progress => bar.inc(1),
         Event::Done {
@@ -188,22 +133,14 @@ pub fn run_loop(args: RunArgs) -> Result<()> {
             bar.finish_and_clear();
             println!("{stage:28} {seconds:7.1} s  {summary}");
         }
-        Event::Skipped { stage } => println!(
-            "{stage:28}    done  (resumed from {})",
-            args.work_dir.display()
-        ),
-    };
-    let stop_after = args.stop_after.as_deref();
-    let report = on_device!(&args.device, backend => {
-        run_on(backend, &config, &args.work_dir, stop_after, &mut on_event)
-    })?;
-    let Some(report) = report else {
-        println!(
-            "stopped after {}; run the same command again to continue",
-            args.stop_after.unwrap_or_default()
-        );
-        return Ok(());
-    };
+        Event::Skipped { stage } => {
+            println!("{stage:28}    done  (resumed from {})", work_dir.display())
+        }
+    }
+}
+
+/// The accuracies before and after, and where the report is.
+fn print_report(report: &lmsi::run::RunReport, work_dir: &Path) {
     let pct = |x: f64| format!("{:5.1}%", 100.0 * x);
     println!();
     println!("                     greedy   self-consistency");
@@ -226,9 +163,8 @@ pub fn run_loop(args: RunArgs) -> Result<()> {
     println!(
         "{} seconds in all; report: {}",
         report.seconds.values().sum::<f64>().round(),
-        args.work_dir.join("report.md").display()
+        work_dir.join("report.md").display()
     );
-    Ok(())
 }
 
 /// Runs the loop with models loaded on `backend` (each model on its own handle of it).
@@ -255,26 +191,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     if examples.is_empty() {
         bail!("{}: no training examples", args.data.display());
     }
-    let options = TrainOptions {
-        lr: args.lr,
-        batch_size: args.batch_size,
-        micro_batch_size: args.micro_batch_size,
-        steps: args.steps,
-        epochs: args.epochs,
-        weight_decay: args.weight_decay,
-        warmup_steps: args.warmup_steps,
-        schedule: args.schedule,
-        grad_clip: args.grad_clip,
-        seed: args.seed,
-        eval_fraction: args.eval_split,
-        eval_every: args.eval_every,
-        recompute: args.recompute,
-        decay_all: args.decay_all,
-        max_tokens: args.max_tokens,
-        save_every: args.save_every,
-        stop_after: args.stop_after,
-        resume: args.resume,
-    };
+    let options = args.options();
     // A resumed run continues from the checkpoint's weights, not from --model's.
     let mut model_args = args.model;
     if args.resume {
@@ -370,11 +287,7 @@ fn eval_on<B: Backend>(args: &EvalArgs, backend: B) -> Result<()> {
 
 pub fn vote(args: VoteArgs) -> Result<()> {
     let paths: Vec<PathRecord> = load(&args.paths, &args.input)?;
-    let options = VoteOptions {
-        kind: args.answer,
-        weighting: args.weighting,
-        min_confidence: args.min_confidence,
-    };
+    let options = args.options();
     let (votes, summary) = vote_paths(&paths, &options)
         .with_context(|| format!("voting over {}", args.paths.display()))?;
     write_jsonl_atomic(&args.out, &votes)?;
