@@ -270,100 +270,15 @@ impl<B: Backend> Runner<'_, B> {
             .into());
         }
         let trainee = c.student.clone().unwrap_or_else(|| c.model.clone());
+        self.round_dir(1)?;
+        let temperature = c.generate.sampling.temperature;
+        let before = self.accuracy("round-1/eval-before", &trainee, &test, temperature)?;
         let mut rounds = Vec::new();
-        let mut before = None;
         for r in 1..=c.rounds {
-            let dir = self.work_dir.join(format!("round-{r}"));
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-            // The model this round starts from, and the one that writes the paths.
-            let start = if r == 1 {
-                trainee.clone()
-            } else {
-                self.work_dir.join(format!("round-{}/model", r - 1))
-            };
-            let teacher = if c.student.is_some() {
-                c.model.clone()
-            } else {
-                start.clone()
-            };
-            if r == 1 {
-                let greedy = self.eval_stage(
-                    &format!("round-{r}/eval-before-greedy"),
-                    &start,
-                    &test,
-                    EvalMode::Greedy,
-                    c.generate.sampling.temperature,
-                )?;
-                let sc = self.eval_stage(
-                    &format!("round-{r}/eval-before-sc"),
-                    &start,
-                    &test,
-                    EvalMode::Sc,
-                    c.generate.sampling.temperature,
-                )?;
-                before = Some(Accuracy {
-                    greedy_accuracy: greedy.accuracy,
-                    sc_accuracy: sc.accuracy,
-                });
-            }
-            let mut questions = pool.clone();
-            if c.self_questions > 0 {
-                let extra = self.self_questions_stage(
-                    &format!("round-{r}/self-questions"),
-                    &teacher,
-                    &pool,
-                )?;
-                questions.extend(extra);
-            }
-            let paths =
-                self.generate_stage(&format!("round-{r}/generate"), &teacher, &questions)?;
-            let votes = self.vote_stage(&format!("round-{r}/vote"), &paths)?;
-            let examples = self.build_stage(&format!("round-{r}/build"), &votes, &paths)?;
-            let loss = self.train_stage(
-                &format!("round-{r}/train"),
-                &start,
-                &dir.join("model"),
-                &examples,
-            )?;
-            let trained = dir.join("model");
-            let greedy = self.eval_stage(
-                &format!("round-{r}/eval-after-greedy"),
-                &trained,
-                &test,
-                EvalMode::Greedy,
-                c.eval_temperature,
-            )?;
-            let sc = self.eval_stage(
-                &format!("round-{r}/eval-after-sc"),
-                &trained,
-                &test,
-                EvalMode::Sc,
-                c.eval_temperature,
-            )?;
-            let summary = vote_summary(&votes, &self.config.vote.extractor()?);
-            rounds.push(RoundReport {
-                round: r,
-                after: Accuracy {
-                    greedy_accuracy: greedy.accuracy,
-                    sc_accuracy: sc.accuracy,
-                },
-                questions: questions.len(),
-                paths: paths.len(),
-                voted: summary.0,
-                mean_confidence: summary.1,
-                vote_accuracy: summary.2,
-                kept_paths: votes
-                    .iter()
-                    .filter(|v| v.answer.is_some())
-                    .map(|v| v.paths.len())
-                    .sum(),
-                train_examples: examples.len(),
-                first_loss: loss.0,
-                last_loss: loss.1,
-            });
+            rounds.push(self.round(r, &pool, &test, &trainee)?);
         }
         let report = RunReport {
-            before: before.expect("round 1 evaluates the starting model"),
+            before,
             after: rounds.last().expect("at least one round").after,
             vote_accuracy: rounds[0].vote_accuracy,
             questions: rounds[0].questions,
@@ -375,6 +290,99 @@ impl<B: Backend> Runner<'_, B> {
         };
         self.write_report(&report)?;
         Ok(report)
+    }
+
+    /// `round-r/`, created.
+    fn round_dir(&self, r: usize) -> Result<PathBuf, Error> {
+        let dir = self.work_dir.join(format!("round-{r}"));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(dir)
+    }
+
+    /// Round `r`: paths from the teacher, votes, training data, the trained model and its accuracy.
+    fn round(
+        &mut self,
+        r: usize,
+        pool: &[Question],
+        test: &[Question],
+        trainee: &Path,
+    ) -> Step<RoundReport> {
+        let c = self.config;
+        let dir = self.round_dir(r)?;
+        // The model this round starts from, and the one that writes the paths.
+        let start = if r == 1 {
+            trainee.to_path_buf()
+        } else {
+            self.work_dir.join(format!("round-{}/model", r - 1))
+        };
+        let teacher = if c.student.is_some() {
+            c.model.clone()
+        } else {
+            start.clone()
+        };
+        let mut questions = pool.to_vec();
+        if c.self_questions > 0 {
+            let name = format!("round-{r}/self-questions");
+            questions.extend(self.self_questions_stage(&name, &teacher, pool)?);
+        }
+        let paths = self.generate_stage(&format!("round-{r}/generate"), &teacher, &questions)?;
+        let votes = self.vote_stage(&format!("round-{r}/vote"), &paths)?;
+        let examples = self.build_stage(&format!("round-{r}/build"), &votes, &paths)?;
+        let trained = dir.join("model");
+        let loss = self.train_stage(&format!("round-{r}/train"), &start, &trained, &examples)?;
+        let after = self.accuracy(
+            &format!("round-{r}/eval-after"),
+            &trained,
+            test,
+            c.eval_temperature,
+        )?;
+        let summary = vote_summary(&votes, &c.vote.extractor()?);
+        Ok(RoundReport {
+            round: r,
+            after,
+            questions: questions.len(),
+            paths: paths.len(),
+            voted: summary.0,
+            mean_confidence: summary.1,
+            vote_accuracy: summary.2,
+            kept_paths: votes
+                .iter()
+                .filter(|v| v.answer.is_some())
+                .map(|v| v.paths.len())
+                .sum(),
+            train_examples: examples.len(),
+            first_loss: loss.0,
+            last_loss: loss.1,
+        })
+    }
+
+    /// Greedy and self-consistency accuracy of `model` on `test`: stages `{prefix}-greedy` and
+    /// `{prefix}-sc`.
+    fn accuracy(
+        &mut self,
+        prefix: &str,
+        model: &Path,
+        test: &[Question],
+        temperature: f32,
+    ) -> Step<Accuracy> {
+        let greedy = self.eval_stage(
+            &format!("{prefix}-greedy"),
+            model,
+            test,
+            EvalMode::Greedy,
+            temperature,
+        )?;
+        let sc = self.eval_stage(
+            &format!("{prefix}-sc"),
+            model,
+            test,
+            EvalMode::Sc,
+            temperature,
+        )?;
+        Ok(Accuracy {
+            greedy_accuracy: greedy.accuracy,
+            sc_accuracy: sc.accuracy,
+        })
     }
 
     /// Runs `work` as stage `name` unless the manifest says it is done; `load` reads its output back.
