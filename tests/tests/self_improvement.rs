@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use lmsi::generate::GenerateOptions;
-use lmsi::run::{RunConfig, RunReport, VoteSettings, run};
+use lmsi::run::{RunConfig, RunReport, run};
 use lmsi::train::TrainOptions;
 use lmsi::vote::VoteOptions;
 use lmsi_data::{
@@ -13,7 +13,7 @@ use lmsi_data::{
     write_jsonl_atomic,
 };
 use lmsi_sampler::SamplingParams;
-use lmsi_transformer::{CpuBackend, Model, Tokenizer};
+use lmsi_transformer::{CpuBackend, Model, Storage, Tokenizer};
 use lmsi_voter::{AnswerKind, Extractor};
 
 const POOL: usize = 12;
@@ -51,11 +51,10 @@ fn setup() -> Setup {
         model,
         questions: root.join("pool.jsonl"),
         eval: root.join("test.jsonl"),
-        generate_summary: format!("{generate:?}"),
         generate,
         eval_paths: 3,
         eval_temperature: 1.2,
-        vote: VoteSettings::from_options(&VoteOptions::default()),
+        vote: VoteOptions::default(),
         formats: PromptFormat::ALL.to_vec(),
         train: TrainOptions {
             lr: 5e-4,
@@ -75,8 +74,8 @@ fn setup() -> Setup {
     }
 }
 
-fn load(dir: &Path) -> Result<(Model<CpuBackend>, Tokenizer), lmsi::Error> {
-    let model = Model::load(dir, CpuBackend::new())?;
+fn load(dir: &Path, storage: Storage) -> Result<(Model<CpuBackend>, Tokenizer), lmsi::Error> {
+    let model = Model::load_for(dir, CpuBackend::new(), storage)?;
     let tokenizer = Tokenizer::load(dir, model.config())?;
     Ok((model, tokenizer))
 }

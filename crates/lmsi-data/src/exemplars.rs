@@ -25,9 +25,24 @@ pub struct Exemplar {
 }
 
 /// A non-empty list of exemplars, in prompt order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<Exemplar>", into = "Vec<Exemplar>")]
 pub struct ExemplarSet {
     exemplars: Vec<Exemplar>,
+}
+
+impl TryFrom<Vec<Exemplar>> for ExemplarSet {
+    type Error = DataError;
+
+    fn try_from(exemplars: Vec<Exemplar>) -> Result<Self, DataError> {
+        ExemplarSet::new(exemplars)
+    }
+}
+
+impl From<ExemplarSet> for Vec<Exemplar> {
+    fn from(set: ExemplarSet) -> Self {
+        set.exemplars
+    }
 }
 
 impl ExemplarSet {

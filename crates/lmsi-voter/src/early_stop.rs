@@ -232,6 +232,8 @@ pub fn majority_probability(v1: usize, v2: usize) -> f64 {
 /// assert!(rule.observe(Some("42")));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum EarlyStop {
     /// [`EarlyStoppingSc`] with this window.
     Esc {

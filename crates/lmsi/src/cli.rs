@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use lmsi::eval::EvalMode;
 use lmsi::generate::{GenerateOptions, PromptKind};
-use lmsi::run::{RunConfig, VoteSettings};
+use lmsi::run::RunConfig;
 use lmsi::train::TrainOptions;
 use lmsi::vote::VoteOptions;
 use lmsi_adamw::ScheduleKind;
@@ -184,11 +184,10 @@ impl RunArgs {
             model,
             questions,
             eval,
-            generate_summary: format!("{generate:?}"),
             generate,
             eval_paths: self.eval_paths.unwrap_or(paths),
             eval_temperature: self.eval_temperature.unwrap_or(defaults.eval_temperature),
-            vote: VoteSettings::from_options(&vote),
+            vote,
             formats: parse_formats(self.formats.as_deref().unwrap_or(defaults.formats))?,
             train,
             rounds: self.rounds,

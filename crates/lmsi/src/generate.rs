@@ -1,5 +1,6 @@
 //! The "generate" stage: sample chain-of-thought paths for every question.
 
+use serde::{Deserialize, Serialize};
 use std::str::FromStr;
 
 use lmsi_data::{DEFAULT_STOP_STRINGS, ExemplarSet, PathRecord, PromptFormat, Question};
@@ -10,13 +11,31 @@ use lmsi_voter::{AnswerKind, EarlyStop, Extractor, StoppingRule};
 
 use crate::Error;
 
-/// How a question becomes a prompt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a question becomes a prompt; written as its name (`cot-fewshot`, `raw`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum PromptKind {
     /// One of the paper's four formats (generation normally uses `cot-fewshot` or `cot-zeroshot`).
     Format(PromptFormat),
     /// The question's text is the whole prompt, unchanged.
     Raw,
+}
+
+impl TryFrom<String> for PromptKind {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<PromptKind> for String {
+    fn from(kind: PromptKind) -> Self {
+        match kind {
+            PromptKind::Format(f) => f.as_str().to_string(),
+            PromptKind::Raw => "raw".to_string(),
+        }
+    }
 }
 
 impl FromStr for PromptKind {
@@ -35,7 +54,7 @@ impl FromStr for PromptKind {
 }
 
 /// Settings of the generate stage.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GenerateOptions {
     pub prompt: PromptKind,
     pub exemplars: ExemplarSet,

@@ -33,7 +33,7 @@ use lmsi_data::{
     read_questions, write_atomic, write_jsonl_atomic,
 };
 use lmsi_transformer::{Backend, Model, Storage, Tokenizer};
-use lmsi_voter::{AnswerKind, Extractor};
+use lmsi_voter::Extractor;
 use serde::{Deserialize, Serialize};
 
 use crate::build_data::build_examples;
@@ -45,7 +45,7 @@ use crate::vote::{VoteOptions, vote_paths};
 use crate::{Error, read_json};
 
 /// Everything a run depends on. Stored in the manifest: a run directory only resumes with the same
-/// (compared as serialised, `generate_summary` standing for the generate options).
+/// (compared as serialised).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunConfig {
     /// The model to improve (the embedded seed model, when it is the default run).
@@ -54,13 +54,12 @@ pub struct RunConfig {
     pub questions: PathBuf,
     /// Labelled test questions.
     pub eval: PathBuf,
-    #[serde(skip)]
     pub generate: GenerateOptions,
     /// Paths per test question for self-consistency evaluation.
     pub eval_paths: usize,
     /// Sampling temperature of self-consistency evaluation after training (the paper: 1.2).
     pub eval_temperature: f32,
-    pub vote: VoteSettings,
+    pub vote: VoteOptions,
     pub formats: Vec<PromptFormat>,
     pub train: TrainOptions,
     pub rounds: usize,
@@ -70,37 +69,6 @@ pub struct RunConfig {
     pub self_questions: usize,
     /// Self-written questions are kept only when their vote is at least this confident.
     pub self_question_confidence: f64,
-    /// A description of the generate options, which are not otherwise serialised.
-    pub generate_summary: String,
-}
-
-/// The vote settings of a run (serialisable mirror of [`VoteOptions`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct VoteSettings {
-    pub answer: String,
-    pub weighting: String,
-    pub min_confidence: f64,
-}
-
-impl VoteSettings {
-    /// The extractor of the run's answer kind, which reads gold answers as its votes were read.
-    fn extractor(&self) -> Result<Extractor, Error> {
-        let kind: AnswerKind = self.answer.parse().map_err(|e| {
-            Error::Input(format!(
-                "answer kind {:?} in the run's settings: {e}",
-                self.answer
-            ))
-        })?;
-        Ok(Extractor::new(kind))
-    }
-
-    pub fn from_options(v: &VoteOptions) -> Self {
-        Self {
-            answer: v.kind.to_string(),
-            weighting: v.weighting.to_string(),
-            min_confidence: v.min_confidence,
-        }
-    }
 }
 
 /// What a run reports (`report.json`; stable keys).
@@ -336,7 +304,7 @@ impl<B: Backend> Runner<'_, B> {
             test,
             c.eval_temperature,
         )?;
-        let summary = vote_summary(&votes, &c.vote.extractor()?);
+        let summary = vote_summary(&votes, &Extractor::new(c.vote.kind));
         Ok(RoundReport {
             round: r,
             after,
@@ -572,19 +540,7 @@ impl<B: Backend> Runner<'_, B> {
     fn vote_stage(&mut self, name: &str, paths: &[PathRecord]) -> Step<Vec<VoteRecord>> {
         let out = self.work_dir.join(name).with_file_name("votes.jsonl");
         let c = self.config;
-        let options = VoteOptions {
-            kind: c
-                .vote
-                .answer
-                .parse()
-                .map_err(|e| Error::Input(format!("{e}")))?,
-            weighting: c
-                .vote
-                .weighting
-                .parse()
-                .map_err(|e| Error::Input(format!("{e}")))?,
-            min_confidence: c.vote.min_confidence,
-        };
+        let options = c.vote.clone();
         self.stage(
             name,
             0,
@@ -692,7 +648,7 @@ impl<B: Backend> Runner<'_, B> {
             read_jsonl(&self.work_dir.join("round-1/votes.jsonl"), BadLines::Error)?.items;
         write_atomic(
             &self.work_dir.join("calibration.svg"),
-            calibration_chart(&votes, &self.config.vote.extractor()?).as_bytes(),
+            calibration_chart(&votes, &Extractor::new(self.config.vote.kind)).as_bytes(),
         )?;
         Ok(())
     }

@@ -5,11 +5,12 @@ use std::collections::HashMap;
 
 use lmsi_data::{PathRecord, VoteRecord};
 use lmsi_voter::{AnswerKind, Ballot, Extractor, Weighting, vote};
+use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
 /// How the vote stage reads answers and counts them.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VoteOptions {
     pub kind: AnswerKind,
     pub weighting: Weighting,
