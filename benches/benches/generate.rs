@@ -6,46 +6,74 @@
 //! tokens/s (the prompt's time counted) and the achieved GFLOP/s against the machine's f32 GEMM peak,
 //! measured in the same run.
 //!
-//! `LMSI_BENCH_DEVICE=cuda` (with the crate's `cuda` feature) runs it on GPU 0 instead, printing the
-//! same throughputs and the GFLOP/s achieved (no CPU peak to compare with).
+//! `LMSI_BENCH_DEVICE=cuda` (with the crate's `cuda` feature) runs it on GPU 0 instead, with weights
+//! and KV cache at `LMSI_BENCH_DTYPE` (`f32`, the default, or `bf16`), printing the same throughputs
+//! and the GFLOP/s achieved (no CPU peak to compare with), and then two parts of one decode step
+//! timed alone: the paged attention of one layer for the 32 paths at their last token (the bytes
+//! of keys and values it reads per second), and the sampling of their 32 rows of logits.
+//!
+//! `LMSI_BENCH_PROMPT_OUT=FILE` writes the workload (the prompt's token ids and the sampling
+//! settings) as JSON, so that another implementation can run the same one (the GPU bundle's
+//! PyTorch comparison does).
 //!
 //! The model directory is `LMSI_BENCH_MODEL`, else `~/.cache/lmsi-test-models/smollm2-135m-instruct`
 //! (`cargo xtask bench` fetches it with `shared/tools/fetch-smollm2.sh` when it can).
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
 
-use lmsi_benches::{Device, device, gemm_peak_gflops, model_dir};
+use lmsi_benches::{Device, cpu_dtype_refused, device, dtype, gemm_peak_gflops, model_dir, result};
+use lmsi_cuda::plan::PagedPlan;
 use lmsi_data::{ExemplarSet, PromptFormat};
-use lmsi_sampler::SamplingParams;
+use lmsi_sampler::{RowKey, SamplingParams};
+use lmsi_transformer::backend::{BatchLayout, SeqLayout};
 use lmsi_transformer::generate::{Control, GenerateConfig, Request, generate};
-use lmsi_transformer::{Backend, CpuBackend, Model, Tokenizer};
+use lmsi_transformer::{Backend, CpuBackend, CudaBackend, Model, Tokenizer};
 
 const PATHS: usize = 32;
 const NEW_TOKENS: usize = 96;
 const PROMPT_TOKENS: usize = 380;
+const SAMPLING: SamplingParams = SamplingParams {
+    temperature: 0.7,
+    top_k: 40,
+    top_p: 1.0,
+    seed: 0,
+};
 
 fn main() {
-    let Some(dir): Option<PathBuf> = model_dir() else {
+    let Some(dir) = model_dir() else {
         eprintln!(
             "generate benchmark skipped: no model (set LMSI_BENCH_MODEL or run shared/tools/fetch-smollm2.sh)"
         );
         return;
     };
     match device() {
-        Device::Cpu => bench(&dir, CpuBackend::new()),
+        Device::Cpu => match cpu_dtype_refused() {
+            Some(why) => eprintln!("generate benchmark skipped: {why}"),
+            None => {
+                bench(&dir, CpuBackend::new());
+            }
+        },
         Device::Cuda => bench_gpu(&dir),
     }
 }
 
-/// The benchmark on GPU 0, or why it cannot run (no GPU, or a build without `--features cuda`).
-fn bench_gpu(dir: &std::path::Path) {
-    match lmsi_transformer::CudaBackend::new(0) {
-        Ok(gpu) => bench(dir, gpu),
+/// The benchmark on GPU 0 and one decode step's parts timed alone, or why it cannot run (no GPU,
+/// or a build without `--features cuda`).
+fn bench_gpu(dir: &Path) {
+    match lmsi_benches::gpu() {
+        Ok(gpu) => {
+            let (model, prompt_tokens) = bench(dir, gpu);
+            decode_attention(&model, prompt_tokens + NEW_TOKENS);
+            sampling(&model);
+        }
         Err(e) => eprintln!("generate benchmark skipped: no usable GPU: {e}"),
     }
 }
 
-fn bench<B: Backend>(dir: &std::path::Path, backend: B) {
+/// The generation benchmark; returns the model and the prompt's length.
+fn bench<B: Backend>(dir: &Path, backend: B) -> (Model<B>, usize) {
     let model = Model::load(dir, backend).expect("loading the benchmark model");
     let tokenizer = Tokenizer::load(dir, model.config()).expect("loading its tokenizer");
 
@@ -71,13 +99,11 @@ fn bench<B: Backend>(dir: &std::path::Path, backend: B) {
         paths: PATHS,
     };
     let prompt_tokens = prefix.len() + request.tokens.len();
+    if let Some(path) = std::env::var_os("LMSI_BENCH_PROMPT_OUT") {
+        write_workload(Path::new(&path), &prefix, &request.tokens);
+    }
     let config = GenerateConfig {
-        sampling: SamplingParams {
-            temperature: 0.7,
-            top_k: 40,
-            top_p: 1.0,
-            seed: 0,
-        },
+        sampling: SAMPLING,
         max_new_tokens: NEW_TOKENS,
         stop_strings: Vec::new(),
         max_batch: PATHS,
@@ -107,6 +133,7 @@ fn bench<B: Backend>(dir: &std::path::Path, backend: B) {
     let token_flops =
         |ctx: f64| 2.0 * (layers * layer_matmul + layers * 2.0 * ctx * c.attn_dim() as f64);
 
+    let mut last = None;
     for run in 1..=2 {
         let mut sampled = 0;
         let stats = generate(
@@ -140,5 +167,159 @@ fn bench<B: Backend>(dir: &std::path::Path, backend: B) {
             stats.sampled_tokens_per_second(),
             stats.seconds,
         );
+        last = Some(stats);
     }
+    // The second run: kernels compiled and memory warm.
+    let stats = last.expect("two runs");
+    let key = format!("generate.{}.{}", device().name(), dtype());
+    result(
+        &format!("{key}.prompt_tokens_per_s"),
+        stats.prompt_tokens_per_second(),
+    );
+    result(
+        &format!("{key}.sampled_tokens_per_s"),
+        stats.sampled_tokens_per_second(),
+    );
+    (model, prompt_tokens)
+}
+
+/// Writes the workload as JSON: the shared prefix's and the question's token ids, and how it
+/// samples.
+fn write_workload(path: &Path, prefix: &[u32], question: &[u32]) {
+    let json = format!(
+        "{{\"prefix\": {prefix:?}, \"question\": {question:?}, \"paths\": {PATHS}, \
+         \"new_tokens\": {NEW_TOKENS}, \"temperature\": {}, \"top_k\": {}, \"top_p\": {}}}\n",
+        SAMPLING.temperature, SAMPLING.top_k, SAMPLING.top_p
+    );
+    std::fs::write(path, json).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// Times the paged attention of one layer for the last decode step of the workload: the 32 paths
+/// at context length `context`, sharing the prompt's full blocks (as forked paths do), the rest
+/// in blocks of their own. Prints the time per call and the bytes of keys and values the kernel
+/// reads per second: every position of every block once per work item that reads it (an item
+/// reads a block shared by several of its rows once).
+fn decode_attention(model: &Model<CudaBackend>, context: usize) {
+    let be = model.backend();
+    let bs = GenerateConfig::default().block_size;
+    let dims = model.attention_dims(bs);
+    let prompt = context - NEW_TOKENS;
+    let shared = prompt / bs;
+    let per_seq = context.div_ceil(bs);
+    let own = per_seq - shared;
+    let mut layout = BatchLayout::default();
+    for s in 0..PATHS {
+        let table: Vec<u32> = (0..shared)
+            .chain((0..own).map(|b| shared + s * own + b))
+            .map(|b| b as u32)
+            .collect();
+        let last = context - 1;
+        layout.seqs.push(SeqLayout {
+            token_start: s as u32,
+            num_tokens: 1,
+            context_len: context as u32,
+            table_start: layout.block_tables.len() as u32,
+        });
+        layout.token_ids.push(0);
+        layout.positions.push(last as u32);
+        layout
+            .slots
+            .push(table[last / bs] * bs as u32 + (last % bs) as u32);
+        layout.logit_rows.push(s as u32);
+        layout.block_tables.extend(table);
+    }
+    let blocks = shared + PATHS * own;
+    let cache = || be.kv_zeros(blocks * dims.block_len()).unwrap();
+    let (k, v) = (cache(), cache());
+    let qkv_values: Vec<f32> = (0..PATHS * dims.qkv_dim())
+        .map(|i| ((i % 17) as f32 - 8.0) * 0.05)
+        .collect();
+    let qkv = be.upload(&qkv_values).unwrap();
+    let mut out = be.zeros(PATHS * dims.num_heads * dims.head_dim).unwrap();
+    let prepared = be.prepare(&layout).unwrap();
+    let sync = || be.device().synchronize().unwrap();
+    let call = |out: &mut _| {
+        be.paged_attention(out, &qkv, &k, &v, &prepared, &dims)
+            .unwrap()
+    };
+    for _ in 0..10 {
+        call(&mut out);
+    }
+    sync();
+    let repeats = 500;
+    let start = Instant::now();
+    for _ in 0..repeats {
+        call(&mut out);
+    }
+    sync();
+    let seconds = start.elapsed().as_secs_f64() / repeats as f64;
+
+    // The positions each work item reads, as the backend plans the items.
+    let group = (dims.num_heads / dims.num_kv_heads) as u32;
+    let row_tables: Vec<u32> = layout.seqs.iter().map(|s| s.table_start).collect();
+    let plan = PagedPlan::new(&row_tables, &layout.block_tables, group);
+    let mut positions = 0;
+    for item in plan.item_offsets.windows(2) {
+        let mut read: HashMap<u32, usize> = HashMap::new();
+        for &row in &plan.item_rows[item[0] as usize..item[1] as usize] {
+            let table = &layout.block_tables[row_tables[row as usize] as usize..][..per_seq];
+            for (logical, &physical) in table.iter().enumerate() {
+                let visible = bs.min(context - logical * bs);
+                let entry = read.entry(physical).or_default();
+                *entry = (*entry).max(visible);
+            }
+        }
+        positions += read.values().sum::<usize>();
+    }
+    let bytes = 2 * positions * dims.num_kv_heads * dims.head_dim * be.dtype().bytes() as usize;
+    let gb_per_s = bytes as f64 / seconds / 1e9;
+    println!(
+        "decode attention ({} cache, {PATHS} paths at context {context}, one layer, {} work items): \
+         {:.1} us per call, {:.2} MB of keys and values read, {gb_per_s:.1} GB/s",
+        be.dtype(),
+        plan.num_items(),
+        seconds * 1e6,
+        bytes as f64 / 1e6,
+    );
+    result(
+        &format!("decode_attention.{}.us", be.dtype()),
+        seconds * 1e6,
+    );
+    result(
+        &format!("decode_attention.{}.gb_per_s", be.dtype()),
+        gb_per_s,
+    );
+}
+
+/// Times the sampling of one decode step: 32 rows of the vocabulary's logits (f32 at any dtype),
+/// temperature 0.7 and top-k 40, tokens back on the host.
+fn sampling(model: &Model<CudaBackend>) {
+    let be = model.backend();
+    let vocab = model.config().vocab_size;
+    let values: Vec<f32> = (0..PATHS * vocab)
+        .map(|i| (lmsi_sampler::random_u64(11, i as u64, 0) % 2000) as f32 * 0.005 - 5.0)
+        .collect();
+    let logits = be.upload(&values).unwrap();
+    let rows: Vec<u32> = (0..PATHS as u32).collect();
+    let draw = |step: u32| {
+        let keys: Vec<RowKey> = (0..PATHS as u64).map(|s| RowKey::new(s, step)).collect();
+        be.sample(&logits, &rows, vocab, &SAMPLING, &keys).unwrap()
+    };
+    for step in 0..5 {
+        draw(step);
+    }
+    let repeats = 200;
+    let start = Instant::now();
+    for step in 0..repeats {
+        draw(step);
+    }
+    let per_row = start.elapsed().as_secs_f64() / (repeats as usize * PATHS) as f64;
+    println!(
+        "sampling ({PATHS} rows of {vocab}, T {}, top-k {}): {:.2} us per row, {:.1} us per step",
+        SAMPLING.temperature,
+        SAMPLING.top_k,
+        per_row * 1e6,
+        per_row * PATHS as f64 * 1e6
+    );
+    result(&format!("sample.{}.us_per_row", be.dtype()), per_row * 1e6);
 }

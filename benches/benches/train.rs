@@ -6,12 +6,15 @@
 //! 6 × parameters × tokens per second, against the machine's f32 GEMM peak measured in the same run.
 //!
 //! `LMSI_BENCH_DEVICE=cuda` (with the crate's `cuda` feature) runs it on GPU 0 instead (no CPU peak
-//! to compare with).
+//! to compare with), with the matrix products at `LMSI_BENCH_DTYPE` (`f32`, the default, or `bf16`:
+//! bf16 operands, f32 master weights), and also prints the TFLOP/s so counted.
 
 use std::time::Instant;
 
 use lmsi_adamw::AdamWConfig;
-use lmsi_benches::{Device, device, gemm_peak_gflops, model_dir, seed_model_dir};
+use lmsi_benches::{
+    Device, cpu_dtype_refused, device, dtype, gemm_peak_gflops, model_dir, result, seed_model_dir,
+};
 use lmsi_transformer::{Backend, CpuBackend, Model, TrainSequence};
 
 const BATCH: usize = 8;
@@ -20,6 +23,10 @@ const SEQ_LEN: usize = 256;
 fn main() {
     match device() {
         Device::Cpu => {
+            if let Some(why) = cpu_dtype_refused() {
+                eprintln!("train benchmark skipped: {why}");
+                return;
+            }
             let peak = gemm_peak_gflops();
             let threads = rayon::current_num_threads();
             println!(
@@ -33,7 +40,7 @@ fn main() {
 
 /// The benchmark on GPU 0, or why it cannot run (no GPU, or a build without `--features cuda`).
 fn gpu() {
-    match lmsi_transformer::CudaBackend::new(0) {
+    match lmsi_benches::gpu() {
         Ok(gpu) => {
             println!(
                 "train: batch {BATCH} x {SEQ_LEN} tokens, on {}",
@@ -50,7 +57,8 @@ fn models<B: Backend + Clone>(backend: B, peak: Option<f64>) {
     match model_dir() {
         Some(dir) => bench(
             "SmolLM2-135M-Instruct",
-            Model::load(&dir, backend.clone()).unwrap(),
+            "smollm2",
+            Model::load_for_training(&dir, backend.clone()).unwrap(),
             peak,
         ),
         None => eprintln!(
@@ -58,14 +66,20 @@ fn models<B: Backend + Clone>(backend: B, peak: Option<f64>) {
         ),
     }
     match seed_model_dir() {
-        Some(dir) => bench("the seed model", Model::load(&dir, backend).unwrap(), peak),
+        Some(dir) => bench(
+            "the seed model",
+            "seed",
+            Model::load_for_training(&dir, backend).unwrap(),
+            peak,
+        ),
         None => {
             eprintln!("seed model skipped: assets/seed-model is not there (cargo xtask seed-model)")
         }
     }
 }
 
-fn bench<B: Backend>(name: &str, mut model: Model<B>, peak: Option<f64>) {
+/// One model's training steps; `key` names it in the result names.
+fn bench<B: Backend>(name: &str, key: &str, mut model: Model<B>, peak: Option<f64>) {
     let vocab = model.config().vocab_size as u64;
     let batch: Vec<TrainSequence> = (0..BATCH as u64)
         .map(|s| {
@@ -113,9 +127,13 @@ fn bench<B: Backend>(name: &str, mut model: Model<B>, peak: Option<f64>) {
         format!(" ({:.0}% of the GEMM peak)", 100.0 * gflops / p)
     });
     println!(
-        "{name} ({:.1}M parameters): {:.2} s per step, {:.0} tokens/s, {gflops:.1} GFLOP/s{of_peak}",
+        "{name} ({:.1}M parameters, {}): {:.2} s per step, {:.0} tokens/s, {gflops:.1} GFLOP/s{of_peak}",
         params / 1e6,
+        model.backend().describe(),
         seconds,
         tokens as f64 / seconds,
     );
+    let key = format!("train.{key}.{}.{}", device().name(), dtype());
+    result(&format!("{key}.tokens_per_s"), tokens as f64 / seconds);
+    result(&format!("{key}.tflops"), gflops / 1e3);
 }

@@ -1,7 +1,12 @@
 //! Helpers shared by the benchmarks in `benches/` (run them with `cargo xtask bench`).
+//!
+//! Besides their lines for people, the model benchmarks print each headline number once as
+//! `bench-result NAME VALUE` ([`result`]), which the GPU bundle's `run.sh` reads into its table.
 
 use std::path::PathBuf;
 use std::time::Instant;
+
+use lmsi_transformer::{CudaBackend, Dtype};
 
 /// Where the model benchmarks (generate, train) run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -9,6 +14,16 @@ pub enum Device {
     Cpu,
     /// GPU 0, through the CUDA backend (needs this crate's `cuda` feature).
     Cuda,
+}
+
+impl Device {
+    /// `cpu` or `cuda`, as `LMSI_BENCH_DEVICE` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
 }
 
 /// `LMSI_BENCH_DEVICE`: `cpu` (the default) or `cuda`.
@@ -22,6 +37,38 @@ pub fn device() -> Device {
         Ok("cpu") | Ok("") | Err(_) => Device::Cpu,
         Ok(other) => panic!("LMSI_BENCH_DEVICE={other}: expected cpu or cuda"),
     }
+}
+
+/// `LMSI_BENCH_DTYPE`: what the CUDA backend stores weight matrices and KV caches in, `f32` (the
+/// default) or `bf16`.
+///
+/// # Panics
+///
+/// On any other value.
+pub fn dtype() -> Dtype {
+    match std::env::var("LMSI_BENCH_DTYPE").as_deref() {
+        Ok("") | Err(_) => Dtype::F32,
+        Ok(name) => name
+            .parse()
+            .unwrap_or_else(|e| panic!("LMSI_BENCH_DTYPE: {e}")),
+    }
+}
+
+/// GPU 0 at [`dtype`], or why it cannot be opened (no GPU, or a build without the `cuda` feature).
+pub fn gpu() -> Result<CudaBackend, String> {
+    let gpu = CudaBackend::new(0).map_err(|e| e.to_string())?;
+    Ok(gpu.with_dtype(dtype()))
+}
+
+/// Why a benchmark cannot run on the CPU at [`dtype`]: the CPU backend computes in f32 only.
+pub fn cpu_dtype_refused() -> Option<String> {
+    let dtype = dtype();
+    (dtype != Dtype::F32).then(|| format!("LMSI_BENCH_DTYPE={dtype} is for the CUDA backend"))
+}
+
+/// Prints `bench-result NAME VALUE`, one headline number in a form a script reads.
+pub fn result(name: &str, value: f64) {
+    println!("bench-result {name} {value}");
 }
 
 /// The real model to benchmark on: `LMSI_BENCH_MODEL`, else the test-model cache's SmolLM2 directory.

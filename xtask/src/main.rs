@@ -12,8 +12,8 @@
 //! - `cargo xtask bench [NAME...]`: the benchmarks in `benches/` (all, or the named ones), with the
 //!   real model fetched the same way.
 //! - `cargo xtask gpu-bundle [--out DIR] [--no-nvrtc]`: the `lmsi` program, the CUDA tests and the GPU
-//!   benchmarks, built here and packed with a `run.sh` for a GPU machine without Rust; see
-//!   [`gpu_bundle`].
+//!   benchmarks, built here and packed (at most 64 MiB) with a `run.sh` for a GPU machine without
+//!   Rust; see [`gpu_bundle`].
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,12 +49,15 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
-    /// Build lmsi, its CUDA tests and GPU benchmarks, and pack them with a run.sh for a GPU machine.
+    /// Build lmsi, its CUDA tests and GPU benchmarks, and pack them (at most 64 MiB) with a run.sh
+    /// for a GPU machine.
     GpuBundle {
         /// The folder to write (replaced) [default: target/gpu-bundle].
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Leave NVRTC out (about 110 MB): the GPU machine's CUDA install provides it.
+        /// Leave NVRTC out without looking at it. It is left out anyway when it would take the
+        /// bundle over 64 MiB (CUDA 13's is about 110 MB); the GPU machine's CUDA install or
+        /// python3's nvidia-* packages provide it.
         #[arg(long)]
         no_nvrtc: bool,
     },

@@ -153,8 +153,8 @@ fn check_paged(rng: &mut Rng, d: AttentionDims, prefix: usize, seqs: &[(usize, u
         runner
             .kv_store(&store, &mut k, &mut v, &step.qkv, &step.layout.slots)
             .unwrap();
-        assert_bits("key cache", &k, &want_k);
-        assert_bits("value cache", &v, &want_v);
+        assert_bits(&*runner, "kv_store key cache", &k, &want_k);
+        assert_bits(&*runner, "kv_store value cache", &v, &want_v);
         for plan in &plans {
             let p = LmsiPagedAttentionParams {
                 shape: shape(&d),
@@ -179,8 +179,8 @@ fn check_paged(rng: &mut Rng, d: AttentionDims, prefix: usize, seqs: &[(usize, u
                     &plan.item_rows,
                 )
                 .unwrap();
-            let what = format!("paged attention {d:?} under {:?}", runner.name());
-            assert_close(&what, &out, &want, 2e-6, 2e-5);
+            let what = format!("paged_attention {d:?}");
+            assert_close(&*runner, &what, &out, &want, 2e-6, 2e-5);
         }
     }
     check_paged_bf16(&step, &d, &plans[0], &row_tables);
@@ -244,8 +244,8 @@ fn check_paged_bf16(step: &Step, d: &AttentionDims, plan: &PagedPlan, row_tables
                 &plan.item_rows,
             )
             .unwrap();
-        let what = format!("bf16 paged attention {d:?} under {:?}", runner.name());
-        assert_close(&what, &out, &want, 2e-6, 2e-5);
+        let what = format!("paged_attention_bf16 {d:?}");
+        assert_close(&*runner, &what, &out, &want, 2e-6, 2e-5);
     }
 }
 
@@ -335,21 +335,23 @@ fn check_training(rng: &mut Rng, d: AttentionDims, lens: &[usize]) {
         num_items: items.len() as u32,
     };
     for runner in runners() {
-        let what = format!("{d:?} {lens:?} under {:?}", runner.name());
+        let what = format!("{d:?} {lens:?}");
         let mut out = poisoned(want_out.len());
         let mut lse = poisoned(want_lse.len());
         runner
             .causal_attention_forward(&p(&queries), &mut out, &mut lse, &qkv, &queries)
             .unwrap();
         assert_close(
-            &format!("attention out, {what}"),
+            &*runner,
+            &format!("causal_attention_forward out, {what}"),
             &out,
             &want_out,
             2e-6,
             2e-5,
         );
         assert_close(
-            &format!("attention lse, {what}"),
+            &*runner,
+            &format!("causal_attention_forward lse, {what}"),
             &lse,
             &want_lse,
             2e-6,
@@ -375,7 +377,14 @@ fn check_training(rng: &mut Rng, d: AttentionDims, lens: &[usize]) {
         runner
             .causal_attention_backward_dkdv(&p(&keys), &mut grad, &d_out, &lse, &delta, &qkv, &keys)
             .unwrap();
-        assert_close(&format!("d_qkv, {what}"), &grad, &want_grad, 1e-5, 1e-4);
+        assert_close(
+            &*runner,
+            &format!("causal_attention_backward d_qkv, {what}"),
+            &grad,
+            &want_grad,
+            1e-5,
+            1e-4,
+        );
     }
 }
 

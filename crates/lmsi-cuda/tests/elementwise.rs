@@ -44,7 +44,7 @@ fn gather_rows_is_the_embedding_lookup() {
         for runner in runners() {
             let mut got = poisoned(tokens * dim);
             runner.gather_rows(&p, &mut got, &table, &ids).unwrap();
-            assert_bits("embedding", &got, &want);
+            assert_bits(&*runner, "gather_rows embedding", &got, &want);
         }
     }
 }
@@ -74,7 +74,7 @@ fn gather_rows_bf16_widens_a_bf16_table_exactly() {
     for runner in runners() {
         let mut got = poisoned(tokens * dim);
         runner.gather_rows_bf16(&p, &mut got, &table, &ids).unwrap();
-        assert_bits("bf16 embedding", &got, &want);
+        assert_bits(&*runner, "gather_rows_bf16 embedding", &got, &want);
     }
 }
 
@@ -139,7 +139,7 @@ fn gather_rows_picks_logit_rows_and_fills_bad_indices_with_nan() {
         runner
             .gather_rows(&p, &mut got, &x, &layout.logit_rows[rows.clone()])
             .unwrap();
-        assert_bits("logit rows", &got, &want);
+        assert_bits(&*runner, "gather_rows logit rows", &got, &want);
         let mut bad = vec![0.0; dim];
         let one = LmsiRowsParams { rows: 1, ..p };
         runner
@@ -172,7 +172,7 @@ fn scatter_add_rows_is_the_embedding_backward_in_token_order() {
         for runner in runners() {
             let mut got = start.clone();
             runner.scatter_add_rows(&p, &mut got, &d_out, &ids).unwrap();
-            assert_bits("embedding gradient", &got, &want);
+            assert_bits(&*runner, "scatter_add_rows embedding gradient", &got, &want);
         }
     }
 }
@@ -203,7 +203,7 @@ fn scatter_add_rows_is_the_logit_row_scatter() {
         runner
             .scatter_add_rows(&p, &mut got, &src, &layout.logit_rows[rows.clone()])
             .unwrap();
-        assert_bits("scattered rows", &got, &want);
+        assert_bits(&*runner, "scatter_add_rows logit rows", &got, &want);
     }
 }
 
@@ -221,7 +221,7 @@ fn rmsnorm_forward_matches_the_cpu() {
         for runner in runners() {
             let mut got = poisoned(rows * dim);
             runner.rmsnorm_forward(&p, &mut got, &x, &weight).unwrap();
-            assert_close("rmsnorm", &got, &want, 1e-6, 1e-5);
+            assert_close(&*runner, "rmsnorm_forward", &got, &want, 1e-6, 1e-5);
         }
     }
 }
@@ -250,8 +250,15 @@ fn rmsnorm_backward_matches_the_cpu() {
             runner
                 .rmsnorm_backward_reduce(&p, &mut d_w, &partial)
                 .unwrap();
-            assert_close("rmsnorm d_x", &d_x, &want_dx, 1e-5, 1e-5);
-            assert_close("rmsnorm d_weight", &d_w, &want_dw, 1e-5, 1e-5);
+            assert_close(&*runner, "rmsnorm_backward d_x", &d_x, &want_dx, 1e-5, 1e-5);
+            assert_close(
+                &*runner,
+                "rmsnorm_backward_reduce d_weight",
+                &d_w,
+                &want_dw,
+                1e-5,
+                1e-5,
+            );
         }
     }
 }
@@ -297,13 +304,13 @@ fn rope_and_its_inverse_match_the_cpu() {
         for runner in runners() {
             let mut got = qkv.clone();
             runner.rope(&p, &mut got, &positions, &freqs).unwrap();
-            assert_close("rope", &got, &want_fwd, 1e-6, 1e-5);
+            assert_close(&*runner, "rope", &got, &want_fwd, 1e-6, 1e-5);
             let mut back = qkv.clone();
             let inverse = LmsiRopeParams { inverse: 1, ..p };
             runner
                 .rope(&inverse, &mut back, &positions, &freqs)
                 .unwrap();
-            assert_close("rope backward", &back, &want_bwd, 1e-6, 1e-5);
+            assert_close(&*runner, "rope inverse", &back, &want_bwd, 1e-6, 1e-5);
         }
     }
 }
@@ -327,12 +334,12 @@ fn swiglu_and_its_backward_match_the_cpu() {
         for runner in runners() {
             let mut got = poisoned(rows * inter);
             runner.swiglu_forward(&p, &mut got, &gate_up).unwrap();
-            assert_close("swiglu", &got, &want, 1e-6, 1e-5);
+            assert_close(&*runner, "swiglu_forward", &got, &want, 1e-6, 1e-5);
             let mut grad = poisoned(rows * 2 * inter);
             runner
                 .swiglu_backward(&p, &mut grad, &d_out, &gate_up)
                 .unwrap();
-            assert_close("swiglu backward", &grad, &want_grad, 1e-6, 1e-5);
+            assert_close(&*runner, "swiglu_backward", &grad, &want_grad, 1e-6, 1e-5);
         }
     }
 }
@@ -352,10 +359,10 @@ fn add_and_scale_are_exact() {
         for runner in runners() {
             let mut x = x0.clone();
             runner.add_assign(&p, &mut x, &y).unwrap();
-            assert_bits("x += y", &x, &want);
+            assert_bits(&*runner, "add_assign", &x, &want);
             runner.scale_assign(&p, &mut x).unwrap();
             let scaled: Vec<f32> = want.iter().map(|v| v * 0.7).collect();
-            assert_bits("x *= 0.7", &x, &scaled);
+            assert_bits(&*runner, "scale_assign", &x, &scaled);
         }
     }
 }
@@ -383,7 +390,7 @@ fn bias_add_is_the_bias_of_a_linear_layer() {
         for runner in runners() {
             let mut got = product.clone();
             runner.bias_add(&p, &mut got, &bias).unwrap();
-            assert_bits("x·Wᵀ + bias", &got, &want);
+            assert_bits(&*runner, "bias_add x·Wᵀ + bias", &got, &want);
         }
     }
     // More values than one grid-stride pass covers.
@@ -402,7 +409,7 @@ fn bias_add_is_the_bias_of_a_linear_layer() {
     for runner in runners() {
         let mut got = out0.clone();
         runner.bias_add(&p, &mut got, &bias).unwrap();
-        assert_bits("out + bias", &got, &want);
+        assert_bits(&*runner, "bias_add out + bias", &got, &want);
     }
 }
 
@@ -425,7 +432,7 @@ fn bias_grad_is_the_cpus_bias_gradient() {
         for runner in runners() {
             let mut got = d_bias0.clone();
             runner.bias_grad(&p, &mut got, &d_out).unwrap();
-            assert_bits("bias gradient", &got, &want);
+            assert_bits(&*runner, "bias_grad", &got, &want);
         }
     }
 }
@@ -457,8 +464,15 @@ fn cross_entropy_matches_the_cpu() {
             runner
                 .cross_entropy(&p, &mut got, &mut loss, &targets)
                 .unwrap();
-            assert_close("cross-entropy gradient", &got, &want, 1e-7, 1e-5);
-            assert_close("cross-entropy loss", &loss, &want_loss, 1e-5, 1e-6);
+            assert_close(&*runner, "cross_entropy gradient", &got, &want, 1e-7, 1e-5);
+            assert_close(
+                &*runner,
+                "cross_entropy loss",
+                &loss,
+                &want_loss,
+                1e-5,
+                1e-6,
+            );
         }
     }
 }

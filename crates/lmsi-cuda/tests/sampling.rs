@@ -141,9 +141,17 @@ fn check(vocab: usize, seed: u64, params: &[SamplingParams]) {
             let what = format!("vocab {vocab}, {p:?}, {:?}", runner.name());
             assert_eq!(tokens, want_tokens, "tokens, {what}");
             assert!(status.iter().all(|&s| s == LMSI_SAMPLE_OK as i32), "{what}");
-            assert_close(&format!("logprob, {what}"), &lp, &want_lp, 1e-6, 1e-6);
             assert_close(
-                &format!("sampling logprob, {what}"),
+                &*runner,
+                &format!("sample_rows logprob, {what}"),
+                &lp,
+                &want_lp,
+                1e-6,
+                1e-6,
+            );
+            assert_close(
+                &*runner,
+                &format!("sample_rows sampling logprob, {what}"),
                 &slp,
                 &want_slp,
                 1e-6,

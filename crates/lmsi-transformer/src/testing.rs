@@ -5,7 +5,7 @@
 //! (257, EOS). The model's vocabulary is a little larger than the tokenizer's, as real models' often is.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
@@ -14,6 +14,14 @@ use crate::backend::{BatchLayout, SeqLayout};
 use crate::config::Config;
 use crate::params::Params;
 use crate::weights::safetensors_bytes;
+
+/// The embedded seed model's directory: `LMSI_TEST_SEED_MODEL` when set (a test binary run away
+/// from the workspace, as in the GPU bundle), else the workspace's `assets/seed-model`.
+pub fn seed_model_dir() -> PathBuf {
+    std::env::var_os("LMSI_TEST_SEED_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/seed-model"))
+}
 
 /// `n` values uniform in ±[0.1, 1]·`scale` from `seed` (xorshift): random sign and magnitude, never
 /// zero, so a test input cannot hide a term that should have counted.

@@ -19,6 +19,10 @@
 //! - generation with the seed model (greedy and sampled, one row at a time and six together): the
 //!   same tokens, text and finish of every path, the path log-probability to `1e-3` relative;
 //! - eight AdamW steps on the seed model: each step's loss to `1e-4` relative.
+//!
+//! Every comparison prints `max-error WHAT WHERE VALUE` (the largest `|got - want|`; `WHERE` is
+//! `cpu`, `sim` or `gpu`; shown with `--nocapture`), which the GPU bundle's `run.sh` gathers into
+//! its table.
 use std::sync::OnceLock;
 
 use lmsi_adamw::StepParams;
@@ -45,8 +49,41 @@ fn gpu(test: &str) -> Option<&'static CudaBackend> {
 
 const CPU: CpuBackend = CpuBackend;
 
+/// Where `be` runs, in one word: `cpu`, `sim` or `gpu`.
+fn kind<B: Backend>(be: &B) -> &'static str {
+    match be.describe() {
+        d if d.starts_with("sim") => "sim",
+        d if d.starts_with("cuda") => "gpu",
+        _ => "cpu",
+    }
+}
+
+/// Prints `max-error WHAT WHERE VALUE`: `WHAT` is the first word of `what`, `VALUE` the largest
+/// `|got - want|` (NaN if any value is).
+fn print_max_error(on: &str, what: &str, got: &[f32], want: &[f32]) {
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0f32, |m, e| {
+            if e.is_nan() || m.is_nan() {
+                f32::NAN
+            } else {
+                m.max(e)
+            }
+        });
+    let what = what
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .trim_end_matches([',', ':']);
+    println!("max-error {what} {on} {worst:e}");
+}
+
+/// Asserts `|got - want| <= atol + rtol·|want|` element-wise, after [`print_max_error`].
 #[track_caller]
-fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+fn assert_close<B: Backend>(be: &B, what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    print_max_error(kind(be), what, got, want);
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g - w).abs();
@@ -57,8 +94,10 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
     }
 }
 
+/// Asserts bit-identical results, after [`print_max_error`].
 #[track_caller]
-fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
+fn assert_bits<B: Backend>(be: &B, what: &str, got: &[f32], want: &[f32]) {
+    print_max_error(kind(be), what, got, want);
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert_eq!(g.to_bits(), w.to_bits(), "{what}[{i}]: gpu {g}, cpu {w}");
@@ -154,10 +193,10 @@ on_backends! {
         let data = nonzero_values(1000, 1, 3.0);
         let buf = up(be, &data);
         assert_eq!(be.len(&buf), 1000);
-        assert_bits("download", &down(be, &buf), &data);
-        assert_bits("copy", &down(be, &be.copy(&buf).unwrap()), &data);
+        assert_bits(be, "download", &down(be, &buf), &data);
+        assert_bits(be, "copy", &down(be, &be.copy(&buf).unwrap()), &data);
         let range = be.copy_range(&buf, 123, 456).unwrap();
-        assert_bits("copy_range", &down(be, &range), &data[123..579]);
+        assert_bits(be, "copy_range", &down(be, &range), &data[123..579]);
         assert!(be.copy_range(&buf, 900, 101).is_err());
         let mut zeroed = be.copy(&buf).unwrap();
         be.zero(&mut zeroed).unwrap();
@@ -177,7 +216,7 @@ on_backends! {
         CPU.embedding(&mut want, &table, &cl, dim).unwrap();
         let mut got = up(be, &vec![f32::NAN; t * dim]);
         be.embedding(&mut got, &up(be, &table), &bl, dim).unwrap();
-        assert_bits("embedding", &down(be, &got), &want);
+        assert_bits(be, "embedding", &down(be, &got), &want);
 
         let d_out = nonzero_values(t * dim, 3, 1.0);
         let start = nonzero_values(vocab * dim, 4, 0.5);
@@ -185,7 +224,7 @@ on_backends! {
         CPU.embedding_backward(&mut want, &d_out, &cl, dim).unwrap();
         let mut got = up(be, &start);
         be.embedding_backward(&mut got, &up(be, &d_out), &bl, dim).unwrap();
-        assert_bits("embedding gradient", &down(be, &got), &want);
+        assert_bits(be, "embedding_backward", &down(be, &got), &want);
 
         let bad = BatchLayout {
             token_ids: vec![3, vocab as u32],
@@ -208,7 +247,7 @@ on_backends! {
             CPU.rmsnorm(&mut want, &x, &w, rows, 1e-5).unwrap();
             let mut got = be.zeros(rows * dim).unwrap();
             be.rmsnorm(&mut got, &up(be, &x), &up(be, &w), rows, 1e-5).unwrap();
-            assert_close("rmsnorm", &down(be, &got), &want, 1e-5, 1e-5);
+            assert_close(be, "rmsnorm", &down(be, &got), &want, 1e-5, 1e-5);
 
             let d_out = nonzero_values(rows * dim, 7, 1.0);
             let (dx0, dw0) = (nonzero_values(rows * dim, 8, 0.5), nonzero_values(dim, 9, 0.5));
@@ -219,8 +258,8 @@ on_backends! {
             let (d_out, x, w) = (up(be, &d_out), up(be, &x), up(be, &w));
             be.rmsnorm_backward(&mut dx, &mut dw, &d_out, &x, &w, rows, 1e-5)
                 .unwrap();
-            assert_close("rmsnorm d_x", &down(be, &dx), &want_dx, 1e-5, 1e-5);
-            assert_close("rmsnorm d_weight", &down(be, &dw), &want_dw, 1e-5, 1e-5);
+            assert_close(be, "rmsnorm_backward d_x", &down(be, &dx), &want_dx, 1e-5, 1e-5);
+            assert_close(be, "rmsnorm_backward d_weight", &down(be, &dw), &want_dw, 1e-5, 1e-5);
         }
     }
 
@@ -242,7 +281,7 @@ on_backends! {
                         .unwrap();
                     let what =
                         format!("matmul {m}x{n}x{k}, accumulate {accumulate}, bias {with_bias}");
-                    assert_close(&what, &down(be, &got), &want, 1e-4, 1e-4);
+                    assert_close(be, &what, &down(be, &got), &want, 1e-4, 1e-4);
                 }
             }
 
@@ -256,7 +295,7 @@ on_backends! {
                 let mut got = up(be, &dx0);
                 be.matmul_backward_input(&mut got, &bd, &bw, m, n, k, accumulate)
                     .unwrap();
-                assert_close("matmul d_x", &down(be, &got), &want, 1e-4, 1e-4);
+                assert_close(be, "matmul_backward_input", &down(be, &got), &want, 1e-4, 1e-4);
             }
             let (dw0, db0) = (nonzero_values(n * k, 16, 1.0), nonzero_values(n, 17, 1.0));
             let (mut want_dw, mut want_db) = (dw0.clone(), db0.clone());
@@ -265,8 +304,8 @@ on_backends! {
             let (mut dw, mut db) = (up(be, &dw0), up(be, &db0));
             be.matmul_backward_weight(&mut dw, Some(&mut db), &bd, &bx, m, n, k)
                 .unwrap();
-            assert_close("matmul d_w", &down(be, &dw), &want_dw, 1e-4, 1e-4);
-            assert_bits("matmul d_bias", &down(be, &db), &want_db);
+            assert_close(be, "matmul_backward_weight d_w", &down(be, &dw), &want_dw, 1e-4, 1e-4);
+            assert_bits(be, "matmul_backward_weight d_bias", &down(be, &db), &want_db);
         }
     }
 
@@ -282,12 +321,12 @@ on_backends! {
         CPU.rope(&mut want, &cl, &d, &freqs).unwrap();
         let mut got = up(be, &qkv);
         be.rope(&mut got, &bl, &d, &bf).unwrap();
-        assert_close("rope", &down(be, &got), &want, 1e-5, 1e-5);
+        assert_close(be, "rope", &down(be, &got), &want, 1e-5, 1e-5);
         let mut want = qkv.clone();
         CPU.rope_backward(&mut want, &cl, &d, &freqs).unwrap();
         let mut got = up(be, &qkv);
         be.rope_backward(&mut got, &bl, &d, &bf).unwrap();
-        assert_close("rope backward", &down(be, &got), &want, 1e-5, 1e-5);
+        assert_close(be, "rope_backward", &down(be, &got), &want, 1e-5, 1e-5);
 
         let (rows, inter) = (33, 70);
         let gate_up = nonzero_values(rows * 2 * inter, 19, 4.0);
@@ -295,14 +334,14 @@ on_backends! {
         CPU.swiglu(&mut want, &gate_up, rows, inter).unwrap();
         let mut got = be.zeros(rows * inter).unwrap();
         be.swiglu(&mut got, &up(be, &gate_up), rows, inter).unwrap();
-        assert_close("swiglu", &down(be, &got), &want, 1e-5, 1e-5);
+        assert_close(be, "swiglu", &down(be, &got), &want, 1e-5, 1e-5);
         let d_out = nonzero_values(rows * inter, 20, 1.0);
         let mut want = vec![0.0; rows * 2 * inter];
         CPU.swiglu_backward(&mut want, &d_out, &gate_up, rows, inter).unwrap();
         let mut got = be.zeros(rows * 2 * inter).unwrap();
         be.swiglu_backward(&mut got, &up(be, &d_out), &up(be, &gate_up), rows, inter)
             .unwrap();
-        assert_close("swiglu backward", &down(be, &got), &want, 1e-5, 1e-5);
+        assert_close(be, "swiglu_backward", &down(be, &got), &want, 1e-5, 1e-5);
     }
 
     fn paged_cache_store_and_attention_match(be) {
@@ -318,16 +357,16 @@ on_backends! {
             let (mut bk, mut bv) = (be.zeros(cache_len).unwrap(), be.zeros(cache_len).unwrap());
             let bq = up(be, &qkv);
             be.kv_store(&mut bk, &mut bv, &bq, &bl, &d).unwrap();
-            assert_bits("key cache", &down(be, &bk), &k);
-            assert_bits("value cache", &down(be, &bv), &v);
+            assert_bits(be, "kv_store key cache", &down(be, &bk), &k);
+            assert_bits(be, "kv_store value cache", &down(be, &bv), &v);
 
             let attn = heads * d.head_dim;
             let mut want = vec![0.0; t * attn];
             CPU.paged_attention(&mut want, &qkv, &k, &v, &cl, &d).unwrap();
             let mut got = up(be, &vec![f32::NAN; t * attn]);
             be.paged_attention(&mut got, &bq, &bk, &bv, &bl, &d).unwrap();
-            let what = format!("paged attention, {heads}/{kv_heads} heads, window {window:?}");
-            assert_close(&what, &down(be, &got), &want, 1e-5, 1e-5);
+            let what = format!("paged_attention, {heads}/{kv_heads} heads, window {window:?}");
+            assert_close(be, &what, &down(be, &got), &want, 1e-5, 1e-5);
 
             // A slot outside the cache is an error.
             let mut small_k = be.zeros(d.block_len()).unwrap();
@@ -346,13 +385,13 @@ on_backends! {
         CPU.gather_logit_rows(&mut want, &x, &cl, rows.clone(), dim).unwrap();
         let mut got = be.zeros(rows.len() * dim).unwrap();
         be.gather_logit_rows(&mut got, &up(be, &x), &bl, rows.clone(), dim).unwrap();
-        assert_bits("gathered logit rows", &down(be, &got), &want);
+        assert_bits(be, "gather_logit_rows", &down(be, &got), &want);
         let src = nonzero_values(rows.len() * dim, 23, 1.0);
         let mut want = x.clone();
         CPU.scatter_logit_rows(&mut want, &src, &cl, rows.clone(), dim).unwrap();
         let mut got = up(be, &x);
         be.scatter_logit_rows(&mut got, &up(be, &src), &bl, rows, dim).unwrap();
-        assert_bits("scattered logit rows", &down(be, &got), &want);
+        assert_bits(be, "scatter_logit_rows", &down(be, &got), &want);
 
         let block_len = 24;
         let cache = nonzero_values(10 * block_len, 24, 1.0);
@@ -361,7 +400,7 @@ on_backends! {
             CPU.copy_block(&mut want, src, dst, block_len).unwrap();
             let mut got = up(be, &cache);
             be.copy_block(&mut got, src, dst, block_len).unwrap();
-            assert_bits("copied block", &down(be, &got), &want);
+            assert_bits(be, "copy_block", &down(be, &got), &want);
         }
 
         let (a, b) = (nonzero_values(5000, 25, 1.0), nonzero_values(5000, 26, 1.0));
@@ -371,7 +410,7 @@ on_backends! {
         let mut got = up(be, &a);
         be.add_assign(&mut got, &up(be, &b), 4321).unwrap();
         be.scale(&mut got, 0.37).unwrap();
-        assert_bits("add and scale", &down(be, &got), &want);
+        assert_bits(be, "add_assign and scale", &down(be, &got), &want);
     }
 
     fn training_attention_and_its_backward_match(be) {
@@ -391,8 +430,8 @@ on_backends! {
             let (mut bout, mut blse) = (be.zeros(t * attn).unwrap(), be.zeros(t * heads).unwrap());
             be.causal_attention(&mut bout, &mut blse, &bq, &bl, &d).unwrap();
             let what = format!("{heads}/{kv_heads} heads, window {window:?}");
-            assert_close(&format!("attention, {what}"), &down(be, &bout), &out, 1e-5, 1e-5);
-            assert_close(&format!("log-sum-exp, {what}"), &down(be, &blse), &lse, 1e-5, 1e-5);
+            assert_close(be, &format!("causal_attention out, {what}"), &down(be, &bout), &out, 1e-5, 1e-5);
+            assert_close(be, &format!("causal_attention lse, {what}"), &down(be, &blse), &lse, 1e-5, 1e-5);
 
             let d_out = nonzero_values(t * attn, 28, 1.0);
             let mut want = vec![f32::NAN; t * d.qkv_dim()];
@@ -402,7 +441,7 @@ on_backends! {
             let bd = up(be, &d_out);
             be.causal_attention_backward(&mut got, &bd, &bout, &blse, &bq, &bl, &d)
                 .unwrap();
-            assert_close(&format!("d_qkv, {what}"), &down(be, &got), &want, 1e-5, 1e-4);
+            assert_close(be, &format!("causal_attention_backward d_qkv, {what}"), &down(be, &got), &want, 1e-5, 1e-4);
         }
     }
 
@@ -416,8 +455,8 @@ on_backends! {
         let want_loss = CPU.cross_entropy(&mut want, &cl, rows.clone(), vocab, 0.125).unwrap();
         let mut got = up(be, &logits);
         let loss = be.cross_entropy(&mut got, &bl, rows.clone(), vocab, 0.125).unwrap();
-        assert_close("cross-entropy loss", &loss, &want_loss, 1e-5, 1e-5);
-        assert_close("cross-entropy gradient", &down(be, &got), &want, 1e-7, 1e-5);
+        assert_close(be, "cross_entropy loss", &loss, &want_loss, 1e-5, 1e-5);
+        assert_close(be, "cross_entropy gradient", &down(be, &got), &want, 1e-7, 1e-5);
         // Targets of these rows (18 to 96) reach past a vocabulary of 20.
         let err = be
             .cross_entropy(&mut up(be, &logits), &bl, rows, 20, 1.0)
@@ -450,10 +489,10 @@ on_backends! {
             let tokens: Vec<u32> = got.iter().map(|s| s.token).collect();
             let want_tokens: Vec<u32> = want.iter().map(|s| s.token).collect();
             assert_eq!(tokens, want_tokens, "{params:?}");
-            for (what, pick) in [("logprob", logprob), ("sampling logprob", sampling_logprob)] {
+            for (what, pick) in [("sample logprob", logprob), ("sample sampling_logprob", sampling_logprob)] {
                 let got: Vec<f32> = got.iter().map(pick).collect();
                 let want: Vec<f32> = want.iter().map(pick).collect();
-                assert_close(what, &got, &want, 1e-6, 1e-6);
+                assert_close(be, what, &got, &want, 1e-6, 1e-6);
             }
         }
         // A NaN logit is an error naming the position in the keys (row 2 is at position 4).
@@ -473,6 +512,7 @@ on_backends! {
             let x = nonzero_values(len, 31, 2.0);
             let want = CPU.sum_squares(&x).unwrap();
             let got = be.sum_squares(&up(be, &x)).unwrap();
+            println!("max-error sum_squares {} {:e}", kind(be), (got - want).abs());
             assert!(((got - want) / want).abs() < 1e-12, "{len}: {got} vs {want}");
         }
         // Three steps of one tensor from the same gradients: the update is exact, so the states
@@ -497,9 +537,9 @@ on_backends! {
             CPU.adamw_update(&mut cp, &grad, &mut cm, &mut cv, &step(s)).unwrap();
             be.adamw_update(&mut bp, &up(be, &grad), &mut bm, &mut bv, &step(s)).unwrap();
         }
-        assert_bits("param", &down(be, &bp), &cp);
-        assert_bits("m", &down(be, &bm), &cm);
-        assert_bits("v", &down(be, &bv), &cv);
+        assert_bits(be, "adamw_update param", &down(be, &bp), &cp);
+        assert_bits(be, "adamw_update m", &down(be, &bm), &cm);
+        assert_bits(be, "adamw_update v", &down(be, &bv), &cv);
         let short = be.zeros(n - 1).unwrap();
         assert!(be.adamw_update(&mut bp, &short, &mut bm, &mut bv, &step(4)).is_err());
     }
@@ -522,7 +562,7 @@ on_backends! {
             };
             let want = cpu.forward(&mut cc, &prefill(c0, c1)).unwrap();
             let got = other.forward(&mut oc, &prefill(o0, o1)).unwrap();
-            assert_close(&format!("{name}: prefill logits"), &got, &want, 1e-4, 1e-4);
+            assert_close(be, &format!("forward {name}: prefill logits"), &got, &want, 1e-4, 1e-4);
             // Steps 2-4: the first prompt forked into three paths that share its blocks (the
             // partly filled last one is copied on write), each decoding its own tokens.
             let cpu_paths: Vec<SeqId> = (0..3).map(|_| cc.fork(c0).unwrap()).collect();
@@ -538,7 +578,7 @@ on_backends! {
                 };
                 let want = cpu.forward(&mut cc, &decode(&cpu_paths)).unwrap();
                 let got = other.forward(&mut oc, &decode(&paths)).unwrap();
-                assert_close(&format!("{name}: decode step {step}"), &got, &want, 1e-4, 1e-4);
+                assert_close(be, &format!("forward {name}: decode step {step}"), &got, &want, 1e-4, 1e-4);
             }
         }
     }
@@ -554,6 +594,7 @@ on_backends! {
                 let (mut cg, mut og) = (cpu.zero_grads().unwrap(), other.zero_grads().unwrap());
                 let want = cpu.loss_and_grads(&batch, &mut cg, scale, recompute).unwrap();
                 let got = other.loss_and_grads(&batch, &mut og, scale, recompute).unwrap();
+                println!("max-error backward_loss {} {:e}", kind(be), (got.loss - want.loss).abs());
                 assert_eq!(got.tokens, want.tokens);
                 assert!(
                     ((got.loss - want.loss) / want.loss).abs() < 1e-5,
@@ -566,6 +607,7 @@ on_backends! {
                     let o = down(be, o);
                     let largest = c.iter().fold(0.0f32, |m, v| m.max(v.abs()));
                     let worst = o.iter().zip(c).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                    println!("max-error backward {} {worst:e}", kind(be));
                     assert!(
                         worst <= 1e-4 * largest,
                         "{name}, recompute {recompute}: gradient of {} off by {worst:e} (largest {largest:e})",
@@ -607,7 +649,7 @@ on_backends! {
         let (want, got) = (cpu.params_to_host().unwrap(), other.params_to_host().unwrap());
         let specs = cpu.layout().tensors();
         for ((spec, w), g) in specs.into_iter().zip(want.tensors()).zip(got.tensors()) {
-            assert_bits(&spec.name, g, w);
+            assert_bits(be, &format!("adamw_step {}", spec.name), g, w);
         }
     }
 }
@@ -660,7 +702,7 @@ fn batch() -> Vec<TrainSequence> {
 
 /// The embedded seed model (a 4-layer Llama) and its tokenizer, on `backend`.
 fn seed_model<B: Backend>(backend: B) -> (Model<B>, Tokenizer) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/seed-model");
+    let dir = lmsi_transformer::testing::seed_model_dir();
     let model = Model::load(&dir, backend).unwrap();
     let tokenizer = Tokenizer::load(&dir, model.config()).unwrap();
     (model, tokenizer)
@@ -740,6 +782,10 @@ fn generation_gives_the_cpu_tokens() {
                         (&w.tokens, &w.text, w.finish),
                         "{at}"
                     );
+                    println!(
+                        "max-error generate_logprob {device} {:e}",
+                        (g.logprob - w.logprob).abs()
+                    );
                     assert!(
                         (g.logprob - w.logprob).abs() <= 1e-3 * w.logprob.abs().max(1.0),
                         "{at}"
@@ -807,6 +853,7 @@ fn a_short_training_run_follows_the_cpu_loss_curve() {
     }
     for (device, got) in others {
         for (step, (g, w)) in got.iter().zip(&want).enumerate() {
+            println!("max-error train_loss {device} {:e}", (g - w).abs());
             assert!(
                 ((g - w) / w).abs() < 1e-4,
                 "{device}, step {}: loss {g} vs {w}",

@@ -138,7 +138,7 @@ fn bf16_stores_weight_matrices_and_caches_in_half_the_memory() {
 
 /// The embedded seed model (a 4-layer Llama) and its tokenizer, stored for `storage`.
 fn seed_model<B: Backend>(backend: B, storage: Storage) -> (Model<B>, Tokenizer) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/seed-model");
+    let dir = lmsi_transformer::testing::seed_model_dir();
     let model = Model::load_for(&dir, backend, storage).unwrap();
     let tokenizer = Tokenizer::load(&dir, model.config()).unwrap();
     (model, tokenizer)

@@ -10,7 +10,7 @@ use lmsi_transformer::memory::{GenerationShape, MemoryPlan};
 use lmsi_transformer::{CudaBackend, Dtype, Error, Model, Storage, Tokenizer, TrainSequence};
 
 fn seed_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/seed-model")
+    lmsi_transformer::testing::seed_model_dir()
 }
 
 /// The CUDA backend at `dtype` on a simulated device of `bytes`.

@@ -1,5 +1,9 @@
 //! Helpers shared by the kernel tests: where kernels run (the shim under every schedule, and the
 //! GPU when there is one), random inputs that are never zero, tolerances.
+//!
+//! Every comparison of floats prints `max-error KERNEL WHERE VALUE` (the largest `|got - want|`;
+//! `WHERE` is `shim`, `sim` or `gpu`; shown with `--nocapture`), which the GPU bundle's `run.sh`
+//! gathers into its table.
 #![allow(dead_code)] // each test file uses its own subset
 
 use lmsi_cuda::params::*;
@@ -49,6 +53,8 @@ macro_rules! harness {
         pub trait Kernels {
             /// Where, for messages.
             fn name(&self) -> String;
+            /// Where, in one word: `shim`, `sim` (the simulated device) or `gpu`.
+            fn kind(&self) -> &'static str;
             $($(
                 #[allow(clippy::too_many_arguments)]
                 fn $name(&self, p: &$params, $($out: &mut [$out_ty],)+ $($input: &[$in_ty],)*)
@@ -59,6 +65,9 @@ macro_rules! harness {
         impl Kernels for Sim {
             fn name(&self) -> String {
                 format!("shim, {:?}", self.schedule())
+            }
+            fn kind(&self) -> &'static str {
+                "shim"
             }
             $($(
                 fn $name(&self, p: &$params, $($out: &mut [$out_ty],)+ $($input: &[$in_ty],)*)
@@ -71,6 +80,9 @@ macro_rules! harness {
         impl Kernels for Device {
             fn name(&self) -> String {
                 self.describe()
+            }
+            fn kind(&self) -> &'static str {
+                if self.is_sim() { "sim" } else { "gpu" }
             }
             $($(
                 fn $name(&self, p: &$params, $($out: &mut [$out_ty],)+ $($input: &[$in_ty],)*)
@@ -160,24 +172,56 @@ pub fn poisoned(n: usize) -> Vec<f32> {
     vec![f32::NAN; n]
 }
 
-/// Asserts `|got - want| <= atol + rtol * |want|` element-wise (NaN never passes).
+/// Prints `max-error KERNEL WHERE VALUE` for a comparison on `on`: `KERNEL` is the first word of
+/// `what`, `VALUE` the largest `|got - want|` (NaN if any value is).
+pub fn print_max_error(on: &dyn Kernels, what: &str, got: &[f32], want: &[f32]) {
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0f32, |m, e| {
+            if e.is_nan() || m.is_nan() {
+                f32::NAN
+            } else {
+                m.max(e)
+            }
+        });
+    let kernel = what
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .trim_end_matches([',', ':']);
+    println!("max-error {kernel} {} {worst:e}", on.kind());
+}
+
+/// Asserts `|got - want| <= atol + rtol * |want|` element-wise (NaN never passes), after
+/// [`print_max_error`]: the first word of `what` names the kernel.
 #[track_caller]
-pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+pub fn assert_close(on: &dyn Kernels, what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    print_max_error(on, what, got, want);
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g - w).abs();
         assert!(
             err <= atol + rtol * w.abs(),
-            "{what}[{i}]: got {g}, want {w} (error {err:e})"
+            "{what}[{i}] under {}: got {g}, want {w} (error {err:e})",
+            on.name()
         );
     }
 }
 
-/// Asserts bit-identical results.
+/// Asserts bit-identical results, after [`print_max_error`]: the first word of `what` names the
+/// kernel.
 #[track_caller]
-pub fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
+pub fn assert_bits(on: &dyn Kernels, what: &str, got: &[f32], want: &[f32]) {
+    print_max_error(on, what, got, want);
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert_eq!(g.to_bits(), w.to_bits(), "{what}[{i}]: got {g}, want {w}");
+        assert_eq!(
+            g.to_bits(),
+            w.to_bits(),
+            "{what}[{i}] under {}: got {g}, want {w}",
+            on.name()
+        );
     }
 }
