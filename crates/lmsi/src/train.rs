@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use lmsi_adamw::{AdamWConfig, LrSchedule, ScheduleKind};
+use lmsi_adamw::{AdamWConfig, LrSchedule, ScheduleKind, StepScalars};
 use lmsi_data::TrainExample;
 use lmsi_transformer::checkpoint::save_model;
 use lmsi_transformer::{Backend, MemoryPlan, Model, Params, Tokenizer, TrainSequence};
@@ -203,41 +203,20 @@ pub fn train_sequences<B: Backend>(
     out: &Path,
     on_step: &mut dyn FnMut(&StepLog, u64),
 ) -> Result<TrainReport, Error> {
-    if options.batch_size == 0 || options.micro_batch_size == Some(0) {
-        return Err(Error::Input(
-            "--batch-size and --micro-batch-size must be at least 1".into(),
-        ));
-    }
     let started = Instant::now();
-    let (train_set, eval_set) = split(sequences, options.eval_fraction, options.seed);
-    if train_set.is_empty() {
-        return Err(Error::Input(format!(
-            "no training examples left after holding out {:.0}% for evaluation",
-            100.0 * options.eval_fraction
-        )));
-    }
-    let steps_per_epoch = train_set.len().div_ceil(options.batch_size) as u64;
-    let total_steps = options
-        .steps
-        .unwrap_or_else(|| ((options.epochs * steps_per_epoch as f64).ceil() as u64).max(1));
-    let schedule = LrSchedule {
-        min_lr_ratio: 0.0,
-        ..LrSchedule::new(
-            options.schedule,
-            options.lr,
-            options.warmup_steps,
-            total_steps,
-        )
-    };
-    schedule
-        .validate()
-        .map_err(|e| Error::Input(e.to_string()))?;
+    let (train_set, eval_set, total_steps) = split_and_count(sequences, options)?;
+    let schedule = lr_schedule(options, total_steps)?;
     let adamw = AdamWConfig {
         weight_decay: options.weight_decay,
         ..AdamWConfig::default()
     };
     adamw.validate().map_err(|e| Error::Input(e.to_string()))?;
-    let fingerprint = data.to_string();
+    let state = |step| TrainerState {
+        step,
+        total_steps,
+        options: options.shaping(),
+        data: data.to_string(),
+    };
 
     let micro = options.micro_batch_size.unwrap_or(options.batch_size);
     let backend = model.backend();
@@ -248,37 +227,11 @@ pub fn train_sequences<B: Backend>(
         options.recompute,
     );
     backend.check_memory(&plan)?;
-    let mut moments = (model.zero_grads()?, model.zero_grads()?);
-    let mut step = 0;
-    let mut log: Vec<StepLog> = Vec::new();
-    if options.resume {
-        let state: TrainerState = read_json(&out.join("trainer_state.json"))?;
-        let mut differ = Vec::new();
-        if state.options != options.shaping() {
-            differ.push(format!("options ({:?} then)", state.options));
-        }
-        if state.data != fingerprint {
-            differ.push("data".to_string());
-        }
-        if state.total_steps != total_steps {
-            differ.push(format!(
-                "total steps ({} then, {total_steps} now)",
-                state.total_steps
-            ));
-        }
-        if !differ.is_empty() {
-            return Err(Error::ResumeMismatch {
-                path: out.to_path_buf(),
-                what: format!(
-                    "was trained with other {}; resume with the same ones",
-                    differ.join(" and ")
-                ),
-            });
-        }
-        step = state.step;
-        moments = read_moments(model, &out.join("optimizer.safetensors"))?;
-        log = read_log(&out.join("train_log.jsonl"), step)?;
-    }
+    let (mut step, mut moments, mut log) = if options.resume {
+        resume(model, out, &state(0))?
+    } else {
+        (0, (model.zero_grads()?, model.zero_grads()?), Vec::new())
+    };
     let decay: Vec<bool> = model
         .layout()
         .tensors()
@@ -294,60 +247,16 @@ pub fn train_sequences<B: Backend>(
         step += 1;
         let step_started = Instant::now();
         let batch = batch_for_step(&train_set, step, options.batch_size, options.seed);
-        let target_tokens: usize = batch.iter().map(|s| s.target_count()).sum();
-        let be = model.backend();
-        for g in grads.tensors_mut() {
-            be.zero(g)?;
-        }
-        let mut loss = 0.0;
-        for micro in batch.chunks(options.micro_batch_size.unwrap_or(batch.len())) {
-            let micro: Vec<TrainSequence> = micro.iter().map(|s| (*s).clone()).collect();
-            loss += model
-                .loss_and_grads(
-                    &micro,
-                    &mut grads,
-                    1.0 / target_tokens as f32,
-                    options.recompute,
-                )
-                .map_err(|e| at_step(step, out, e))?
-                .loss;
-        }
-        let mut norm_sq = 0.0;
-        for g in grads.tensors() {
-            norm_sq += be.sum_squares(g)?;
-        }
-        let grad_norm = norm_sq.sqrt();
-        if !grad_norm.is_finite() {
-            return Err(Error::Diverged {
-                step,
-                what: format!("the gradient norm is {grad_norm}"),
-                out: out.to_path_buf(),
-            });
-        }
-        if options.grad_clip > 0.0 && grad_norm > options.grad_clip {
-            let factor = (options.grad_clip / (grad_norm + 1e-6)) as f32;
-            for g in grads.tensors_mut() {
-                be.scale(g, factor)?;
-            }
-        }
+        let (loss, grad_norm) = gradients(model, &mut grads, &batch, options, step, out)?;
         let lr = schedule.lr(step);
-        let (be, params) = model.backend_and_params_mut();
-        let tensors = params.tensors_mut().into_iter().zip(grads.tensors());
-        let moment_pairs = moments
-            .0
-            .tensors_mut()
-            .into_iter()
-            .zip(moments.1.tensors_mut());
-        for ((i, (p, g)), (m, v)) in tensors.enumerate().zip(moment_pairs) {
-            let scalars = adamw.step_params(lr, step, decay[i]).scalars();
-            be.adamw_update(p, g, m, v, &scalars)?;
-        }
+        let update = |i: usize| adamw.step_params(lr, step, decay[i]).scalars();
+        adamw_update(model, &grads, &mut moments, update)?;
         let tokens: usize = batch.iter().map(|s| s.tokens.len() - 1).sum();
         let seconds = step_started.elapsed().as_secs_f64();
         (run_tokens, run_seconds) = (run_tokens + tokens, run_seconds + seconds);
         let mut entry = StepLog {
             step,
-            loss: loss / target_tokens as f64,
+            loss,
             lr,
             grad_norm,
             tokens,
@@ -360,15 +269,8 @@ pub fn train_sequences<B: Backend>(
         }
         on_step(&entry, total_steps);
         log.push(entry);
-        let save = options.save_every.is_some_and(|n| step % n == 0) || step == stop_at;
-        if save {
-            let state = TrainerState {
-                step,
-                total_steps,
-                options: options.shaping(),
-                data: fingerprint.clone(),
-            };
-            write_checkpoint(model, source, out, &state, &moments, &log)?;
+        if options.save_every.is_some_and(|n| step % n == 0) || step == stop_at {
+            write_checkpoint(model, source, out, &state(step), &moments, &log)?;
         }
     }
     if step == 0 || log.is_empty() {
@@ -389,6 +291,146 @@ pub fn train_sequences<B: Backend>(
         tokens_per_second: run_tokens as f64 / run_seconds.max(1e-9),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The training and held-out sequences, and the steps to take.
+fn split_and_count(
+    sequences: Vec<TrainSequence>,
+    options: &TrainOptions,
+) -> Result<(Vec<TrainSequence>, Vec<TrainSequence>, u64), Error> {
+    if options.batch_size == 0 || options.micro_batch_size == Some(0) {
+        return Err(Error::Input(
+            "--batch-size and --micro-batch-size must be at least 1".into(),
+        ));
+    }
+    let (train_set, eval_set) = split(sequences, options.eval_fraction, options.seed);
+    if train_set.is_empty() {
+        return Err(Error::Input(format!(
+            "no training examples left after holding out {:.0}% for evaluation",
+            100.0 * options.eval_fraction
+        )));
+    }
+    let steps_per_epoch = train_set.len().div_ceil(options.batch_size) as u64;
+    let total_steps = options
+        .steps
+        .unwrap_or_else(|| ((options.epochs * steps_per_epoch as f64).ceil() as u64).max(1));
+    Ok((train_set, eval_set, total_steps))
+}
+
+/// One AdamW update of every parameter, tensor `i` with the step scalars `scalars(i)`.
+fn adamw_update<B: Backend>(
+    model: &mut Model<B>,
+    grads: &Params<B::Buf>,
+    moments: &mut Moments<B>,
+    scalars: impl Fn(usize) -> StepScalars,
+) -> Result<(), Error> {
+    let (be, params) = model.backend_and_params_mut();
+    let tensors = params.tensors_mut().into_iter().zip(grads.tensors());
+    let moment_pairs = moments
+        .0
+        .tensors_mut()
+        .into_iter()
+        .zip(moments.1.tensors_mut());
+    for ((i, (p, g)), (m, v)) in tensors.enumerate().zip(moment_pairs) {
+        be.adamw_update(p, g, m, v, &scalars(i))?;
+    }
+    Ok(())
+}
+
+/// The learning-rate schedule the options give over `total_steps`, checked.
+fn lr_schedule(options: &TrainOptions, total_steps: u64) -> Result<LrSchedule, Error> {
+    let schedule = LrSchedule {
+        min_lr_ratio: 0.0,
+        ..LrSchedule::new(
+            options.schedule,
+            options.lr,
+            options.warmup_steps,
+            total_steps,
+        )
+    };
+    schedule
+        .validate()
+        .map_err(|e| Error::Input(e.to_string()))?;
+    Ok(schedule)
+}
+
+/// The step, AdamW moments and log a checkpoint in `out` was saved with, after checking that it
+/// was trained with `expected`'s options, data and total steps (its step is not compared).
+fn resume<B: Backend>(
+    model: &Model<B>,
+    out: &Path,
+    expected: &TrainerState,
+) -> Result<(u64, Moments<B>, Vec<StepLog>), Error> {
+    let state: TrainerState = read_json(&out.join("trainer_state.json"))?;
+    let mut differ = Vec::new();
+    if state.options != expected.options {
+        differ.push(format!("options ({:?} then)", state.options));
+    }
+    if state.data != expected.data {
+        differ.push("data".to_string());
+    }
+    if state.total_steps != expected.total_steps {
+        differ.push(format!(
+            "total steps ({} then, {} now)",
+            state.total_steps, expected.total_steps
+        ));
+    }
+    if !differ.is_empty() {
+        return Err(Error::ResumeMismatch {
+            path: out.to_path_buf(),
+            what: format!(
+                "was trained with other {}; resume with the same ones",
+                differ.join(" and ")
+            ),
+        });
+    }
+    let moments = read_moments(model, &out.join("optimizer.safetensors"))?;
+    let log = read_log(&out.join("train_log.jsonl"), state.step)?;
+    Ok((state.step, moments, log))
+}
+
+/// The gradient of `batch`'s mean loss into `grads`, accumulated over micro-batches, then clipped:
+/// the mean loss and the norm before clipping. A non-finite norm is a divergence.
+fn gradients<B: Backend>(
+    model: &Model<B>,
+    grads: &mut Params<B::Buf>,
+    batch: &[&TrainSequence],
+    options: &TrainOptions,
+    step: u64,
+    out: &Path,
+) -> Result<(f64, f64), Error> {
+    let target_tokens: usize = batch.iter().map(|s| s.target_count()).sum();
+    let be = model.backend();
+    for g in grads.tensors_mut() {
+        be.zero(g)?;
+    }
+    let mut loss = 0.0;
+    for micro in batch.chunks(options.micro_batch_size.unwrap_or(batch.len())) {
+        let micro: Vec<TrainSequence> = micro.iter().map(|s| (*s).clone()).collect();
+        loss += model
+            .loss_and_grads(&micro, grads, 1.0 / target_tokens as f32, options.recompute)
+            .map_err(|e| at_step(step, out, e))?
+            .loss;
+    }
+    let mut norm_sq = 0.0;
+    for g in grads.tensors() {
+        norm_sq += be.sum_squares(g)?;
+    }
+    let grad_norm = norm_sq.sqrt();
+    if !grad_norm.is_finite() {
+        return Err(Error::Diverged {
+            step,
+            what: format!("the gradient norm is {grad_norm}"),
+            out: out.to_path_buf(),
+        });
+    }
+    if options.grad_clip > 0.0 && grad_norm > options.grad_clip {
+        let factor = (options.grad_clip / (grad_norm + 1e-6)) as f32;
+        for g in grads.tensors_mut() {
+            be.scale(g, factor)?;
+        }
+    }
+    Ok((loss / target_tokens as f64, grad_norm))
 }
 
 fn at_step(step: u64, out: &Path, e: lmsi_transformer::Error) -> Error {
