@@ -7,11 +7,11 @@
 //! runs all of it. It keeps no state from one call to the next.
 //!
 //! Buffers are device buffers ([`CudaBuf`]): f32, or bf16 for what [`Dtype::Bf16`] stores in
-//! bf16. A step's layout is uploaded once ([`CudaLayout`]). Every operation is enqueued on the device's one stream and returns without
-//! waiting, except those whose results come back to the host: [`Backend::download`],
-//! [`Backend::sample`] (the tokens), [`Backend::cross_entropy`] (the losses) and
-//! [`Backend::sum_squares`]. Indices the kernels follow (token ids, slots, logit rows, targets) are
-//! checked on the host first, with the CPU backend's errors.
+//! bf16. A step's layout is uploaded once ([`CudaLayout`]). Every operation is enqueued on the
+//! device's one stream and returns without waiting, except those whose results come back to the
+//! host: [`Backend::download`], [`Backend::sample`] (the tokens), [`Backend::cross_entropy`] (the
+//! losses) and [`Backend::sum_squares`]. Indices the kernels follow (token ids, slots, logit rows,
+//! targets) are checked on the host first, with the CPU backend's errors.
 //!
 //! Agreement with [`CpuBackend`](super::CpuBackend) (see `tests/cuda_backend.rs`): gathers,
 //! scatters, adds, the bias gradient and the AdamW update are exact; sampling draws the same
@@ -30,7 +30,7 @@
 //! for training ([`crate::Storage::Training`]) keeps every parameter, gradient and AdamW moment in
 //! f32: the f32 master weights that mixed-precision training updates. Rounding is to nearest even
 //! everywhere, the same on the GPU and the simulated device, so bf16 runs are as deterministic as
-//! f32 ones. How far bf16 results lie from the CPU's f32 is measured in `tests/cuda_backend.rs`.
+//! f32 ones. How far bf16 results lie from the CPU's f32 is measured in `tests/cuda_bf16.rs`.
 
 mod blas;
 mod layout;
