@@ -20,7 +20,7 @@
 //! let shape = GenerationShape { prompt_tokens: 300, question_tokens: 60, rows: 32, max_new_tokens: 96, block_size: 16 };
 //! let generation = MemoryPlan::generation(&config, Dtype::Bf16, &shape);
 //! println!("{generation}"); // generation: KV cache ... + activations ... = ...
-//! # Ok::<(), lmsi_transformer::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::fmt;
