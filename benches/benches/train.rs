@@ -1,4 +1,5 @@
-//! `cargo xtask bench train`: training throughput (forward + backward + AdamW) on the CPU.
+//! `cargo xtask bench train`: training throughput (forward + backward + lmsi-adamw's trainer step:
+//! the gradient norm, clipping and AdamW) on the CPU.
 //!
 //! Two models: SmolLM2-135M-Instruct (the real model, see `lmsi_benches::model_dir`) and the embedded
 //! seed model (`assets/seed-model`). Batches of 8 sequences of 256 tokens (loss on every
@@ -11,7 +12,7 @@
 
 use std::time::Instant;
 
-use lmsi_adamw::AdamWConfig;
+use lmsi_adamw::{AdamWConfig, LrSchedule, Trainer, TrainerConfig};
 use lmsi_benches::{
     Device, cpu_dtype_refused, device, dtype, gemm_peak_gflops, model_dir, result, seed_model_dir,
 };
@@ -91,28 +92,23 @@ fn bench<B: Backend>(name: &str, key: &str, mut model: Model<B>, peak: Option<f6
         .collect();
     let tokens = BATCH * (SEQ_LEN - 1);
     let params = model.config().parameter_count() as f64;
-    let adamw = AdamWConfig::default();
-    let mut grads = model.zero_grads().unwrap();
-    let mut moments = (model.zero_grads().unwrap(), model.zero_grads().unwrap());
+    let config = TrainerConfig {
+        adamw: AdamWConfig::default(),
+        schedule: LrSchedule::constant(1e-5),
+        max_grad_norm: Some(1.0),
+        decay_all: false,
+    };
+    let mut trainer = Trainer::new(&model, config).unwrap();
     let mut times = Vec::new();
     for step in 1..=5u64 {
         let start = Instant::now();
-        for g in grads.tensors_mut() {
-            model.backend().zero(g).unwrap();
-        }
-        model
-            .loss_and_grads(&batch, &mut grads, 1.0 / tokens as f32, false)
+        trainer
+            .step(&mut model, [&batch], |model, batch, grads| {
+                Ok(model
+                    .loss_and_grads(batch, grads, 1.0 / tokens as f32, false)?
+                    .loss)
+            })
             .unwrap();
-        let (be, p) = model.backend_and_params_mut();
-        let pairs = moments
-            .0
-            .tensors_mut()
-            .into_iter()
-            .zip(moments.1.tensors_mut());
-        for ((p, g), (m, v)) in p.tensors_mut().into_iter().zip(grads.tensors()).zip(pairs) {
-            be.adamw_update(p, g, m, v, &adamw.step_params(1e-5, step, true).scalars())
-                .unwrap();
-        }
         // A device may still be running the step: reading a parameter back waits for it all.
         let be = model.backend();
         let last = model.params().tensors()[0];

@@ -7,9 +7,10 @@ use crate::update::CHUNK;
 /// The L2 norm of all gradients together: the square root of the sum of squares of every
 /// element of every tensor, accumulated in `f64`.
 ///
-/// Deterministic: the elements are cut into fixed chunks of 65,536 (in list order), each chunk is
-/// summed in a fixed order, and the chunk sums are added in list order, so the result has the
-/// same bits for any number of threads. A NaN or infinite element gives a non-finite norm.
+/// Deterministic: it is the square root of the tensors' [`sum_squares`] added in list order, the
+/// same bits for any number of threads and the same as the norm
+/// [`Trainer::step`](crate::Trainer::step) measures. A NaN or infinite element gives a non-finite
+/// norm.
 ///
 /// ```
 /// use lmsi_adamw::global_norm;
@@ -18,9 +19,35 @@ use crate::update::CHUNK;
 /// assert!(global_norm(&[&[1.0, f32::NAN]]).is_nan());
 /// ```
 pub fn global_norm(grads: &[&[f32]]) -> f64 {
-    let chunks: Vec<&[f32]> = grads.iter().flat_map(|g| g.chunks(CHUNK)).collect();
-    let partials: Vec<f64> = chunks.par_iter().map(|c| sum_squares(c)).collect();
-    partials.iter().sum::<f64>().sqrt()
+    // Every chunk of every tensor in parallel, then each tensor's chunk sums as `sum_squares`
+    // adds them, then the tensors in order.
+    let chunks: Vec<(usize, &[f32])> = grads
+        .iter()
+        .enumerate()
+        .flat_map(|(t, g)| g.chunks(CHUNK).map(move |c| (t, c)))
+        .collect();
+    let partials: Vec<(usize, f64)> = chunks
+        .par_iter()
+        .map(|&(t, c)| (t, chunk_sum_squares(c)))
+        .collect();
+    let mut total = 0.0;
+    for tensor in partials.chunk_by(|a, b| a.0 == b.0) {
+        let sum: f64 = tensor.iter().map(|p| p.1).sum();
+        total += sum;
+    }
+    total.sqrt()
+}
+
+/// The sum of the squares of one tensor's elements, in `f64`: the tensor is cut into fixed chunks of
+/// 65,536, each summed in a fixed order, and the chunk sums are added in order, so the result has
+/// the same bits for any number of threads.
+///
+/// ```
+/// assert_eq!(lmsi_adamw::sum_squares(&[3.0, -4.0]), 25.0);
+/// ```
+pub fn sum_squares(x: &[f32]) -> f64 {
+    let partials: Vec<f64> = x.par_chunks(CHUNK).map(chunk_sum_squares).collect();
+    partials.iter().sum()
 }
 
 /// Scales the gradients so that their [`global_norm`] is at most `max_norm`, as
@@ -71,7 +98,7 @@ pub(crate) fn scale_all(tensors: &mut [&mut [f32]], factor: f32) {
 
 /// Sum of squares in `f64`. Squares of `f32` values are exact in `f64`; eight accumulators in a
 /// fixed order keep the adds pipelined without making the result depend on anything but `x`.
-fn sum_squares(x: &[f32]) -> f64 {
+fn chunk_sum_squares(x: &[f32]) -> f64 {
     let mut acc = [0.0f64; 8];
     let mut lanes = x.chunks_exact(8);
     for c in &mut lanes {

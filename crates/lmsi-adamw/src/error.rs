@@ -1,11 +1,12 @@
 //! The crate's error type.
 
-/// What can go wrong in this crate: mismatched tensor lists, out-of-range hyperparameters and
-/// unknown schedule names. Every shape error names the tensor by its index in the list.
+/// What can go wrong in this crate: mismatched tensor lists, out-of-range hyperparameters, unknown
+/// schedule names, a gradient that is not finite and a damaged or mismatched optimizer state.
+/// Every shape error names the tensor by its index in the list.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AdamWError {
-    /// Tensor `tensor` has `got` elements where `expected` were required (by the optimizer's
-    /// moments, the accumulator's buffers, or the parameter the gradient belongs to).
+    /// Tensor `tensor` has `got` elements where `expected` were required (by its shape, or by the
+    /// parameter a gradient or moment belongs to).
     #[error("tensor {tensor}: expected {expected} elements, got {got}")]
     Shape {
         /// Index of the tensor in the list.
@@ -18,21 +19,10 @@ pub enum AdamWError {
     /// A list of tensors (parameters, gradients or decay flags) has the wrong length.
     #[error("expected {expected} tensors, got {got}")]
     Count {
-        /// Number of tensors the optimizer or accumulator holds.
+        /// Number of tensors the model has.
         expected: usize,
         /// Number of entries given.
         got: usize,
-    },
-    /// The two moments of tensor `tensor` differ in length (a damaged checkpoint passed to
-    /// [`AdamW::from_state`](crate::AdamW::from_state)).
-    #[error("tensor {tensor}: first moment has {m} elements but second moment has {v}")]
-    Moments {
-        /// Index of the tensor.
-        tensor: usize,
-        /// Length of the first moment.
-        m: usize,
-        /// Length of the second moment.
-        v: usize,
     },
     /// A hyperparameter is NaN or outside its range.
     #[error("{name} = {value} is out of range (expected {expected})")]
@@ -47,6 +37,17 @@ pub enum AdamWError {
     /// A learning-rate schedule name that is not `constant`, `linear` or `cosine`.
     #[error("unknown learning-rate schedule {0:?} (expected constant, linear or cosine)")]
     UnknownSchedule(String),
+    /// The global gradient norm of step `step` is NaN or infinite: training has diverged.
+    #[error("step {step}: the gradient norm is {norm}")]
+    NonFiniteGradient {
+        /// The step that was being taken (1-based).
+        step: u64,
+        /// The norm.
+        norm: f64,
+    },
+    /// An optimizer state that cannot be resumed: what is wrong with it.
+    #[error("optimizer state: {0}")]
+    State(String),
 }
 
 /// `Ok` when `ok`, else [`AdamWError::Hyperparameter`] naming `name` and `value`. Callers write `ok`

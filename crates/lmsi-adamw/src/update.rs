@@ -10,8 +10,8 @@ use crate::error::{AdamWError, require};
 pub(crate) const CHUNK: usize = 1 << 16;
 
 /// The hyperparameters of AdamW that stay fixed over a run. The learning rate is not here: it
-/// changes every step (see [`LrSchedule`](crate::LrSchedule)) and is passed to
-/// [`AdamW::step`](crate::AdamW::step).
+/// changes every step, and comes from the [`LrSchedule`](crate::LrSchedule) of a
+/// [`TrainerConfig`](crate::TrainerConfig).
 ///
 /// The default is PyTorch's `torch.optim.AdamW`: `beta1 = 0.9`, `beta2 = 0.999`, `eps = 1e-8`,
 /// `weight_decay = 0.01`. Missing fields deserialize to these defaults.

@@ -2,8 +2,10 @@
 //! element-by-element update.
 
 use lmsi_adamw::{
-    AdamW, AdamWConfig, GradAccumulator, adamw_update, clip_global_norm, global_norm,
+    AdamWConfig, HostParams, LrSchedule, ScheduleKind, TensorInfo, Trainer, TrainerConfig,
+    adamw_update, global_norm,
 };
+use safetensors::SafeTensors;
 
 /// Sizes straddling the 65,536-element chunk: small, exact multiples, and ragged ends.
 const SIZES: [usize; 5] = [7, 65_536, 200_003, 1, 131_072 + 5];
@@ -22,12 +24,13 @@ fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-/// Everything the crate computes in one training run of three accumulated, clipped steps.
+/// Everything one training run of three accumulated, clipped steps gives: the parameters, the
+/// saved optimizer state's tensors, and each step's gradient norm and learning rate.
 #[derive(Debug, PartialEq)]
 struct Run {
     params: Vec<Vec<f32>>,
-    moments: Vec<(Vec<f32>, Vec<f32>)>,
-    norms: Vec<u64>,
+    moments: Vec<(String, Vec<u8>)>,
+    stats: Vec<(u64, u32)>,
 }
 
 fn run(threads: usize) -> Run {
@@ -36,35 +39,52 @@ fn run(threads: usize) -> Run {
         .build()
         .unwrap();
     pool.install(|| {
-        let mut params: Vec<Vec<f32>> = SIZES
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| values(i as u64, n, 1.0))
-            .collect();
-        let mut opt = AdamW::new(AdamWConfig::default(), &SIZES);
-        let mut acc = GradAccumulator::new(&SIZES);
         let decay = [true, true, false, false, true];
-        let mut norms = Vec::new();
+        let mut model = HostParams::new(
+            SIZES
+                .iter()
+                .zip(decay)
+                .enumerate()
+                .map(|(i, (&n, decay))| {
+                    let info = TensorInfo::new(format!("t{i}"), vec![n], decay);
+                    (info, values(i as u64, n, 1.0))
+                })
+                .collect(),
+        )
+        .unwrap();
+        let config = TrainerConfig {
+            adamw: AdamWConfig::default(),
+            schedule: LrSchedule::new(ScheduleKind::Cosine, 1e-3, 1, 4),
+            max_grad_norm: Some(1.0),
+            decay_all: false,
+        };
+        let mut trainer = Trainer::new(&model, config).unwrap();
+        let mut stats = Vec::new();
         for step in 0..3u64 {
-            for micro in 0..2u64 {
-                let grads: Vec<Vec<f32>> = SIZES
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &n)| values(100 * step + 10 * micro + i as u64, n, 0.01))
-                    .collect();
-                acc.add(&grads.iter().map(Vec::as_slice).collect::<Vec<_>>())
-                    .unwrap();
-            }
-            acc.average();
-            norms.push(clip_global_norm(&mut acc.grads_mut(), 1.0).to_bits());
-            let mut p: Vec<&mut [f32]> = params.iter_mut().map(Vec::as_mut_slice).collect();
-            opt.step(&mut p, &acc.grads(), &decay, 1e-3).unwrap();
-            acc.clear();
+            // Two micro-batches, each half of the batch's gradient.
+            let s = trainer
+                .step(&mut model, 0..2u64, |_, micro, grads| {
+                    for (i, g) in grads.iter_mut().enumerate() {
+                        let add = values(100 * step + 10 * micro + i as u64, g.len(), 0.01);
+                        g.iter_mut().zip(add).for_each(|(g, a)| *g += 0.5 * a);
+                    }
+                    Ok(0.0)
+                })
+                .unwrap();
+            stats.push((s.grad_norm.to_bits(), s.lr.to_bits()));
         }
+        let state = trainer.save_state(&model).unwrap();
+        let mut moments: Vec<(String, Vec<u8>)> = SafeTensors::deserialize(&state)
+            .unwrap()
+            .tensors()
+            .into_iter()
+            .map(|(name, t)| (name, t.data().to_vec()))
+            .collect();
+        moments.sort();
         Run {
-            params,
-            moments: opt.moments().to_vec(),
-            norms,
+            params: model.into_values(),
+            moments,
+            stats,
         }
     })
 }
@@ -75,10 +95,11 @@ fn training_steps_are_identical_on_one_and_four_threads() {
     let four = run(4);
     // The norms exceed 1, so clipping took part.
     assert!(
-        one.norms.iter().all(|&n| f64::from_bits(n) > 1.0),
+        one.stats.iter().all(|&(n, _)| f64::from_bits(n) > 1.0),
         "{:?}",
-        one.norms
+        one.stats
     );
+    assert_eq!(one.moments.len(), 2 * SIZES.len());
     assert!(one == four, "results differ between 1 and 4 threads");
 }
 

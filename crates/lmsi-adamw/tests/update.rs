@@ -1,7 +1,11 @@
-//! `adamw_update` and `AdamW::step` against PyTorch, and the properties of the update.
+//! `adamw_update` and `Trainer::step` against PyTorch, and the properties of the update.
 
-use lmsi_adamw::{AdamW, AdamWConfig, StepParams, adamw_update, widen};
+use lmsi_adamw::{
+    AdamWConfig, HostParams, LrSchedule, ScheduleKind, StepParams, TensorInfo, Trainer,
+    TrainerConfig, adamw_update, widen,
+};
 use proptest::prelude::*;
+use safetensors::SafeTensors;
 
 fn assert_close(got: &[f32], want: &[f64], rel: f64, abs: f64, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
@@ -76,14 +80,30 @@ fn three_steps_match_pytorch() {
         eps: 1e-8,
         weight_decay: 0.1,
     };
-    // The same run twice: tensor by tensor with `adamw_update`, and through `AdamW::step`.
+    // The rates 0.01, 0.02, 0.005 as a schedule: warm-up to 0.02 at step 2, then linear decay to
+    // 0.25 of it at step 3.
+    let schedule = LrSchedule {
+        min_lr_ratio: 0.25,
+        ..LrSchedule::new(ScheduleKind::Linear, 0.02, 2, 3)
+    };
+    let trainer_config = TrainerConfig {
+        adamw: config,
+        schedule,
+        max_grad_norm: None,
+        decay_all: false,
+    };
+    // The same run twice: tensor by tensor with `adamw_update`, and through `Trainer::step`.
     let (mut a, mut b) = (
         vec![0.5f32, -1.25, 2.0, 0.0, -0.03125],
         vec![1.5f32, -0.75, 0.25],
     );
     let (mut ma, mut va, mut mb, mut vb) = (vec![0.0; 5], vec![0.0; 5], vec![0.0; 3], vec![0.0; 3]);
-    let (mut a2, mut b2) = (a.clone(), b.clone());
-    let mut opt = AdamW::new(config, &[5, 3]);
+    let mut model = HostParams::new(vec![
+        (TensorInfo::new("a", vec![5], true), a.clone()),
+        (TensorInfo::new("b", vec![3], false), b.clone()),
+    ])
+    .unwrap();
+    let mut trainer = Trainer::new(&model, trainer_config).unwrap();
     for k in 0..3 {
         let step = k as u64 + 1;
         adamw_update(
@@ -100,13 +120,14 @@ fn three_steps_match_pytorch() {
             &mut vb,
             &config.step_params(lrs[k], step, false),
         );
-        opt.step(
-            &mut [&mut a2, &mut b2],
-            &[&grads_a[k], &grads_b[k]],
-            &[true, false],
-            lrs[k],
-        )
-        .unwrap();
+        let stats = trainer
+            .step(&mut model, [()], |_, (), g| {
+                g[0].copy_from_slice(&grads_a[k]);
+                g[1].copy_from_slice(&grads_b[k]);
+                Ok(0.0)
+            })
+            .unwrap();
+        assert_eq!((stats.step, stats.lr), (step, lrs[k]));
 
         let what = |t: &str, x: &str| format!("step {step} tensor {t} {x}");
         assert_close(&a, &want_a[k][0], 2.4e-7, 1e-9, &what("a", "param"));
@@ -116,14 +137,27 @@ fn three_steps_match_pytorch() {
         assert_close(&mb, &want_b[k][1], 1e-6, 1e-10, &what("b", "m"));
         assert_close(&vb, &want_b[k][2], 1e-6, 1e-14, &what("b", "v"));
 
-        // The optimizer is the per-tensor update, bit for bit.
-        assert_eq!((&a2, &b2), (&a, &b));
-        assert_eq!(
-            opt.moments(),
-            [(ma.clone(), va.clone()), (mb.clone(), vb.clone())]
-        );
+        // The trainer is the per-tensor update, bit for bit, in its parameters and its moments.
+        assert_eq!(model.values(), [a.clone(), b.clone()]);
+        let state = trainer.save_state(&model).unwrap();
+        let file = SafeTensors::deserialize(&state).unwrap();
+        for (name, want) in [
+            ("a.exp_avg", &ma),
+            ("a.exp_avg_sq", &va),
+            ("b.exp_avg", &mb),
+            ("b.exp_avg_sq", &vb),
+        ] {
+            let got: Vec<f32> = file
+                .tensor(name)
+                .unwrap()
+                .data()
+                .chunks_exact(4)
+                .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+                .collect();
+            assert_eq!(&got, want, "step {step} {name}");
+        }
     }
-    assert_eq!(opt.step_count(), 3);
+    assert_eq!(trainer.step_count(), 3);
 }
 
 /// The per-element formula written out separately, in `f64`, for one step from non-zero moments.

@@ -12,6 +12,9 @@
 //! - [`KvCache`]: the paged key/value cache with reference-counted blocks, forks and copy-on-write.
 //! - [`generate`]: batched generation of many sampled paths per prompt with a shared prefix and
 //!   continuous batching.
+//! - Training: [`Model::loss_and_grads`] is the backward pass; [`Model`] is lmsi-adamw's
+//!   [`Trainable`](lmsi_adamw::Trainable), so [`lmsi_adamw::Trainer`] steps it with its optimizer
+//!   state on the model's device.
 //!
 //! ```no_run
 //! use lmsi_transformer::{CpuBackend, Chunk, Logits, Model, Tokenizer};
@@ -39,6 +42,7 @@ pub mod params;
 pub mod testing;
 pub mod tokenizer;
 pub mod train;
+mod trainable;
 pub mod weights;
 
 use std::path::PathBuf;
@@ -71,6 +75,8 @@ pub enum Error {
     CacheFull { needed: usize, free: usize },
     #[error("sampling: {0}")]
     Sampling(#[from] lmsi_sampler::SampleError),
+    #[error("{0}")]
+    Optimizer(#[from] lmsi_adamw::AdamWError),
     #[error("{0} is not finite")]
     NonFinite(String),
     #[error("not enough device memory for {plan}; {device} has {} free of {}", crate::memory::human_bytes(*free), crate::memory::human_bytes(*total))]

@@ -163,7 +163,7 @@ impl<B: Backend> Model<B> {
     }
 
     /// The backend and the parameters, mutably (an optimizer updates parameters through the backend).
-    pub fn backend_and_params_mut(&mut self) -> (&B, &mut Params<B::Buf>) {
+    pub(crate) fn backend_and_params_mut(&mut self) -> (&B, &mut Params<B::Buf>) {
         (&self.backend, &mut self.params)
     }
 

@@ -9,10 +9,15 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+use lmsi_adamw::{AdamWConfig, LrSchedule, Trainer, TrainerConfig};
+
 use crate::Error;
-use crate::backend::{BatchLayout, SeqLayout};
+use crate::backend::{Backend, BatchLayout, SeqLayout};
 use crate::config::Config;
+use crate::model::Model;
 use crate::params::Params;
+use crate::tokenizer::Tokenizer;
+use crate::train::TrainSequence;
 use crate::weights::safetensors_bytes;
 
 /// The embedded seed model's directory: `LMSI_TEST_SEED_MODEL` when set (a test binary run away
@@ -21,6 +26,40 @@ pub fn seed_model_dir() -> PathBuf {
     std::env::var_os("LMSI_TEST_SEED_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/seed-model"))
+}
+
+/// The mean loss of each of `steps` steps of lmsi-adamw's [`Trainer`] (AdamW's defaults, lr 1e-3,
+/// the gradient norm clipped to 1) on a batch of two sequences of one short worked problem: a
+/// short training run, to compare backends and dtypes by their loss curves.
+pub fn loss_curve<B: Backend>(
+    model: &mut Model<B>,
+    tokenizer: &Tokenizer,
+    steps: usize,
+) -> Result<Vec<f64>, Error> {
+    let text = "Q: A shop has 45 apples and sells 17. How many are left?\nA: 45 - 17 = 28. The answer is 28.";
+    let tokens = tokenizer.encode(text, true)?;
+    let batch = vec![
+        TrainSequence::completion(tokens.clone(), 16),
+        TrainSequence::completion(tokens[..30].to_vec(), 10),
+    ];
+    let targets: usize = batch.iter().map(TrainSequence::target_count).sum();
+    let config = TrainerConfig {
+        adamw: AdamWConfig::default(),
+        schedule: LrSchedule::constant(1e-3),
+        max_grad_norm: Some(1.0),
+        decay_all: true,
+    };
+    let mut trainer = Trainer::new(&*model, config)?;
+    let mut curve = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let stats = trainer.step(model, [&batch], |model, batch, grads| {
+            Ok(model
+                .loss_and_grads(batch, grads, 1.0 / targets as f32, false)?
+                .loss)
+        })?;
+        curve.push(stats.loss / targets as f64);
+    }
+    Ok(curve)
 }
 
 /// `n` values uniform in ±[0.1, 1]·`scale` from `seed` (xorshift): random sign and magnitude, never

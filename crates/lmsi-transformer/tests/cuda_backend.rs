@@ -18,19 +18,21 @@
 //!   `1e-4` of its largest value;
 //! - generation with the seed model (greedy and sampled, one row at a time and six together): the
 //!   same tokens, text and finish of every path, the path log-probability to `1e-3` relative;
-//! - eight AdamW steps on the seed model: each step's loss to `1e-4` relative.
+//! - one lmsi-adamw trainer step of a tiny model from the same gradients (clipping, the update):
+//!   exact, the gradient norm to `1e-12` relative;
+//! - eight trainer steps on the seed model: each step's loss to `1e-4` relative.
 //!
 //! Every comparison prints `max-error WHAT WHERE VALUE` (the largest `|got - want|`; `WHERE` is
 //! `cpu`, `sim` or `gpu`; shown with `--nocapture`), which the GPU bundle's `run.sh` gathers into
 //! its table.
 use std::sync::OnceLock;
 
-use lmsi_adamw::StepParams;
+use lmsi_adamw::{AdamWConfig, LrSchedule, StepParams, Trainer, TrainerConfig};
 use lmsi_sampler::{RowKey, SampleError, SamplingParams};
 use lmsi_transformer::backend::{AttentionDims, Backend, BatchLayout, SeqLayout};
 use lmsi_transformer::config::Config;
 use lmsi_transformer::generate::{Control, GenerateConfig, Request, generate};
-use lmsi_transformer::testing::{TinyModel, nonzero_values, scattered_prefill_layout};
+use lmsi_transformer::testing::{self, TinyModel, nonzero_values, scattered_prefill_layout};
 use lmsi_transformer::{
     Chunk, CpuBackend, CudaBackend, Error, Logits, Model, Params, SeqId, Tokenizer, TrainSequence,
 };
@@ -625,33 +627,45 @@ on_backends! {
         // The CPU's gradients on both, so that the step itself is compared: exactly.
         let mut grads = cpu.zero_grads().unwrap();
         cpu.loss_and_grads(&batch(), &mut grads, 0.01, false).unwrap();
-        let other_grads = grads.try_map(|g| other.backend().upload(g)).unwrap();
-        let adamw = lmsi_adamw::AdamWConfig::default();
-        let scalars = adamw.step_params(1e-3, 1, true).scalars();
+        let host = grads.try_map(|g| CPU.download(g)).unwrap();
+        // Clipped to half the norm, so that the scaling takes part.
+        let half_norm = 0.5 * lmsi_adamw::global_norm(&host.tensors().iter().map(|g| g.as_slice()).collect::<Vec<_>>());
+        let (cpu_stats, cpu_params) = one_trainer_step(&mut cpu, &host, half_norm);
+        let (other_stats, other_params) = one_trainer_step(&mut other, &host, half_norm);
 
-        let norm: f64 = grads.tensors().iter().map(|g| CPU.sum_squares(g).unwrap()).sum();
-        let mut moments = (cpu.zero_grads().unwrap(), cpu.zero_grads().unwrap());
-        let (cb, cp) = cpu.backend_and_params_mut();
-        let state = moments.0.tensors_mut().into_iter().zip(moments.1.tensors_mut());
-        for ((p, g), (m, v)) in cp.tensors_mut().into_iter().zip(grads.tensors()).zip(state) {
-            cb.adamw_update(p, g, m, v, &scalars).unwrap();
-        }
-
-        let other_norm: f64 = other_grads.tensors().iter().map(|g| be.sum_squares(g).unwrap()).sum();
+        let (norm, other_norm) = (cpu_stats.grad_norm, other_stats.grad_norm);
         assert!(((other_norm - norm) / norm).abs() < 1e-12, "{other_norm} vs {norm}");
-        let mut moments = (other.zero_grads().unwrap(), other.zero_grads().unwrap());
-        let (ob, op) = other.backend_and_params_mut();
-        let state = moments.0.tensors_mut().into_iter().zip(moments.1.tensors_mut());
-        for ((p, g), (m, v)) in op.tensors_mut().into_iter().zip(other_grads.tensors()).zip(state) {
-            ob.adamw_update(p, g, m, v, &scalars).unwrap();
-        }
-
-        let (want, got) = (cpu.params_to_host().unwrap(), other.params_to_host().unwrap());
         let specs = cpu.layout().tensors();
-        for ((spec, w), g) in specs.into_iter().zip(want.tensors()).zip(got.tensors()) {
+        for ((spec, w), g) in specs.into_iter().zip(cpu_params.tensors()).zip(other_params.tensors()) {
             assert_bits(be, &format!("adamw_step {}", spec.name), g, w);
         }
     }
+}
+
+/// One lmsi-adamw trainer step of `model` (lr 1e-3, clipped to `max_grad_norm`) whose gradient is
+/// `grads`: the step's statistics and the parameters after it.
+fn one_trainer_step<B: Backend>(
+    model: &mut Model<B>,
+    grads: &Params<Vec<f32>>,
+    max_grad_norm: f64,
+) -> (lmsi_adamw::StepStats, Params<Vec<f32>>) {
+    let config = TrainerConfig {
+        adamw: AdamWConfig::default(),
+        schedule: LrSchedule::constant(1e-3),
+        max_grad_norm: Some(max_grad_norm),
+        decay_all: false,
+    };
+    let mut trainer = Trainer::new(&*model, config).unwrap();
+    let stats = trainer
+        .step(model, [grads], |model, grads, sums| {
+            let be = model.backend();
+            for (sum, g) in sums.tensors_mut().into_iter().zip(grads.tensors()) {
+                be.add_assign(sum, &be.upload(g)?, g.len())?;
+            }
+            Ok(0.0)
+        })
+        .unwrap();
+    (stats, model.params_to_host().unwrap())
 }
 
 /// Tiny models covering the architecture's options: grouped-query attention, q/k/v biases, tied
@@ -796,51 +810,10 @@ fn generation_gives_the_cpu_tokens() {
     }
 }
 
-/// The mean loss of each of `steps` AdamW steps (clipped at norm 1, lr 1e-3) on the seed model.
+/// The seed model's loss curve over `steps` steps on `backend`.
 fn loss_curve<B: Backend>(backend: B, steps: usize) -> Vec<f64> {
     let (mut model, tokenizer) = seed_model(backend);
-    let text = "Q: A shop has 45 apples and sells 17. How many are left?\nA: 45 - 17 = 28. The answer is 28.";
-    let tokens = tokenizer.encode(text, true).unwrap();
-    let batch = vec![
-        TrainSequence::completion(tokens.clone(), 16),
-        TrainSequence::completion(tokens[..30].to_vec(), 10),
-    ];
-    let targets: usize = batch.iter().map(TrainSequence::target_count).sum();
-    let adamw = lmsi_adamw::AdamWConfig::default();
-    let mut moments = (model.zero_grads().unwrap(), model.zero_grads().unwrap());
-    let mut curve = Vec::new();
-    for step in 1..=steps as u64 {
-        let mut grads = model.zero_grads().unwrap();
-        let loss = model
-            .loss_and_grads(&batch, &mut grads, 1.0 / targets as f32, false)
-            .unwrap();
-        curve.push(loss.mean());
-        let (be, params) = model.backend_and_params_mut();
-        let norm: f64 = grads
-            .tensors()
-            .iter()
-            .map(|g| be.sum_squares(g).unwrap())
-            .sum::<f64>()
-            .sqrt();
-        let scalars = adamw.step_params(1e-3, step, true).scalars();
-        let state = moments
-            .0
-            .tensors_mut()
-            .into_iter()
-            .zip(moments.1.tensors_mut());
-        for ((p, g), (m, v)) in params
-            .tensors_mut()
-            .into_iter()
-            .zip(grads.tensors_mut())
-            .zip(state)
-        {
-            if norm > 1.0 {
-                be.scale(g, (1.0 / norm) as f32).unwrap();
-            }
-            be.adamw_update(p, g, m, v, &scalars).unwrap();
-        }
-    }
-    curve
+    testing::loss_curve(&mut model, &tokenizer, steps).unwrap()
 }
 
 #[test]

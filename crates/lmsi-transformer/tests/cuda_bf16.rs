@@ -10,7 +10,7 @@
 //!   log-probabilities, bit for bit, run after run), and greedy decoding agrees with the CPU's on
 //!   most leading tokens (at least 80% of the first 8 tokens of the paths, and every path's first
 //!   token);
-//! - eight AdamW steps on the seed model loaded for training (f32 master weights, bf16 products):
+//! - eight lmsi-adamw trainer steps on the seed model loaded for training (f32 master weights, bf16 products):
 //!   each step's loss within 2% of the CPU's, and the loss falls as much.
 //!
 //! Each test prints its measured errors (`bf16 ...` lines, shown with `--nocapture`).
@@ -19,10 +19,9 @@ use std::sync::OnceLock;
 use lmsi_sampler::SamplingParams;
 use lmsi_transformer::config::Config;
 use lmsi_transformer::generate::{Control, GenerateConfig, Path, Request, generate};
-use lmsi_transformer::testing::TinyModel;
+use lmsi_transformer::testing::{self, TinyModel};
 use lmsi_transformer::{
     Backend, Chunk, CpuBackend, CudaBackend, Dtype, Logits, Model, Params, Storage, Tokenizer,
-    TrainSequence,
 };
 
 /// The simulated device at bf16, and the GPU at bf16 when there is one (else the reason printed).
@@ -225,43 +224,10 @@ fn bf16_generation_is_deterministic_and_greedy_follows_the_cpu() {
     }
 }
 
-/// The mean loss of each of `steps` AdamW steps (lr 1e-3, no clipping) on the seed model loaded
-/// for training.
+/// The seed model's loss curve over `steps` steps on `backend`, loaded for training.
 fn loss_curve<B: Backend>(backend: B, steps: usize) -> Vec<f64> {
     let (mut model, tokenizer) = seed_model(backend, Storage::Training);
-    let text = "Q: A shop has 45 apples and sells 17. How many are left?\nA: 45 - 17 = 28. The answer is 28.";
-    let tokens = tokenizer.encode(text, true).unwrap();
-    let batch = vec![
-        TrainSequence::completion(tokens.clone(), 16),
-        TrainSequence::completion(tokens[..30].to_vec(), 10),
-    ];
-    let targets: usize = batch.iter().map(TrainSequence::target_count).sum();
-    let adamw = lmsi_adamw::AdamWConfig::default();
-    let mut moments = (model.zero_grads().unwrap(), model.zero_grads().unwrap());
-    let mut curve = Vec::new();
-    for step in 1..=steps as u64 {
-        let mut grads = model.zero_grads().unwrap();
-        let loss = model
-            .loss_and_grads(&batch, &mut grads, 1.0 / targets as f32, false)
-            .unwrap();
-        curve.push(loss.mean());
-        let scalars = adamw.step_params(1e-3, step, true).scalars();
-        let (be, params) = model.backend_and_params_mut();
-        let state = moments
-            .0
-            .tensors_mut()
-            .into_iter()
-            .zip(moments.1.tensors_mut());
-        for ((p, g), (m, v)) in params
-            .tensors_mut()
-            .into_iter()
-            .zip(grads.tensors())
-            .zip(state)
-        {
-            be.adamw_update(p, g, m, v, &scalars).unwrap();
-        }
-    }
-    curve
+    testing::loss_curve(&mut model, &tokenizer, steps).unwrap()
 }
 
 #[test]
@@ -282,24 +248,11 @@ fn bf16_training_keeps_f32_master_weights_and_follows_the_cpu_loss_curve() {
 
 #[test]
 fn bf16_weights_loaded_for_inference_cannot_be_trained() {
-    let (mut model, _) = seed_model(
+    let (mut model, tokenizer) = seed_model(
         CudaBackend::sim().with_dtype(Dtype::Bf16),
         Storage::Inference,
     );
-    let grads = model.zero_grads().unwrap();
-    let mut moments = (model.zero_grads().unwrap(), model.zero_grads().unwrap());
-    let scalars = lmsi_adamw::AdamWConfig::default()
-        .step_params(1e-3, 1, true)
-        .scalars();
-    let (be, params) = model.backend_and_params_mut();
-    let err = be
-        .adamw_update(
-            &mut params.layers[0].qkv,
-            &grads.layers[0].qkv,
-            &mut moments.0.layers[0].qkv,
-            &mut moments.1.layers[0].qkv,
-            &scalars,
-        )
+    let err = testing::loss_curve(&mut model, &tokenizer, 1)
         .unwrap_err()
         .to_string();
     assert!(err.contains("load the model for training"), "{err}");

@@ -7,9 +7,8 @@
 //!   majority (self-consistent) answer, with its confidence.
 //! - [`build_data::build_examples`] (`lmsi build-data`): every path that reaches its question's majority
 //!   answer becomes training data in the paper's four "mixed formats".
-//! - [`train::train`] (`lmsi train`): fine-tune with AdamW, loss on the completion only, checkpoints in
-//!   Hugging Face layout. (The loop is here, not in `lmsi-adamw`, so that the optimizer crate stays
-//!   independent of the model.)
+//! - [`train::train`] (`lmsi train`): fine-tune with lmsi-adamw's `Trainer`, loss on the completion
+//!   only, checkpoints in Hugging Face layout; this crate wires the data, batches and logs to it.
 //! - [`eval::evaluate`] (`lmsi eval`): greedy or self-consistency accuracy on a labelled test set.
 //! - [`run::run`] (`lmsi run`): the whole loop in a resumable run directory, with reports and plots;
 //!   [`embedded`] holds its default (the seed model built by [`seed`] and the task's data).

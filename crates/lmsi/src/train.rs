@@ -1,8 +1,10 @@
 //! The "train" stage: fine-tune a model on prompt/completion data with AdamW, loss on the completion
 //! only, and write a checkpoint in Hugging Face layout.
 //!
-//! The loop lives here rather than in `lmsi-adamw`, which stays a model-agnostic optimizer crate on
-//! plain slices; this module ties it to the model, the tokenizer and the data.
+//! The optimizer step is lmsi-adamw's [`Trainer`]: it owns the AdamW moments (on the model's
+//! device), the accumulation of micro-batch gradients, clipping, the schedule and the update, and
+//! saves and resumes that state. This module wires the data to it: tokenizing, holding out,
+//! batching, the loss scale, logs and checkpoints.
 //!
 //! - Batches: each optimizer step takes `batch_size` examples. Examples are packed one after another
 //!   with no padding (attention stays within each example), so there are no length buckets and no
@@ -20,14 +22,13 @@
 //!   optimizer state (`optimizer.safetensors`: each tensor's `exp_avg` and `exp_avg_sq`),
 //!   `trainer_state.json`, the loss log `train_log.jsonl` and the loss curve `loss.svg`.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use lmsi_adamw::{AdamWConfig, LrSchedule, ScheduleKind, StepScalars};
+use lmsi_adamw::{AdamWConfig, AdamWError, LrSchedule, ScheduleKind, Trainer, TrainerConfig};
 use lmsi_data::TrainExample;
 use lmsi_transformer::checkpoint::save_model;
-use lmsi_transformer::{Backend, MemoryPlan, Model, Params, Tokenizer, TrainSequence};
+use lmsi_transformer::{Backend, MemoryPlan, Model, Tokenizer, TrainSequence};
 use serde::{Deserialize, Serialize};
 
 use crate::plot::{Series, line_chart};
@@ -105,9 +106,6 @@ impl Default for TrainOptions {
         }
     }
 }
-
-/// AdamW's first and second moments of every parameter.
-type Moments<B> = (Params<<B as Backend>::Buf>, Params<<B as Backend>::Buf>);
 
 /// One line of `train_log.jsonl`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -205,60 +203,52 @@ pub fn train_sequences<B: Backend>(
 ) -> Result<TrainReport, Error> {
     let started = Instant::now();
     let (train_set, eval_set, total_steps) = split_and_count(sequences, options)?;
-    let schedule = lr_schedule(options, total_steps)?;
-    let adamw = AdamWConfig {
-        weight_decay: options.weight_decay,
-        ..AdamWConfig::default()
-    };
-    adamw.validate().map_err(|e| Error::Input(e.to_string()))?;
+    let config = trainer_config(options, total_steps)?;
     let state = |step| TrainerState {
         step,
         total_steps,
         options: options.shaping(),
         data: data.to_string(),
     };
-
     let micro = options.micro_batch_size.unwrap_or(options.batch_size);
-    let backend = model.backend();
     let plan = MemoryPlan::training(
         model.config(),
-        backend.dtype(),
+        model.backend().dtype(),
         longest_micro_batch(&train_set, micro),
         options.recompute,
     );
-    backend.check_memory(&plan)?;
-    let (mut step, mut moments, mut log) = if options.resume {
-        resume(model, out, &state(0))?
+    model.backend().check_memory(&plan)?;
+    let (mut trainer, mut log) = if options.resume {
+        resume(model, out, &state(0), config)?
     } else {
-        (0, (model.zero_grads()?, model.zero_grads()?), Vec::new())
+        (Trainer::new(&*model, config)?, Vec::new())
     };
-    let decay: Vec<bool> = model
-        .layout()
-        .tensors()
-        .iter()
-        .map(|t| t.decay || options.decay_all)
-        .collect();
-    let mut grads = model.zero_grads()?;
     let (mut run_tokens, mut run_seconds) = (0usize, 0.0f64);
     let stop_at = options
         .stop_after
         .map_or(total_steps, |s| s.min(total_steps));
-    while step < stop_at {
-        step += 1;
+    while trainer.step_count() < stop_at {
         let step_started = Instant::now();
+        let step = trainer.step_count() + 1;
         let batch = batch_for_step(&train_set, step, options.batch_size, options.seed);
-        let (loss, grad_norm) = gradients(model, &mut grads, &batch, options, step, out)?;
-        let lr = schedule.lr(step);
-        let update = |i: usize| adamw.step_params(lr, step, decay[i]).scalars();
-        adamw_update(model, &grads, &mut moments, update)?;
+        let target_tokens: usize = batch.iter().map(|s| s.target_count()).sum();
+        let stats = trainer
+            .step(model, batch.chunks(micro), |model, micro, grads| {
+                let micro: Vec<TrainSequence> = micro.iter().map(|s| (*s).clone()).collect();
+                let scale = 1.0 / target_tokens as f32;
+                Ok(model
+                    .loss_and_grads(&micro, grads, scale, options.recompute)?
+                    .loss)
+            })
+            .map_err(|e| at_step(step, out, e))?;
         let tokens: usize = batch.iter().map(|s| s.tokens.len() - 1).sum();
         let seconds = step_started.elapsed().as_secs_f64();
         (run_tokens, run_seconds) = (run_tokens + tokens, run_seconds + seconds);
         let mut entry = StepLog {
             step,
-            loss,
-            lr,
-            grad_norm,
+            loss: stats.loss / target_tokens as f64,
+            lr: stats.lr,
+            grad_norm: stats.grad_norm,
             tokens,
             seconds,
             eval_loss: None,
@@ -270,10 +260,11 @@ pub fn train_sequences<B: Backend>(
         on_step(&entry, total_steps);
         log.push(entry);
         if options.save_every.is_some_and(|n| step % n == 0) || step == stop_at {
-            write_checkpoint(model, source, out, &state(step), &moments, &log)?;
+            write_checkpoint(model, &trainer, source, out, &state(step), &log)?;
         }
     }
-    if step == 0 || log.is_empty() {
+    let step = trainer.step_count();
+    if log.is_empty() {
         return Err(Error::Input(format!(
             "{} is already at step {step} of {total_steps}",
             out.display()
@@ -317,50 +308,34 @@ fn split_and_count(
     Ok((train_set, eval_set, total_steps))
 }
 
-/// One AdamW update of every parameter, tensor `i` with the step scalars `scalars(i)`.
-fn adamw_update<B: Backend>(
-    model: &mut Model<B>,
-    grads: &Params<B::Buf>,
-    moments: &mut Moments<B>,
-    scalars: impl Fn(usize) -> StepScalars,
-) -> Result<(), Error> {
-    let (be, params) = model.backend_and_params_mut();
-    let tensors = params.tensors_mut().into_iter().zip(grads.tensors());
-    let moment_pairs = moments
-        .0
-        .tensors_mut()
-        .into_iter()
-        .zip(moments.1.tensors_mut());
-    for ((i, (p, g)), (m, v)) in tensors.enumerate().zip(moment_pairs) {
-        be.adamw_update(p, g, m, v, &scalars(i))?;
-    }
-    Ok(())
-}
-
-/// The learning-rate schedule the options give over `total_steps`, checked.
-fn lr_schedule(options: &TrainOptions, total_steps: u64) -> Result<LrSchedule, Error> {
-    let schedule = LrSchedule {
-        min_lr_ratio: 0.0,
-        ..LrSchedule::new(
+/// The trainer's configuration the options give over `total_steps`, checked.
+fn trainer_config(options: &TrainOptions, total_steps: u64) -> Result<TrainerConfig, Error> {
+    let config = TrainerConfig {
+        adamw: AdamWConfig {
+            weight_decay: options.weight_decay,
+            ..AdamWConfig::default()
+        },
+        schedule: LrSchedule::new(
             options.schedule,
             options.lr,
             options.warmup_steps,
             total_steps,
-        )
+        ),
+        max_grad_norm: (options.grad_clip > 0.0).then_some(options.grad_clip),
+        decay_all: options.decay_all,
     };
-    schedule
-        .validate()
-        .map_err(|e| Error::Input(e.to_string()))?;
-    Ok(schedule)
+    config.validate().map_err(|e| Error::Input(e.to_string()))?;
+    Ok(config)
 }
 
-/// The step, AdamW moments and log a checkpoint in `out` was saved with, after checking that it
-/// was trained with `expected`'s options, data and total steps (its step is not compared).
+/// The trainer and log a checkpoint in `out` was saved with, after checking that it was trained
+/// with `expected`'s options, data and total steps (its step is not compared).
 fn resume<B: Backend>(
     model: &Model<B>,
     out: &Path,
     expected: &TrainerState,
-) -> Result<(u64, Moments<B>, Vec<StepLog>), Error> {
+    config: TrainerConfig,
+) -> Result<(Trainer<Model<B>>, Vec<StepLog>), Error> {
     let state: TrainerState = read_json(&out.join("trainer_state.json"))?;
     let mut differ = Vec::new();
     if state.options != expected.options {
@@ -384,63 +359,41 @@ fn resume<B: Backend>(
             ),
         });
     }
-    let moments = read_moments(model, &out.join("optimizer.safetensors"))?;
-    let log = read_log(&out.join("train_log.jsonl"), state.step)?;
-    Ok((state.step, moments, log))
-}
-
-/// The gradient of `batch`'s mean loss into `grads`, accumulated over micro-batches, then clipped:
-/// the mean loss and the norm before clipping. A non-finite norm is a divergence.
-fn gradients<B: Backend>(
-    model: &Model<B>,
-    grads: &mut Params<B::Buf>,
-    batch: &[&TrainSequence],
-    options: &TrainOptions,
-    step: u64,
-    out: &Path,
-) -> Result<(f64, f64), Error> {
-    let target_tokens: usize = batch.iter().map(|s| s.target_count()).sum();
-    let be = model.backend();
-    for g in grads.tensors_mut() {
-        be.zero(g)?;
-    }
-    let mut loss = 0.0;
-    for micro in batch.chunks(options.micro_batch_size.unwrap_or(batch.len())) {
-        let micro: Vec<TrainSequence> = micro.iter().map(|s| (*s).clone()).collect();
-        loss += model
-            .loss_and_grads(&micro, grads, 1.0 / target_tokens as f32, options.recompute)
-            .map_err(|e| at_step(step, out, e))?
-            .loss;
-    }
-    let mut norm_sq = 0.0;
-    for g in grads.tensors() {
-        norm_sq += be.sum_squares(g)?;
-    }
-    let grad_norm = norm_sq.sqrt();
-    if !grad_norm.is_finite() {
-        return Err(Error::Diverged {
-            step,
-            what: format!("the gradient norm is {grad_norm}"),
-            out: out.to_path_buf(),
-        });
-    }
-    if options.grad_clip > 0.0 && grad_norm > options.grad_clip {
-        let factor = (options.grad_clip / (grad_norm + 1e-6)) as f32;
-        for g in grads.tensors_mut() {
-            be.scale(g, factor)?;
-        }
-    }
-    Ok((loss / target_tokens as f64, grad_norm))
-}
-
-fn at_step(step: u64, out: &Path, e: lmsi_transformer::Error) -> Error {
-    match e {
-        lmsi_transformer::Error::NonFinite(what) => Error::Diverged {
-            step,
-            what: format!("{what} is not finite"),
-            out: out.to_path_buf(),
-        },
+    let path = out.join("optimizer.safetensors");
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let format = |message: String| Error::Format {
+        path: path.clone(),
+        line: None,
+        message,
+    };
+    let trainer = Trainer::resume(model, config, &bytes).map_err(|e| match e {
+        lmsi_transformer::Error::Optimizer(AdamWError::State(message)) => format(message),
         other => Error::Model(other),
+    })?;
+    if trainer.step_count() != state.step {
+        return Err(format(format!(
+            "it is at step {}, trainer_state.json at step {}",
+            trainer.step_count(),
+            state.step
+        )));
+    }
+    let log = read_log(&out.join("train_log.jsonl"), state.step)?;
+    Ok((trainer, log))
+}
+
+/// `e` of step `step`, as a divergence where it is one.
+fn at_step(step: u64, out: &Path, e: lmsi_transformer::Error) -> Error {
+    let what = match e {
+        lmsi_transformer::Error::NonFinite(what) => format!("{what} is not finite"),
+        lmsi_transformer::Error::Optimizer(AdamWError::NonFiniteGradient { norm, .. }) => {
+            format!("the gradient norm is {norm}")
+        }
+        other => return Error::Model(other),
+    };
+    Error::Diverged {
+        step,
+        what,
+        out: out.to_path_buf(),
     }
 }
 
@@ -554,49 +507,24 @@ fn fingerprint(examples: &[TrainExample]) -> String {
 
 fn write_checkpoint<B: Backend>(
     model: &Model<B>,
+    trainer: &Trainer<Model<B>>,
     source: &Path,
     out: &Path,
     state: &TrainerState,
-    moments: &Moments<B>,
     log: &[StepLog],
 ) -> Result<(), Error> {
-    let be = model.backend();
-    let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    let specs = model.layout().tensors();
-    for (spec, (m, v)) in specs
-        .iter()
-        .zip(moments.0.tensors().into_iter().zip(moments.1.tensors()))
-    {
-        for (suffix, buf) in [("exp_avg", m), ("exp_avg_sq", v)] {
-            let values = be.download(buf)?;
-            let bytes = values.iter().flat_map(|x| x.to_le_bytes()).collect();
-            named.push((format!("{}.{suffix}", spec.name), spec.shape.clone(), bytes));
-        }
-    }
-    let views = named
-        .iter()
-        .map(|(name, shape, bytes)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Input(format!("optimizer state: {e}")))?;
-    let metadata = HashMap::from([("step".to_string(), state.step.to_string())]);
-    let optimizer = safetensors::serialize(views, Some(metadata))
-        .map_err(|e| Error::Input(format!("optimizer state: {e}")))?;
     let log_lines: String = log
         .iter()
         .map(|l| serde_json::to_string(l).expect("log serialises") + "\n")
         .collect();
-    let curve = loss_curve(log);
     let extra = [
-        ("optimizer.safetensors", optimizer),
+        ("optimizer.safetensors", trainer.save_state(model)?),
         (
             "trainer_state.json",
             serde_json::to_vec_pretty(state).expect("state serialises"),
         ),
         ("train_log.jsonl", log_lines.into_bytes()),
-        ("loss.svg", curve.into_bytes()),
+        ("loss.svg", loss_curve(log).into_bytes()),
     ];
     save_model(model, source, out, &extra)?;
     Ok(())
@@ -636,37 +564,6 @@ fn read_log(path: &Path, step: u64) -> Result<Vec<StepLog>, Error> {
         .into_iter()
         .filter(|l| l.step <= step)
         .collect())
-}
-
-fn read_moments<B: Backend>(model: &Model<B>, path: &Path) -> Result<Moments<B>, Error> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let format = |message: String| Error::Format {
-        path: path.to_path_buf(),
-        line: None,
-        message,
-    };
-    let tensors =
-        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format(e.to_string()))?;
-    let load = |suffix: &str| {
-        model.layout().try_map(|spec| {
-            let name = format!("{}.{suffix}", spec.name);
-            let view = tensors
-                .tensor(&name)
-                .map_err(|e| format(format!("tensor `{name}`: {e}")))?;
-            if view.shape() != spec.shape.as_slice() || view.dtype() != safetensors::Dtype::F32 {
-                return Err(format(format!(
-                    "tensor `{name}` has the wrong shape or dtype"
-                )));
-            }
-            let values: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            Ok(model.backend().upload(&values)?)
-        })
-    };
-    Ok((load("exp_avg")?, load("exp_avg_sq")?))
 }
 
 #[cfg(test)]

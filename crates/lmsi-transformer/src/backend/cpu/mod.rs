@@ -561,7 +561,7 @@ impl Backend for CpuBackend {
     }
 
     fn sum_squares(&self, buf: &Vec<f32>) -> Result<f64, Error> {
-        Ok(lmsi_adamw::global_norm(&[buf]).powi(2))
+        Ok(lmsi_adamw::sum_squares(buf))
     }
 
     fn scale(&self, buf: &mut Vec<f32>, factor: f32) -> Result<(), Error> {
