@@ -13,7 +13,7 @@ use half::bf16;
 use lmsi_cuda::launch::{self, rmsnorm_params};
 use lmsi_cuda::params::*;
 use lmsi_transformer::CpuBackend;
-use lmsi_transformer::backend::{AttentionDims, Backend, BatchLayout};
+use lmsi_transformer::backend::{AttentionDims, Backend, BatchLayout, Rotation};
 
 fn token_layout(ids: Vec<u32>) -> BatchLayout {
     BatchLayout {
@@ -291,8 +291,9 @@ fn rope_and_its_inverse_match_the_cpu() {
         let cpu = CpuBackend::new();
         let prepared = cpu.prepare(&layout).unwrap();
         let (mut want_fwd, mut want_bwd) = (qkv.clone(), qkv.clone());
-        cpu.rope(&mut want_fwd, &prepared, &dims, &freqs).unwrap();
-        cpu.rope_backward(&mut want_bwd, &prepared, &dims, &freqs)
+        cpu.rope(&mut want_fwd, &prepared, &dims, &freqs, Rotation::Forward)
+            .unwrap();
+        cpu.rope(&mut want_bwd, &prepared, &dims, &freqs, Rotation::Inverse)
             .unwrap();
         let p = LmsiRopeParams {
             tokens: tokens as u32,

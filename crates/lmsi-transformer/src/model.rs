@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::Error;
-use crate::backend::{AttentionDims, Backend, BatchLayout, SeqLayout};
+use crate::backend::{AttentionDims, Backend, BatchLayout, Rotation, SeqLayout};
 use crate::config::Config;
 use crate::kv_cache::{KvCache, SeqId};
 use crate::memory::MemoryPlan;
@@ -239,7 +239,13 @@ impl<B: Backend> Model<B> {
                 d,
                 false,
             )?;
-            be.rope(&mut qkv, &prepared, &dims, &self.inv_freq)?;
+            be.rope(
+                &mut qkv,
+                &prepared,
+                &dims,
+                &self.inv_freq,
+                Rotation::Forward,
+            )?;
             let (k_cache, v_cache) = cache.layer_mut(i);
             be.kv_store(k_cache, v_cache, &qkv, &prepared, &dims)?;
             be.paged_attention(&mut attn, &qkv, k_cache, v_cache, &prepared, &dims)?;

@@ -16,7 +16,7 @@
 //! the tokens that carry loss.
 
 use crate::Error;
-use crate::backend::{Backend, BatchLayout, SeqLayout};
+use crate::backend::{Backend, BatchLayout, Rotation, SeqLayout};
 use crate::model::Model;
 use crate::params::{LayerParams, Params};
 
@@ -286,7 +286,7 @@ impl<B: Backend> Model<B> {
             d,
             false,
         )?;
-        be.rope(&mut qkv, layout, &dims, self.inv_freq())?;
+        be.rope(&mut qkv, layout, &dims, self.inv_freq(), Rotation::Forward)?;
         let mut attn = be.zeros(t * c.attn_dim())?;
         let mut lse = be.zeros(t * c.num_heads)?;
         be.causal_attention(&mut attn, &mut lse, &qkv, layout, &dims)?;
@@ -403,7 +403,13 @@ impl<B: Backend> Model<B> {
         be.causal_attention_backward(
             &mut d_qkv, &d_attn, &acts.attn, &acts.lse, &acts.qkv, layout, &dims,
         )?;
-        be.rope_backward(&mut d_qkv, layout, &dims, self.inv_freq())?;
+        be.rope(
+            &mut d_qkv,
+            layout,
+            &dims,
+            self.inv_freq(),
+            Rotation::Inverse,
+        )?;
         be.rmsnorm(&mut h, &acts.x_in, &p.attn_norm, t, eps)?;
         be.matmul_backward_input(&mut d_h, &d_qkv, &p.qkv, t, c.qkv_dim(), d, false)?;
         be.matmul_backward_weight(

@@ -1,7 +1,7 @@
 //! Every backward pass of the CPU backend against central finite differences of its forward pass, on
 //! random inputs (never zeros), and the whole model's gradient on tiny random models.
 
-use lmsi_transformer::backend::{AttentionDims, Backend, BatchLayout, SeqLayout};
+use lmsi_transformer::backend::{AttentionDims, Backend, BatchLayout, Rotation, SeqLayout};
 use lmsi_transformer::testing::TinyModel;
 use lmsi_transformer::{CpuBackend, Model, TrainSequence};
 
@@ -114,11 +114,13 @@ fn rope() {
     let inputs = vec![random(3 * dims.qkv_dim(), 1)];
     let forward = |v: &[Vec<f32>]| {
         let mut x = v[0].clone();
-        BE.rope(&mut x, &layout, &dims, &inv_freq).unwrap();
+        BE.rope(&mut x, &layout, &dims, &inv_freq, Rotation::Forward)
+            .unwrap();
         weighted_sum(&x, 9)
     };
     let mut d = random(3 * dims.qkv_dim(), 9);
-    BE.rope_backward(&mut d, &layout, &dims, &inv_freq).unwrap();
+    BE.rope(&mut d, &layout, &dims, &inv_freq, Rotation::Inverse)
+        .unwrap();
     check("rope", &inputs, forward, &[d]);
 }
 

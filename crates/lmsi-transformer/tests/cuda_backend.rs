@@ -29,7 +29,7 @@ use std::sync::OnceLock;
 
 use lmsi_adamw::{AdamWConfig, LrSchedule, StepParams, Trainer, TrainerConfig};
 use lmsi_sampler::{RowKey, SampleError, SamplingParams};
-use lmsi_transformer::backend::{AttentionDims, Backend, BatchLayout, SeqLayout};
+use lmsi_transformer::backend::{AttentionDims, Backend, BatchLayout, Rotation, SeqLayout};
 use lmsi_transformer::config::Config;
 use lmsi_transformer::generate::{Control, GenerateConfig, Request, generate};
 use lmsi_transformer::testing::{self, TinyModel, nonzero_values, scattered_prefill_layout};
@@ -319,16 +319,13 @@ on_backends! {
         let freqs = inv_freq(d.head_dim);
         let bf = up(be, &freqs);
         let qkv = nonzero_values(t * d.qkv_dim(), 18, 1.0);
-        let mut want = qkv.clone();
-        CPU.rope(&mut want, &cl, &d, &freqs).unwrap();
-        let mut got = up(be, &qkv);
-        be.rope(&mut got, &bl, &d, &bf).unwrap();
-        assert_close(be, "rope", &down(be, &got), &want, 1e-5, 1e-5);
-        let mut want = qkv.clone();
-        CPU.rope_backward(&mut want, &cl, &d, &freqs).unwrap();
-        let mut got = up(be, &qkv);
-        be.rope_backward(&mut got, &bl, &d, &bf).unwrap();
-        assert_close(be, "rope_backward", &down(be, &got), &want, 1e-5, 1e-5);
+        for (name, rotation) in [("rope", Rotation::Forward), ("rope_backward", Rotation::Inverse)] {
+            let mut want = qkv.clone();
+            CPU.rope(&mut want, &cl, &d, &freqs, rotation).unwrap();
+            let mut got = up(be, &qkv);
+            be.rope(&mut got, &bl, &d, &bf, rotation).unwrap();
+            assert_close(be, name, &down(be, &got), &want, 1e-5, 1e-5);
+        }
 
         let (rows, inter) = (33, 70);
         let gate_up = nonzero_values(rows * 2 * inter, 19, 4.0);

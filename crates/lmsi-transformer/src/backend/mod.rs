@@ -115,12 +115,15 @@ pub trait Backend: Send + Sync + Sized + 'static {
 
     /// Rotates the q and k heads of the fused `qkv` rows in place by each token's position
     /// (Hugging Face's rotate-half convention: dimension `i` pairs with `i + head_dim / 2`).
+    /// [`Rotation::Inverse`] rotates by minus each angle: the rotation's transpose, which is its
+    /// backward pass, applied to the q and k gradients.
     fn rope(
         &self,
         qkv: &mut Self::Buf,
         layout: &Self::Layout,
         dims: &AttentionDims,
         inv_freq: &Self::Buf,
+        rotation: Rotation,
     ) -> Result<(), Error>;
 
     /// Stores every token's k and v (from the fused `qkv` rows) in the paged cache of one layer, at the
@@ -212,15 +215,6 @@ pub trait Backend: Send + Sync + Sized + 'static {
         qkv: &Self::Buf,
         layout: &Self::Layout,
         dims: &AttentionDims,
-    ) -> Result<(), Error>;
-
-    /// Backward of [`Backend::rope`]: rotates the q and k gradients back (by minus each angle), in place.
-    fn rope_backward(
-        &self,
-        d_qkv: &mut Self::Buf,
-        layout: &Self::Layout,
-        dims: &AttentionDims,
-        inv_freq: &Self::Buf,
     ) -> Result<(), Error>;
 
     /// Backward of [`Backend::rmsnorm`]: `d_x += ∂L/∂x` and `d_weight += ∂L/∂weight` given `d_out`.
@@ -321,6 +315,15 @@ pub trait Backend: Send + Sync + Sized + 'static {
         vocab: usize,
         scale: f32,
     ) -> Result<Vec<f32>, Error>;
+}
+
+/// Which way [`Backend::rope`] turns: by each position's angles, or back by minus them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// The rotation of the forward pass.
+    Forward,
+    /// The inverse rotation: the backward pass of [`Rotation::Forward`].
+    Inverse,
 }
 
 /// Head geometry of attention, shared by the attention operations.

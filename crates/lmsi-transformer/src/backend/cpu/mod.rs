@@ -3,6 +3,7 @@
 //! the `gemm` crate; everything else as
 //! plain loops parallelised over rows with rayon.
 
+mod gemm;
 mod linear;
 mod math;
 mod train_attention;
@@ -11,10 +12,11 @@ pub use linear::linear;
 
 pub use math::{dot, exp_sub_sum, key_scores, silu_mul, silu_mul_backward, weighted_rows};
 
-use gemm::{Parallelism, gemm};
+use ::gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{AttentionDims, Backend, BatchLayout};
+use self::gemm::{Strided, gemm_into};
+use super::{AttentionDims, Backend, BatchLayout, Rotation};
 use crate::Error;
 
 /// The CPU backend. Work is spread over rayon's global thread pool.
@@ -184,6 +186,7 @@ impl Backend for CpuBackend {
         layout: &CpuLayout,
         dims: &AttentionDims,
         inv_freq: &Vec<f32>,
+        rotation: Rotation,
     ) -> Result<(), Error> {
         let qkv_dim = dims.qkv_dim();
         let positions = &layout.layout.positions;
@@ -193,7 +196,11 @@ impl Backend for CpuBackend {
             .par_chunks_mut(qkv_dim)
             .zip(positions.par_iter())
             .for_each(|(row, &pos)| {
-                let (cos, sin) = rope_angles(pos, inv_freq);
+                let (cos, mut sin) = rope_angles(pos, inv_freq);
+                if rotation == Rotation::Inverse {
+                    // Negating is exact, so this is the forward formula with the signs swapped.
+                    sin.iter_mut().for_each(|s| *s = -*s);
+                }
                 for head in row[..rotated_heads * dims.head_dim].chunks_exact_mut(dims.head_dim) {
                     rotate_half(head, &cos, &sin);
                 }
@@ -367,30 +374,6 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn rope_backward(
-        &self,
-        d_qkv: &mut Vec<f32>,
-        layout: &CpuLayout,
-        dims: &AttentionDims,
-        inv_freq: &Vec<f32>,
-    ) -> Result<(), Error> {
-        let qkv_dim = dims.qkv_dim();
-        let positions = &layout.layout.positions;
-        check_len("rope gradient", d_qkv, positions.len() * qkv_dim)?;
-        let rotated_heads = dims.num_heads + dims.num_kv_heads;
-        d_qkv[..positions.len() * qkv_dim]
-            .par_chunks_mut(qkv_dim)
-            .zip(positions.par_iter())
-            .for_each(|(row, &pos)| {
-                let (cos, sin) = rope_angles(pos, inv_freq);
-                let sin: Vec<f32> = sin.iter().map(|s| -s).collect();
-                for head in row[..rotated_heads * dims.head_dim].chunks_exact_mut(dims.head_dim) {
-                    rotate_half(head, &cos, &sin);
-                }
-            });
-        Ok(())
-    }
-
     fn rmsnorm_backward(
         &self,
         d_x: &mut Vec<f32>,
@@ -457,14 +440,12 @@ impl Backend for CpuBackend {
         check_len("matmul backward weight", w, n * k)?;
         check_len("matmul backward input gradient", d_x, m * k)?;
         // d_x[m, k] = d_out[m, n] · w[n, k]: w read row-major as the right-hand side.
-        gemm_strided(
+        gemm_into(
             &mut d_x[..m * k],
-            m,
-            k,
-            n,
+            Strided::rows(d_out, m, n, n),
+            Strided::rows(w, n, k, k),
             accumulate,
-            (&d_out[..], 1, n as isize),
-            (&w[..], 1, k as isize),
+            Parallelism::Rayon(0),
         );
         Ok(())
     }
@@ -483,14 +464,12 @@ impl Backend for CpuBackend {
         check_len("matmul backward input", x, m * k)?;
         check_len("matmul backward weight gradient", d_w, n * k)?;
         // d_w[n, k] += d_out[m, n]ᵀ · x[m, k]: the transpose read through strides.
-        gemm_strided(
+        gemm_into(
             &mut d_w[..n * k],
-            n,
-            k,
-            m,
+            Strided::rows(d_out, m, n, n).t(),
+            Strided::rows(x, m, k, k),
             true,
-            (&d_out[..], n as isize, 1),
-            (&x[..], 1, k as isize),
+            Parallelism::Rayon(0),
         );
         if let Some(d_bias) = d_bias {
             check_len("matmul backward bias gradient", d_bias, n)?;
@@ -639,56 +618,6 @@ fn group_tasks(layout: &CpuLayout, dims: &AttentionDims) -> Vec<(usize, usize)> 
 fn seq_range(layout: &CpuLayout, s: usize) -> std::ops::Range<usize> {
     let seq = &layout.layout.seqs[s];
     seq.token_start as usize..(seq.token_start + seq.num_tokens) as usize
-}
-
-/// `out[m, n] (+)= a · b` where `a` is `[m, k]` and `b` is `[k, n]`, each given as (values, column
-/// stride, row stride), through the `gemm` crate on all threads.
-fn gemm_strided(
-    out: &mut [f32],
-    m: usize,
-    n: usize,
-    k: usize,
-    accumulate: bool,
-    a: (&[f32], isize, isize),
-    b: (&[f32], isize, isize),
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            out.fill(0.0);
-        }
-        return;
-    }
-    let extent = |(values, cs, rs): (&[f32], isize, isize), rows: usize, cols: usize| {
-        values.len() as isize > (rows as isize - 1) * rs + (cols as isize - 1) * cs
-    };
-    assert!(out.len() >= m * n && extent(a, m, k) && extent(b, k, n));
-    // SAFETY: the asserts keep every access inside the slices their strides describe.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.0.as_ptr(),
-            a.1,
-            a.2,
-            b.0.as_ptr(),
-            b.1,
-            b.2,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::Rayon(0),
-        );
-    }
 }
 
 /// cos and sin of `position · inv_freq[i]` for each pair of a head's dimensions, in f32 like
@@ -865,7 +794,13 @@ mod tests {
         let mut qkv = random(12, 9);
         let before = qkv.clone();
         CpuBackend
-            .rope(&mut qkv, &CpuBackend.prepare(&l).unwrap(), &dims, &inv_freq)
+            .rope(
+                &mut qkv,
+                &CpuBackend.prepare(&l).unwrap(),
+                &dims,
+                &inv_freq,
+                Rotation::Forward,
+            )
             .unwrap();
         for head in [0, 4] {
             for i in 0..2 {

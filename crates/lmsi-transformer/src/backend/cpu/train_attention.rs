@@ -10,60 +10,18 @@
 
 use std::ops::Range;
 
-use gemm::{Parallelism, gemm};
+use ::gemm::Parallelism;
 
+use super::gemm::{Strided, gemm_into};
 use super::math::{dot, exp_sub_sum};
 use crate::backend::AttentionDims;
 
 /// A strided matrix view: (values, row stride); columns are contiguous.
 type View<'a> = (&'a [f32], usize);
 
-/// `out[m, n] = (accumulate ? out : 0) + a · b` where `a` is `[m, k]` and `b` is `[k, n]`, given as
-/// (values, row stride, column stride), on the calling thread.
-#[allow(clippy::too_many_arguments)]
-fn product(
-    out: &mut [f32],
-    m: usize,
-    n: usize,
-    k: usize,
-    accumulate: bool,
-    a: (&[f32], usize, usize),
-    b: (&[f32], usize, usize),
-) {
-    let fits = |(v, rs, cs): (&[f32], usize, usize), rows: usize, cols: usize| {
-        rows == 0 || cols == 0 || v.len() > (rows - 1) * rs + (cols - 1) * cs
-    };
-    assert!(out.len() >= m * n && fits(a, m, k) && fits(b, k, n));
-    if m == 0 || n == 0 || k == 0 {
-        if !accumulate {
-            out[..m * n].fill(0.0);
-        }
-        return;
-    }
-    // SAFETY: the assert keeps every access inside the three slices their strides describe.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.0.as_ptr(),
-            a.2 as isize,
-            a.1 as isize,
-            b.0.as_ptr(),
-            b.2 as isize,
-            b.1 as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-    }
+/// `out = (accumulate ? out : 0) + a · b` on the calling thread (one task per head group).
+fn product(out: &mut [f32], a: Strided<'_>, b: Strided<'_>, accumulate: bool) {
+    gemm_into(out, a, b, accumulate, Parallelism::None);
 }
 
 /// Where a sequence's heads are in the fused rows.
@@ -102,7 +60,12 @@ fn scores(heads: &Heads<'_>, h: usize, g: usize) -> Vec<f32> {
     let mut s = vec![0.0f32; l * l];
     let (q, q_rs) = heads.q(h);
     let (k, k_rs) = heads.k(g);
-    product(&mut s, l, l, hd, false, (q, q_rs, 1), (k, 1, k_rs));
+    product(
+        &mut s,
+        Strided::rows(q, l, hd, q_rs),
+        Strided::rows(k, l, hd, k_rs).t(),
+        false,
+    );
     s.iter_mut().for_each(|x| *x *= heads.d.scale);
     s
 }
@@ -167,7 +130,12 @@ pub fn forward_group(
         }
         let mut o = vec![0.0f32; l * hd];
         let (v, v_rs) = heads.v(g);
-        product(&mut o, l, hd, l, false, (&p, l, 1), (v, v_rs, 1));
+        product(
+            &mut o,
+            Strided::rows(&p, l, l, l),
+            Strided::rows(v, l, hd, v_rs),
+            false,
+        );
         out.push(o);
         lse.push(lse_h);
     }
@@ -245,11 +213,21 @@ pub fn backward_group(
         let d_o: View<'_> = (&d_out[range.start * attn_dim + h * hd..], attn_dim);
         let o: View<'_> = (&out[range.start * attn_dim + h * hd..], attn_dim);
         // dV += Pᵀ·dO.
-        product(&mut dv, l, hd, l, true, (&p, 1, l), (d_o.0, d_o.1, 1));
+        product(
+            &mut dv,
+            Strided::rows(&p, l, l, l).t(),
+            Strided::rows(d_o.0, l, hd, d_o.1),
+            true,
+        );
         // dP = dO·Vᵀ, then dS = P ∘ (dP - D)·scale in place.
         let mut ds = vec![0.0f32; l * l];
         let (v, v_rs) = heads.v(g);
-        product(&mut ds, l, l, hd, false, (d_o.0, d_o.1, 1), (v, 1, v_rs));
+        product(
+            &mut ds,
+            Strided::rows(d_o.0, l, hd, d_o.1),
+            Strided::rows(v, l, hd, v_rs).t(),
+            false,
+        );
         for i in 0..l {
             let big_d = dot(&d_o.0[i * d_o.1..][..hd], &o.0[i * o.1..][..hd]);
             let (ds_row, p_row) = (&mut ds[i * l..(i + 1) * l], &p[i * l..(i + 1) * l]);
@@ -260,9 +238,19 @@ pub fn backward_group(
         // dQ = dS·K, dK += dSᵀ·Q.
         let mut dq = vec![0.0f32; l * hd];
         let (k, k_rs) = heads.k(g);
-        product(&mut dq, l, hd, l, false, (&ds, l, 1), (k, k_rs, 1));
+        product(
+            &mut dq,
+            Strided::rows(&ds, l, l, l),
+            Strided::rows(k, l, hd, k_rs),
+            false,
+        );
         let (q, q_rs) = heads.q(h);
-        product(&mut dk, l, hd, l, true, (&ds, 1, l), (q, q_rs, 1));
+        product(
+            &mut dk,
+            Strided::rows(&ds, l, l, l).t(),
+            Strided::rows(q, l, hd, q_rs),
+            true,
+        );
         dqs.push(dq);
     }
     GroupGrads {

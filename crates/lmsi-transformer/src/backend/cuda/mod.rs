@@ -53,7 +53,7 @@ pub use layout::CudaLayout;
 use tensor::bf16_operand;
 pub use tensor::{CudaBuf, Dtype};
 
-use super::{AttentionDims, Backend, BatchLayout};
+use super::{AttentionDims, Backend, BatchLayout, Rotation};
 use crate::Error;
 
 /// The CUDA backend on one device: a GPU, or the simulated one. A clone is another handle on the
@@ -418,8 +418,24 @@ impl Backend for CudaBackend {
         layout: &CudaLayout,
         dims: &AttentionDims,
         inv_freq: &CudaBuf,
+        rotation: Rotation,
     ) -> Result<(), Error> {
-        rope(&self.device, qkv, layout, dims, inv_freq, false)
+        let tokens = layout.host.positions.len();
+        need("rope input", qkv.len(), tokens * dims.qkv_dim())?;
+        let (qkv, inv_freq) = (
+            qkv.f32_mut("rope input")?,
+            inv_freq.f32("rope frequencies")?,
+        );
+        let p = LmsiRopeParams {
+            tokens: count("tokens", tokens)?,
+            num_heads: count("heads", dims.num_heads)?,
+            num_kv_heads: count("kv heads", dims.num_kv_heads)?,
+            head_dim: count("head_dim", dims.head_dim)?,
+            inverse: u32::from(rotation == Rotation::Inverse),
+        };
+        self.device
+            .rope(&p, qkv, layout.positions(), inv_freq)
+            .map_err(cuda)
     }
 
     fn kv_store(
@@ -647,16 +663,6 @@ impl Backend for CudaBackend {
         device
             .causal_attention_backward_dkdv(&p, d_qkv, d_out, lse, &delta, qkv, &items.keys)
             .map_err(cuda)
-    }
-
-    fn rope_backward(
-        &self,
-        d_qkv: &mut CudaBuf,
-        layout: &CudaLayout,
-        dims: &AttentionDims,
-        inv_freq: &CudaBuf,
-    ) -> Result<(), Error> {
-        rope(&self.device, d_qkv, layout, dims, inv_freq, true)
     }
 
     fn rmsnorm_backward(
@@ -901,31 +907,4 @@ impl Backend for CudaBackend {
             .map_err(cuda)?;
         self.device.download(&losses).map_err(cuda)
     }
-}
-
-/// RoPE of the q and k heads of fused `qkv` rows in place; `inverse` rotates back (the backward).
-fn rope(
-    device: &Device,
-    qkv: &mut CudaBuf,
-    layout: &CudaLayout,
-    dims: &AttentionDims,
-    inv_freq: &CudaBuf,
-    inverse: bool,
-) -> Result<(), Error> {
-    let tokens = layout.host.positions.len();
-    need("rope input", qkv.len(), tokens * dims.qkv_dim())?;
-    let (qkv, inv_freq) = (
-        qkv.f32_mut("rope input")?,
-        inv_freq.f32("rope frequencies")?,
-    );
-    let p = LmsiRopeParams {
-        tokens: count("tokens", tokens)?,
-        num_heads: count("heads", dims.num_heads)?,
-        num_kv_heads: count("kv heads", dims.num_kv_heads)?,
-        head_dim: count("head_dim", dims.head_dim)?,
-        inverse: u32::from(inverse),
-    };
-    device
-        .rope(&p, qkv, layout.positions(), inv_freq)
-        .map_err(cuda)
 }
