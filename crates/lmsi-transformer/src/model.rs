@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::Error;
-use crate::backend::{AttentionDims, Backend, BatchLayout, Rotation, SeqLayout};
+use crate::backend::{AttentionDims, Backend, BatchLayout, Rotation, SeqLayout, check_token_ids};
 use crate::config::Config;
 use crate::kv_cache::{KvCache, SeqId};
 use crate::memory::MemoryPlan;
@@ -330,16 +330,7 @@ impl<B: Backend> Model<B> {
                     chunk.seq
                 )));
             }
-            if let Some(&bad) = chunk
-                .tokens
-                .iter()
-                .find(|&&t| t as usize >= self.config.vocab_size)
-            {
-                return Err(Error::Input(format!(
-                    "token id {bad} is outside the vocabulary ({} tokens)",
-                    self.config.vocab_size
-                )));
-            }
+            check_token_ids("token id", chunk.tokens, self.config.vocab_size)?;
             blocks += cache.blocks_needed(chunk.seq, chunk.tokens.len())?;
         }
         if blocks > cache.free_blocks() {

@@ -153,17 +153,7 @@ impl<B: Backend> Model<B> {
     ) -> Result<LossSum, Error> {
         let c = self.config();
         let layout = batch_layout(batch)?;
-        if let Some(&bad) = layout
-            .token_ids
-            .iter()
-            .chain(&layout.targets)
-            .find(|&&t| t as usize >= c.vocab_size)
-        {
-            return Err(Error::Input(format!(
-                "token id {bad} is outside the vocabulary ({} tokens)",
-                c.vocab_size
-            )));
-        }
+        layout.check(c.vocab_size)?;
         let be = self.backend();
         let prepared = be.prepare(&layout)?;
         let (t, d, vocab) = (layout.num_tokens(), c.hidden_size, c.vocab_size);

@@ -390,7 +390,54 @@ pub struct BatchLayout {
     pub targets: Vec<u32>,
 }
 
+/// Errs naming the first of `ids` outside a vocabulary of `vocab` tokens (`what` says what the ids
+/// are): the one check of token ids against the model, made before a step reaches a backend.
+pub fn check_token_ids(what: &str, ids: &[u32], vocab: usize) -> Result<(), Error> {
+    match ids.iter().find(|&&id| id as usize >= vocab) {
+        Some(id) => Err(Error::Input(format!(
+            "{what} {id} is outside the vocabulary ({vocab} tokens)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl BatchLayout {
+    /// Checks the step against a model of `vocab` tokens before any backend runs it: every token
+    /// id and target inside the vocabulary, a position for every token, every sequence's tokens
+    /// and every logit row among the step's tokens, and a target per logit row where there are
+    /// targets. Backends then check only their buffers. (A step's slots come from its KV cache,
+    /// which hands out only its own.)
+    pub fn check(&self, vocab: usize) -> Result<(), Error> {
+        check_token_ids("token id", &self.token_ids, vocab)?;
+        check_token_ids("target token", &self.targets, vocab)?;
+        let tokens = self.num_tokens();
+        let bad = |message: String| Err(Error::Input(format!("a step's layout: {message}")));
+        if self.positions.len() != tokens {
+            return bad(format!(
+                "{} positions for {tokens} tokens",
+                self.positions.len()
+            ));
+        }
+        for (i, seq) in self.seqs.iter().enumerate() {
+            if seq.token_start as usize + seq.num_tokens as usize > tokens {
+                return bad(format!(
+                    "sequence {i}'s tokens end past the step's {tokens}"
+                ));
+            }
+        }
+        if let Some(row) = self.logit_rows.iter().find(|&&r| r as usize >= tokens) {
+            return bad(format!("logit row {row} is not one of its {tokens} tokens"));
+        }
+        if !self.targets.is_empty() && self.targets.len() != self.logit_rows.len() {
+            return bad(format!(
+                "{} targets for {} logit rows",
+                self.targets.len(),
+                self.logit_rows.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// Number of tokens in the step.
     pub fn num_tokens(&self) -> usize {
         self.token_ids.len()

@@ -117,8 +117,8 @@ impl Backend for CpuBackend {
         let vocab = table.len() / dim;
         for (row, &id) in out.chunks_exact_mut(dim).zip(ids) {
             if id as usize >= vocab {
-                return Err(Error::Input(format!(
-                    "token id {id} is outside the vocabulary ({vocab} tokens)"
+                return Err(Error::Backend(format!(
+                    "embedding: row {id} is outside the table's {vocab} rows"
                 )));
             }
             row.copy_from_slice(&table[id as usize * dim..(id as usize + 1) * dim]);
@@ -513,7 +513,15 @@ impl Backend for CpuBackend {
         layout: &CpuLayout,
         dim: usize,
     ) -> Result<(), Error> {
-        for (t, &id) in layout.layout.token_ids.iter().enumerate() {
+        let ids = &layout.layout.token_ids;
+        check_len("embedding output gradient", d_out, ids.len() * dim)?;
+        let vocab = d_table.len().checked_div(dim).unwrap_or(0);
+        if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::Backend(format!(
+                "embedding gradient: row {id} is outside the table's {vocab} rows"
+            )));
+        }
+        for (t, &id) in ids.iter().enumerate() {
             let row = &mut d_table[id as usize * dim..(id as usize + 1) * dim];
             row.iter_mut()
                 .zip(&d_out[t * dim..(t + 1) * dim])
@@ -584,8 +592,8 @@ impl Backend for CpuBackend {
         let targets = &layout.layout.targets[rows];
         check_len("cross-entropy logits", logits, targets.len() * vocab)?;
         if let Some(&bad) = targets.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::Input(format!(
-                "target token {bad} is outside the vocabulary ({vocab})"
+            return Err(Error::Backend(format!(
+                "cross-entropy: target {bad} is outside a row's {vocab} logits"
             )));
         }
         Ok(logits[..targets.len() * vocab]

@@ -79,12 +79,13 @@ fn cuda(e: impl std::fmt::Display) -> Error {
 }
 
 /// The launch parameters of an embedding gather or scatter over `ids` into a table of
-/// `table_len` values, `dim` per row; an id outside the table is an error.
+/// `table_len` values, `dim` per row; an id outside the table is an error (the kernel would read
+/// past the buffer).
 fn embedding_params(ids: &[u32], dim: usize, table_len: usize) -> Result<LmsiRowsParams, Error> {
     let vocab = table_len.checked_div(dim).unwrap_or(0);
     if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
-        return Err(Error::Input(format!(
-            "token id {id} is outside the vocabulary ({vocab} tokens)"
+        return Err(Error::Backend(format!(
+            "embedding: row {id} is outside the table's {vocab} rows"
         )));
     }
     Ok(LmsiRowsParams {
@@ -891,8 +892,8 @@ impl Backend for CudaBackend {
         })?;
         need("cross-entropy logits", logits.len(), targets.len() * vocab)?;
         if let Some(&bad) = targets.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::Input(format!(
-                "target token {bad} is outside the vocabulary ({vocab})"
+            return Err(Error::Backend(format!(
+                "cross-entropy: target {bad} is outside a row's {vocab} logits"
             )));
         }
         let p = LmsiCrossEntropyParams {
