@@ -13,7 +13,9 @@ use half::bf16;
 use lmsi_cuda::launch::{self, rmsnorm_params};
 use lmsi_cuda::params::*;
 use lmsi_transformer::CpuBackend;
-use lmsi_transformer::backend::{AttentionDims, Backend, BatchLayout, Rotation};
+use lmsi_transformer::backend::{
+    AttentionDims, Backend, BatchLayout, Linear, LinearGrad, Rotation,
+};
 
 fn token_layout(ids: Vec<u32>) -> BatchLayout {
     BatchLayout {
@@ -379,11 +381,17 @@ fn bias_add_is_the_bias_of_a_linear_layer() {
         let bias = rng.values(n, 1.0);
         let cpu = CpuBackend::new();
         let mut product = poisoned(m * n);
-        cpu.matmul(&mut product, &x, &w, None, m, n, k, false)
+        cpu.matmul(&mut product, &x, &Linear::new(&w, k, n), m, false)
             .unwrap();
         let mut want = poisoned(m * n);
-        cpu.matmul(&mut want, &x, &w, Some(&bias), m, n, k, false)
-            .unwrap();
+        cpu.matmul(
+            &mut want,
+            &x,
+            &Linear::new(&w, k, n).with_bias(Some(&bias)),
+            m,
+            false,
+        )
+        .unwrap();
         let p = LmsiBiasParams {
             rows: m as u32,
             dim: n as u32,
@@ -424,7 +432,17 @@ fn bias_grad_is_the_cpus_bias_gradient() {
         let mut d_w = vec![0.0; n * k];
         let mut want = d_bias0.clone();
         CpuBackend::new()
-            .matmul_backward_weight(&mut d_w, Some(&mut want), &d_out, &x, m, n, k)
+            .matmul_backward_weight(
+                LinearGrad {
+                    weight: &mut d_w,
+                    bias: Some(&mut want),
+                    in_features: k,
+                    out_features: n,
+                },
+                &d_out,
+                &x,
+                m,
+            )
             .unwrap();
         let p = LmsiBiasParams {
             rows: m as u32,

@@ -228,17 +228,9 @@ impl<B: Backend> Model<B> {
         let mut act = be.zeros(t * c.intermediate_size)?;
         be.embedding(&mut x, &self.params.embed, &prepared, d)?;
         for (i, p) in self.params.layers.iter().enumerate() {
+            let linear = p.linears(c);
             be.rmsnorm(&mut h, &x, &p.attn_norm, t, c.rms_norm_eps)?;
-            be.matmul(
-                &mut qkv,
-                &h,
-                &p.qkv,
-                p.qkv_bias.as_ref(),
-                t,
-                c.qkv_dim(),
-                d,
-                false,
-            )?;
+            be.matmul(&mut qkv, &h, &linear.qkv, t, false)?;
             be.rope(
                 &mut qkv,
                 &prepared,
@@ -249,39 +241,11 @@ impl<B: Backend> Model<B> {
             let (k_cache, v_cache) = cache.layer_mut(i);
             be.kv_store(k_cache, v_cache, &qkv, &prepared, &dims)?;
             be.paged_attention(&mut attn, &qkv, k_cache, v_cache, &prepared, &dims)?;
-            be.matmul(
-                &mut x,
-                &attn,
-                &p.o,
-                p.o_bias.as_ref(),
-                t,
-                d,
-                c.attn_dim(),
-                true,
-            )?;
+            be.matmul(&mut x, &attn, &linear.o, t, true)?;
             be.rmsnorm(&mut h, &x, &p.mlp_norm, t, c.rms_norm_eps)?;
-            let inter = c.intermediate_size;
-            be.matmul(
-                &mut gate_up,
-                &h,
-                &p.gate_up,
-                p.gate_up_bias.as_ref(),
-                t,
-                2 * inter,
-                d,
-                false,
-            )?;
-            be.swiglu(&mut act, &gate_up, t, inter)?;
-            be.matmul(
-                &mut x,
-                &act,
-                &p.down,
-                p.down_bias.as_ref(),
-                t,
-                d,
-                inter,
-                true,
-            )?;
+            be.matmul(&mut gate_up, &h, &linear.gate_up, t, false)?;
+            be.swiglu(&mut act, &gate_up, t, c.intermediate_size)?;
+            be.matmul(&mut x, &act, &linear.down, t, true)?;
         }
 
         let rows = layout.logit_rows.len();
@@ -302,11 +266,8 @@ impl<B: Backend> Model<B> {
         be.matmul(
             &mut logits,
             &normed,
-            self.params.output(),
-            None,
+            &self.params.output_linear(c),
             rows,
-            c.vocab_size,
-            d,
             false,
         )?;
         Ok(Some(logits))

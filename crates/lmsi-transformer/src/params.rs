@@ -5,6 +5,7 @@
 //! up projections another (`gate_up`, rows `gate | up`), so each is one matrix product. Each fused tensor
 //! records the Hugging Face tensors it is made of, so loading and saving use the original names.
 
+use crate::backend::{Linear, LinearGrad};
 use crate::config::Config;
 
 /// The shape and names of one parameter tensor.
@@ -68,6 +69,83 @@ pub struct LayerParams<T> {
     pub gate_up_bias: Option<T>,
     pub down: T,
     pub down_bias: Option<T>,
+}
+
+/// A layer's four linear maps, with the shapes the configuration gives them.
+pub struct LayerLinears<L> {
+    /// `hidden -> q | k | v`.
+    pub qkv: L,
+    /// `attention -> hidden`.
+    pub o: L,
+    /// `hidden -> gate | up`.
+    pub gate_up: L,
+    /// `intermediate -> hidden`.
+    pub down: L,
+}
+
+impl<T> LayerParams<T> {
+    /// The layer's linear maps, each weight with its bias and shape.
+    pub fn linears(&self, c: &Config) -> LayerLinears<Linear<'_, T>> {
+        let [qkv, o, gate_up, down] = linear_shapes(c);
+        LayerLinears {
+            qkv: linear(&self.qkv, &self.qkv_bias, qkv),
+            o: linear(&self.o, &self.o_bias, o),
+            gate_up: linear(&self.gate_up, &self.gate_up_bias, gate_up),
+            down: linear(&self.down, &self.down_bias, down),
+        }
+    }
+
+    /// The layer as gradients to add into: its norms' and its linear maps'.
+    pub fn grads(&mut self, c: &Config) -> LayerGrads<'_, T> {
+        let [qkv, o, gate_up, down] = linear_shapes(c);
+        LayerGrads {
+            attn_norm: &mut self.attn_norm,
+            mlp_norm: &mut self.mlp_norm,
+            linear: LayerLinears {
+                qkv: linear_grad(&mut self.qkv, &mut self.qkv_bias, qkv),
+                o: linear_grad(&mut self.o, &mut self.o_bias, o),
+                gate_up: linear_grad(&mut self.gate_up, &mut self.gate_up_bias, gate_up),
+                down: linear_grad(&mut self.down, &mut self.down_bias, down),
+            },
+        }
+    }
+}
+
+/// A layer's gradients, split so that each can be added to on its own.
+pub struct LayerGrads<'a, T> {
+    pub attn_norm: &'a mut T,
+    pub mlp_norm: &'a mut T,
+    pub linear: LayerLinears<LinearGrad<'a, T>>,
+}
+
+/// A weight and its bias as a [`Linear`] of `(in, out)` features.
+fn linear<'a, T>(weight: &'a T, bias: &'a Option<T>, (i, o): (usize, usize)) -> Linear<'a, T> {
+    Linear::new(weight, i, o).with_bias(bias.as_ref())
+}
+
+/// A weight's and its bias's gradients as a [`LinearGrad`] of `(in, out)` features.
+fn linear_grad<'a, T>(
+    weight: &'a mut T,
+    bias: &'a mut Option<T>,
+    (in_features, out_features): (usize, usize),
+) -> LinearGrad<'a, T> {
+    LinearGrad {
+        weight,
+        bias: bias.as_mut(),
+        in_features,
+        out_features,
+    }
+}
+
+/// `(in, out)` features of a layer's qkv, o, gate_up and down maps.
+fn linear_shapes(c: &Config) -> [(usize, usize); 4] {
+    let (d, inter) = (c.hidden_size, c.intermediate_size);
+    [
+        (d, c.qkv_dim()),
+        (c.attn_dim(), d),
+        (d, 2 * inter),
+        (inter, d),
+    ]
 }
 
 /// All parameters of a model, one `T` per tensor.
@@ -270,6 +348,21 @@ impl<T> Params<T> {
     /// The output layer: `lm_head`, or the embedding when they are tied.
     pub fn output(&self) -> &T {
         self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// The output layer, `hidden -> vocabulary`, without bias.
+    pub fn output_linear(&self, c: &Config) -> Linear<'_, T> {
+        Linear::new(self.output(), c.hidden_size, c.vocab_size)
+    }
+
+    /// Its gradient: into `lm_head`, or `embed` when tied.
+    pub fn output_grad(&mut self, c: &Config) -> LinearGrad<'_, T> {
+        LinearGrad {
+            weight: self.lm_head.as_mut().unwrap_or(&mut self.embed),
+            bias: None,
+            in_features: c.hidden_size,
+            out_features: c.vocab_size,
+        }
     }
 }
 

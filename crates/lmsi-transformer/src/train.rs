@@ -18,7 +18,7 @@
 use crate::Error;
 use crate::backend::{Backend, BatchLayout, Rotation, SeqLayout};
 use crate::model::Model;
-use crate::params::{LayerParams, Params};
+use crate::params::{LayerGrads, LayerParams, Params};
 
 /// One training sequence: its tokens and the spans of tokens that are predicted (each from the
 /// tokens before it). A prompt/completion example has one span, the completion; a document of several
@@ -194,32 +194,15 @@ impl<B: Backend> Model<B> {
                 c.rms_norm_eps,
             )?;
             let mut logits = be.zeros(n * vocab)?;
-            be.matmul(
-                &mut logits,
-                &normed,
-                self.params().output(),
-                None,
-                n,
-                vocab,
-                d,
-                false,
-            )?;
+            let output = self.params().output_linear(c);
+            be.matmul(&mut logits, &normed, &output, n, false)?;
             let losses =
                 be.cross_entropy(&mut logits, &prepared, range.clone(), vocab, grad_scale)?;
             total.loss += losses.iter().map(|&l| f64::from(l)).sum::<f64>();
             if let (Some(g), Some(dx)) = (grads.as_deref_mut(), dx.as_mut()) {
                 let mut d_normed = be.zeros(n * d)?;
-                be.matmul_backward_input(
-                    &mut d_normed,
-                    &logits,
-                    self.params().output(),
-                    n,
-                    vocab,
-                    d,
-                    false,
-                )?;
-                let d_output = g.lm_head.as_mut().unwrap_or(&mut g.embed);
-                be.matmul_backward_weight(d_output, None, &logits, &normed, n, vocab, d)?;
+                be.matmul_backward_input(&mut d_normed, &logits, &output, n, false)?;
+                be.matmul_backward_weight(g.output_grad(c), &logits, &normed, n)?;
                 let mut d_picked = be.zeros(n * d)?;
                 be.rmsnorm_backward(
                     &mut d_picked,
@@ -261,49 +244,20 @@ impl<B: Backend> Model<B> {
         t: usize,
     ) -> Result<LayerActivations<B::Buf>, Error> {
         let (be, c) = (self.backend(), self.config());
-        let d = c.hidden_size;
-        let dims = self.attention_dims(1);
-        let mut h = be.zeros(t * d)?;
+        let (linear, dims) = (p.linears(c), self.attention_dims(1));
+        let mut h = be.zeros(t * c.hidden_size)?;
         be.rmsnorm(&mut h, &x_in, &p.attn_norm, t, c.rms_norm_eps)?;
         let mut qkv = be.zeros(t * c.qkv_dim())?;
-        be.matmul(
-            &mut qkv,
-            &h,
-            &p.qkv,
-            p.qkv_bias.as_ref(),
-            t,
-            c.qkv_dim(),
-            d,
-            false,
-        )?;
+        be.matmul(&mut qkv, &h, &linear.qkv, t, false)?;
         be.rope(&mut qkv, layout, &dims, self.inv_freq(), Rotation::Forward)?;
         let mut attn = be.zeros(t * c.attn_dim())?;
         let mut lse = be.zeros(t * c.num_heads)?;
         be.causal_attention(&mut attn, &mut lse, &qkv, layout, &dims)?;
         let mut x_mid = be.copy(&x_in)?;
-        be.matmul(
-            &mut x_mid,
-            &attn,
-            &p.o,
-            p.o_bias.as_ref(),
-            t,
-            d,
-            c.attn_dim(),
-            true,
-        )?;
+        be.matmul(&mut x_mid, &attn, &linear.o, t, true)?;
         be.rmsnorm(&mut h, &x_mid, &p.mlp_norm, t, c.rms_norm_eps)?;
-        let inter = c.intermediate_size;
-        let mut gate_up = be.zeros(t * 2 * inter)?;
-        be.matmul(
-            &mut gate_up,
-            &h,
-            &p.gate_up,
-            p.gate_up_bias.as_ref(),
-            t,
-            2 * inter,
-            d,
-            false,
-        )?;
+        let mut gate_up = be.zeros(t * 2 * c.intermediate_size)?;
+        be.matmul(&mut gate_up, &h, &linear.gate_up, t, false)?;
         Ok(LayerActivations {
             x_in,
             x_mid,
@@ -322,20 +276,10 @@ impl<B: Backend> Model<B> {
         t: usize,
     ) -> Result<B::Buf, Error> {
         let (be, c) = (self.backend(), self.config());
-        let inter = c.intermediate_size;
-        let mut act = be.zeros(t * inter)?;
-        be.swiglu(&mut act, &acts.gate_up, t, inter)?;
+        let mut act = be.zeros(t * c.intermediate_size)?;
+        be.swiglu(&mut act, &acts.gate_up, t, c.intermediate_size)?;
         let mut out = be.copy(&acts.x_mid)?;
-        be.matmul(
-            &mut out,
-            &act,
-            &p.down,
-            p.down_bias.as_ref(),
-            t,
-            c.hidden_size,
-            inter,
-            true,
-        )?;
+        be.matmul(&mut out, &act, &p.linears(c).down, t, true)?;
         Ok(out)
     }
 
@@ -352,7 +296,12 @@ impl<B: Backend> Model<B> {
     ) -> Result<(), Error> {
         let (be, c) = (self.backend(), self.config());
         let (d, inter, eps) = (c.hidden_size, c.intermediate_size, c.rms_norm_eps);
-        let dims = self.attention_dims(1);
+        let (linear, dims) = (p.linears(c), self.attention_dims(1));
+        let LayerGrads {
+            attn_norm,
+            mlp_norm,
+            linear: grad,
+        } = g.grads(c);
 
         // MLP: out = x_mid + down(swiglu(gate_up(rmsnorm(x_mid)))).
         let mut h = be.zeros(t * d)?;
@@ -360,35 +309,19 @@ impl<B: Backend> Model<B> {
         let mut act = be.zeros(t * inter)?;
         be.swiglu(&mut act, &acts.gate_up, t, inter)?;
         let mut d_act = be.zeros(t * inter)?;
-        be.matmul_backward_input(&mut d_act, dx, &p.down, t, d, inter, false)?;
-        be.matmul_backward_weight(&mut g.down, g.down_bias.as_mut(), dx, &act, t, d, inter)?;
+        be.matmul_backward_input(&mut d_act, dx, &linear.down, t, false)?;
+        be.matmul_backward_weight(grad.down, dx, &act, t)?;
         let mut d_gate_up = be.zeros(t * 2 * inter)?;
         be.swiglu_backward(&mut d_gate_up, &d_act, &acts.gate_up, t, inter)?;
         let mut d_h = be.zeros(t * d)?;
-        be.matmul_backward_input(&mut d_h, &d_gate_up, &p.gate_up, t, 2 * inter, d, false)?;
-        be.matmul_backward_weight(
-            &mut g.gate_up,
-            g.gate_up_bias.as_mut(),
-            &d_gate_up,
-            &h,
-            t,
-            2 * inter,
-            d,
-        )?;
-        be.rmsnorm_backward(dx, &mut g.mlp_norm, &d_h, &acts.x_mid, &p.mlp_norm, t, eps)?;
+        be.matmul_backward_input(&mut d_h, &d_gate_up, &linear.gate_up, t, false)?;
+        be.matmul_backward_weight(grad.gate_up, &d_gate_up, &h, t)?;
+        be.rmsnorm_backward(dx, mlp_norm, &d_h, &acts.x_mid, &p.mlp_norm, t, eps)?;
 
         // Attention: x_mid = x_in + o(attention(rope(qkv(rmsnorm(x_in))))).
         let mut d_attn = be.zeros(t * c.attn_dim())?;
-        be.matmul_backward_input(&mut d_attn, dx, &p.o, t, d, c.attn_dim(), false)?;
-        be.matmul_backward_weight(
-            &mut g.o,
-            g.o_bias.as_mut(),
-            dx,
-            &acts.attn,
-            t,
-            d,
-            c.attn_dim(),
-        )?;
+        be.matmul_backward_input(&mut d_attn, dx, &linear.o, t, false)?;
+        be.matmul_backward_weight(grad.o, dx, &acts.attn, t)?;
         let mut d_qkv = be.zeros(t * c.qkv_dim())?;
         be.causal_attention_backward(
             &mut d_qkv, &d_attn, &acts.attn, &acts.lse, &acts.qkv, layout, &dims,
@@ -401,17 +334,9 @@ impl<B: Backend> Model<B> {
             Rotation::Inverse,
         )?;
         be.rmsnorm(&mut h, &acts.x_in, &p.attn_norm, t, eps)?;
-        be.matmul_backward_input(&mut d_h, &d_qkv, &p.qkv, t, c.qkv_dim(), d, false)?;
-        be.matmul_backward_weight(
-            &mut g.qkv,
-            g.qkv_bias.as_mut(),
-            &d_qkv,
-            &h,
-            t,
-            c.qkv_dim(),
-            d,
-        )?;
-        be.rmsnorm_backward(dx, &mut g.attn_norm, &d_h, &acts.x_in, &p.attn_norm, t, eps)?;
+        be.matmul_backward_input(&mut d_h, &d_qkv, &linear.qkv, t, false)?;
+        be.matmul_backward_weight(grad.qkv, &d_qkv, &h, t)?;
+        be.rmsnorm_backward(dx, attn_norm, &d_h, &acts.x_in, &p.attn_norm, t, eps)?;
         Ok(())
     }
 }

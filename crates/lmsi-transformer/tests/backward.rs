@@ -1,7 +1,9 @@
 //! Every backward pass of the CPU backend against central finite differences of its forward pass, on
 //! random inputs (never zeros), and the whole model's gradient on tiny random models.
 
-use lmsi_transformer::backend::{AttentionDims, Backend, BatchLayout, Rotation, SeqLayout};
+use lmsi_transformer::backend::{
+    AttentionDims, Backend, BatchLayout, Linear, LinearGrad, Rotation, SeqLayout,
+};
 use lmsi_transformer::testing::TinyModel;
 use lmsi_transformer::{CpuBackend, Model, TrainSequence};
 
@@ -83,19 +85,35 @@ fn matmul_with_bias() {
     let inputs = vec![random(m * k, 1), random(n * k, 2), random(n, 3)];
     let forward = |v: &[Vec<f32>]| {
         let mut out = vec![0.0; m * n];
-        BE.matmul(&mut out, &v[0], &v[1], Some(&v[2]), m, n, k, false)
-            .unwrap();
+        BE.matmul(
+            &mut out,
+            &v[0],
+            &Linear::new(&v[1], k, n).with_bias(Some(&v[2])),
+            m,
+            false,
+        )
+        .unwrap();
         weighted_sum(&out, 9)
     };
     let d_out = random(m * n, 9);
     let mut dx = random(m * k, 4);
     let before = dx.clone();
-    BE.matmul_backward_input(&mut dx, &d_out, &inputs[1], m, n, k, true)
+    BE.matmul_backward_input(&mut dx, &d_out, &Linear::new(&inputs[1], k, n), m, true)
         .unwrap();
     let dx: Vec<f32> = dx.iter().zip(&before).map(|(a, b)| a - b).collect();
     let (mut dw, mut db) = (vec![0.0; n * k], vec![0.0; n]);
-    BE.matmul_backward_weight(&mut dw, Some(&mut db), &d_out, &inputs[0], m, n, k)
-        .unwrap();
+    BE.matmul_backward_weight(
+        LinearGrad {
+            weight: &mut dw,
+            bias: Some(&mut db),
+            in_features: k,
+            out_features: n,
+        },
+        &d_out,
+        &inputs[0],
+        m,
+    )
+    .unwrap();
     check("matmul", &inputs, forward, &[dx, dw, db]);
 }
 

@@ -29,7 +29,9 @@ use std::sync::OnceLock;
 
 use lmsi_adamw::{AdamWConfig, LrSchedule, StepParams, Trainer, TrainerConfig};
 use lmsi_sampler::{RowKey, SampleError, SamplingParams};
-use lmsi_transformer::backend::{AttentionDims, Backend, BatchLayout, Rotation, SeqLayout};
+use lmsi_transformer::backend::{
+    AttentionDims, Backend, BatchLayout, Linear, LinearGrad, Rotation, SeqLayout,
+};
 use lmsi_transformer::config::Config;
 use lmsi_transformer::generate::{Control, GenerateConfig, Request, generate};
 use lmsi_transformer::testing::{self, TinyModel, nonzero_values, scattered_prefill_layout};
@@ -280,10 +282,10 @@ on_backends! {
             for accumulate in [false, true] {
                 for with_bias in [false, true] {
                     let mut want = start.clone();
-                    CPU.matmul(&mut want, &x, &w, with_bias.then_some(&bias), m, n, k, accumulate)
+                    CPU.matmul(&mut want, &x, &Linear::new(&w, k, n).with_bias(with_bias.then_some(&bias)), m, accumulate)
                         .unwrap();
                     let mut got = up(be, &start);
-                    be.matmul(&mut got, &bx, &bw, with_bias.then_some(&bb), m, n, k, accumulate)
+                    be.matmul(&mut got, &bx, &Linear::new(&bw, k, n).with_bias(with_bias.then_some(&bb)), m, accumulate)
                         .unwrap();
                     let what =
                         format!("matmul {m}x{n}x{k}, accumulate {accumulate}, bias {with_bias}");
@@ -296,19 +298,19 @@ on_backends! {
             let dx0 = nonzero_values(m * k, 15, 1.0);
             for accumulate in [false, true] {
                 let mut want = dx0.clone();
-                CPU.matmul_backward_input(&mut want, &d_out, &w, m, n, k, accumulate)
+                CPU.matmul_backward_input(&mut want, &d_out, &Linear::new(&w, k, n), m, accumulate)
                     .unwrap();
                 let mut got = up(be, &dx0);
-                be.matmul_backward_input(&mut got, &bd, &bw, m, n, k, accumulate)
+                be.matmul_backward_input(&mut got, &bd, &Linear::new(&bw, k, n), m, accumulate)
                     .unwrap();
                 assert_close(be, "matmul_backward_input", &down(be, &got), &want, 1e-4, 1e-4);
             }
             let (dw0, db0) = (nonzero_values(n * k, 16, 1.0), nonzero_values(n, 17, 1.0));
             let (mut want_dw, mut want_db) = (dw0.clone(), db0.clone());
-            CPU.matmul_backward_weight(&mut want_dw, Some(&mut want_db), &d_out, &x, m, n, k)
+            CPU.matmul_backward_weight(grad(&mut want_dw, &mut want_db, k, n), &d_out, &x, m)
                 .unwrap();
             let (mut dw, mut db) = (up(be, &dw0), up(be, &db0));
-            be.matmul_backward_weight(&mut dw, Some(&mut db), &bd, &bx, m, n, k)
+            be.matmul_backward_weight(grad(&mut dw, &mut db, k, n), &bd, &bx, m)
                 .unwrap();
             assert_close(be, "matmul_backward_weight d_w", &down(be, &dw), &want_dw, 1e-4, 1e-4);
             assert_bits(be, "matmul_backward_weight d_bias", &down(be, &db), &want_db);
@@ -667,6 +669,16 @@ fn one_trainer_step<B: Backend>(
         })
         .unwrap();
     (stats, model.params_to_host().unwrap())
+}
+
+/// A weight gradient `[n, k]` and its bias gradient `[n]` to add into.
+fn grad<'a, T>(weight: &'a mut T, bias: &'a mut T, k: usize, n: usize) -> LinearGrad<'a, T> {
+    LinearGrad {
+        weight,
+        bias: Some(bias),
+        in_features: k,
+        out_features: n,
+    }
 }
 
 /// Tiny models covering the architecture's options: grouped-query attention, q/k/v biases, tied

@@ -98,18 +98,15 @@ pub trait Backend: Send + Sync + Sized + 'static {
         eps: f32,
     ) -> Result<(), Error>;
 
-    /// `out[m, n] (+)= x[m, k] · w[n, k]ᵀ (+ bias[n])`. With `accumulate` the product is added to
-    /// `out` (a residual connection); otherwise `out` is overwritten.
-    #[allow(clippy::too_many_arguments)]
+    /// A linear layer over `rows` rows: `out[rows, out] (+)= x[rows, in] · Wᵀ (+ bias)`. With
+    /// `accumulate` the product is added to `out` (a residual connection); otherwise `out` is
+    /// overwritten.
     fn matmul(
         &self,
         out: &mut Self::Buf,
         x: &Self::Buf,
-        w: &Self::Buf,
-        bias: Option<&Self::Buf>,
-        m: usize,
-        n: usize,
-        k: usize,
+        linear: &Linear<'_, Self::Buf>,
+        rows: usize,
         accumulate: bool,
     ) -> Result<(), Error>;
 
@@ -230,31 +227,26 @@ pub trait Backend: Send + Sync + Sized + 'static {
         eps: f32,
     ) -> Result<(), Error>;
 
-    /// Backward of [`Backend::matmul`] for its input: `d_x[m, k] (+)= d_out[m, n] · w[n, k]`.
-    #[allow(clippy::too_many_arguments)]
+    /// Backward of [`Backend::matmul`] for its input: `d_x[rows, in] (+)= d_out[rows, out] · W`
+    /// (the bias plays no part).
     fn matmul_backward_input(
         &self,
         d_x: &mut Self::Buf,
         d_out: &Self::Buf,
-        w: &Self::Buf,
-        m: usize,
-        n: usize,
-        k: usize,
+        linear: &Linear<'_, Self::Buf>,
+        rows: usize,
         accumulate: bool,
     ) -> Result<(), Error>;
 
-    /// Backward of [`Backend::matmul`] for its weight and bias: `d_w[n, k] += d_out[m, n]ᵀ · x[m, k]`
-    /// and `d_bias[n] += Σ_i d_out[i, n]`.
-    #[allow(clippy::too_many_arguments)]
+    /// Backward of [`Backend::matmul`] for its weight and bias:
+    /// `grad.weight[out, in] += d_out[rows, out]ᵀ · x[rows, in]` and
+    /// `grad.bias[out] += Σ_i d_out[i, out]`.
     fn matmul_backward_weight(
         &self,
-        d_w: &mut Self::Buf,
-        d_bias: Option<&mut Self::Buf>,
+        grad: LinearGrad<'_, Self::Buf>,
         d_out: &Self::Buf,
         x: &Self::Buf,
-        m: usize,
-        n: usize,
-        k: usize,
+        rows: usize,
     ) -> Result<(), Error>;
 
     /// Backward of [`Backend::swiglu`]: overwrites `d_gate_up` given `d_out` and the forward's `gate_up`.
@@ -315,6 +307,42 @@ pub trait Backend: Send + Sync + Sized + 'static {
         vocab: usize,
         scale: f32,
     ) -> Result<Vec<f32>, Error>;
+}
+
+/// A linear layer, `y = x · Wᵀ + b`: its weight `[out_features, in_features]` (Hugging Face's
+/// layout), its optional bias `[out_features]`, and its shape, which travels with it.
+#[derive(Debug)]
+pub struct Linear<'a, Buf> {
+    pub weight: &'a Buf,
+    pub bias: Option<&'a Buf>,
+    pub in_features: usize,
+    pub out_features: usize,
+}
+
+impl<'a, Buf> Linear<'a, Buf> {
+    /// A layer without bias.
+    pub fn new(weight: &'a Buf, in_features: usize, out_features: usize) -> Self {
+        Self {
+            weight,
+            bias: None,
+            in_features,
+            out_features,
+        }
+    }
+
+    /// The same layer with `bias`.
+    pub fn with_bias(self, bias: Option<&'a Buf>) -> Self {
+        Self { bias, ..self }
+    }
+}
+
+/// Where the gradients of a [`Linear`]'s weight and bias are added, with its shape.
+#[derive(Debug)]
+pub struct LinearGrad<'a, Buf> {
+    pub weight: &'a mut Buf,
+    pub bias: Option<&'a mut Buf>,
+    pub in_features: usize,
+    pub out_features: usize,
 }
 
 /// Which way [`Backend::rope`] turns: by each position's angles, or back by minus them.

@@ -16,7 +16,7 @@ use ::gemm::Parallelism;
 use rayon::prelude::*;
 
 use self::gemm::{Strided, gemm_into};
-use super::{AttentionDims, Backend, BatchLayout, Rotation};
+use super::{AttentionDims, Backend, BatchLayout, Linear, LinearGrad, Rotation};
 use crate::Error;
 
 /// The CPU backend. Work is spread over rayon's global thread pool.
@@ -153,13 +153,12 @@ impl Backend for CpuBackend {
         &self,
         out: &mut Vec<f32>,
         x: &Vec<f32>,
-        w: &Vec<f32>,
-        bias: Option<&Vec<f32>>,
-        m: usize,
-        n: usize,
-        k: usize,
+        layer: &Linear<'_, Vec<f32>>,
+        rows: usize,
         accumulate: bool,
     ) -> Result<(), Error> {
+        let (w, bias) = (layer.weight, layer.bias);
+        let (m, n, k) = (rows, layer.out_features, layer.in_features);
         check_len("matmul input", x, m * k)?;
         check_len("matmul weight", w, n * k)?;
         check_len("matmul output", out, m * n)?;
@@ -430,12 +429,12 @@ impl Backend for CpuBackend {
         &self,
         d_x: &mut Vec<f32>,
         d_out: &Vec<f32>,
-        w: &Vec<f32>,
-        m: usize,
-        n: usize,
-        k: usize,
+        linear: &Linear<'_, Vec<f32>>,
+        rows: usize,
         accumulate: bool,
     ) -> Result<(), Error> {
+        let w = linear.weight;
+        let (m, n, k) = (rows, linear.out_features, linear.in_features);
         check_len("matmul backward output gradient", d_out, m * n)?;
         check_len("matmul backward weight", w, n * k)?;
         check_len("matmul backward input gradient", d_x, m * k)?;
@@ -452,14 +451,13 @@ impl Backend for CpuBackend {
 
     fn matmul_backward_weight(
         &self,
-        d_w: &mut Vec<f32>,
-        d_bias: Option<&mut Vec<f32>>,
+        grad: LinearGrad<'_, Vec<f32>>,
         d_out: &Vec<f32>,
         x: &Vec<f32>,
-        m: usize,
-        n: usize,
-        k: usize,
+        rows: usize,
     ) -> Result<(), Error> {
+        let (d_w, d_bias) = (grad.weight, grad.bias);
+        let (m, n, k) = (rows, grad.out_features, grad.in_features);
         check_len("matmul backward output gradient", d_out, m * n)?;
         check_len("matmul backward input", x, m * k)?;
         check_len("matmul backward weight gradient", d_w, n * k)?;

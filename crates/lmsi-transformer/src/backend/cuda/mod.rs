@@ -53,7 +53,7 @@ pub use layout::CudaLayout;
 use tensor::bf16_operand;
 pub use tensor::{CudaBuf, Dtype};
 
-use super::{AttentionDims, Backend, BatchLayout, Rotation};
+use super::{AttentionDims, Backend, BatchLayout, Linear, LinearGrad, Rotation};
 use crate::Error;
 
 /// The CUDA backend on one device: a GPU, or the simulated one. A clone is another handle on the
@@ -381,13 +381,12 @@ impl Backend for CudaBackend {
         &self,
         out: &mut CudaBuf,
         x: &CudaBuf,
-        w: &CudaBuf,
-        bias: Option<&CudaBuf>,
-        m: usize,
-        n: usize,
-        k: usize,
+        linear: &Linear<'_, CudaBuf>,
+        rows: usize,
         accumulate: bool,
     ) -> Result<(), Error> {
+        let (w, bias) = (linear.weight, linear.bias);
+        let (m, n, k) = (rows, linear.out_features, linear.in_features);
         if let Some(bias) = bias {
             need("matmul bias", bias.len(), n)?;
         }
@@ -708,12 +707,12 @@ impl Backend for CudaBackend {
         &self,
         d_x: &mut CudaBuf,
         d_out: &CudaBuf,
-        w: &CudaBuf,
-        m: usize,
-        n: usize,
-        k: usize,
+        linear: &Linear<'_, CudaBuf>,
+        rows: usize,
         accumulate: bool,
     ) -> Result<(), Error> {
+        let w = linear.weight;
+        let (m, n, k) = (rows, linear.out_features, linear.in_features);
         let d_x = d_x.f32_mut("matmul input gradient")?;
         let d = &self.device;
         match (self.dtype, d_out, w) {
@@ -729,14 +728,13 @@ impl Backend for CudaBackend {
 
     fn matmul_backward_weight(
         &self,
-        d_w: &mut CudaBuf,
-        d_bias: Option<&mut CudaBuf>,
+        grad: LinearGrad<'_, CudaBuf>,
         d_out: &CudaBuf,
         x: &CudaBuf,
-        m: usize,
-        n: usize,
-        k: usize,
+        rows: usize,
     ) -> Result<(), Error> {
+        let (d_w, d_bias) = (grad.weight, grad.bias);
+        let (m, n, k) = (rows, grad.out_features, grad.in_features);
         if let Some(d_bias) = &d_bias {
             need("matmul backward bias gradient", d_bias.len(), n)?;
         }
