@@ -14,7 +14,8 @@ use lmsi_adamw::{AdamWConfig, LrSchedule, Trainer, TrainerConfig};
 use crate::Error;
 use crate::backend::{Backend, BatchLayout, SeqLayout};
 use crate::config::Config;
-use crate::model::Model;
+use crate::generate::Request;
+use crate::model::{Model, Storage};
 use crate::params::Params;
 use crate::tokenizer::Tokenizer;
 use crate::train::TrainSequence;
@@ -26,6 +27,46 @@ pub fn seed_model_dir() -> PathBuf {
     std::env::var_os("LMSI_TEST_SEED_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/seed-model"))
+}
+
+/// The embedded seed model stored for `storage`, on `backend`, and its tokenizer.
+pub fn seed_model<B: Backend>(
+    backend: B,
+    storage: Storage,
+) -> Result<(Model<B>, Tokenizer), Error> {
+    let dir = seed_model_dir();
+    let model = Model::load_for(&dir, backend, storage)?;
+    let tokenizer = Tokenizer::load(&dir, model.config())?;
+    Ok((model, tokenizer))
+}
+
+/// The generation workload of the backend tests: a shared one-shot prefix, then three word
+/// problems of this project's own, `paths` paths each.
+pub fn word_problems(
+    tokenizer: &Tokenizer,
+    paths: usize,
+) -> Result<(Vec<u32>, Vec<Request>), Error> {
+    let prefix = tokenizer.encode(
+        "Q: Ann has 3 pens and buys 4 more. How many pens does she have?\nA: 3 + 4 = 7. The answer is 7.\n\n",
+        true,
+    )?;
+    let questions = [
+        "Q: A farm has 26 cows and sells 9. How many cows are left?\nA:",
+        "Q: Ben reads 14 pages on Monday and 18 on Tuesday. How many pages does he read?\nA:",
+        "Q: A box holds 35 eggs. 12 break. How many eggs are whole?\nA:",
+    ];
+    let requests = questions
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            Ok(Request {
+                key: format!("q{i}"),
+                tokens: tokenizer.encode(q, false)?,
+                paths,
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    Ok((prefix, requests))
 }
 
 /// The mean loss of each of `steps` steps of lmsi-adamw's [`Trainer`] (AdamW's defaults, lr 1e-3,

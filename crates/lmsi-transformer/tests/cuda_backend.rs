@@ -33,10 +33,10 @@ use lmsi_transformer::backend::{
     AttentionDims, Backend, BatchLayout, Linear, LinearGrad, Rotation, SeqLayout,
 };
 use lmsi_transformer::config::Config;
-use lmsi_transformer::generate::{Control, GenerateConfig, Request, generate};
+use lmsi_transformer::generate::{Control, GenerateConfig, generate};
 use lmsi_transformer::testing::{self, TinyModel, nonzero_values, scattered_prefill_layout};
 use lmsi_transformer::{
-    Chunk, CpuBackend, CudaBackend, Error, Logits, Model, Params, SeqId, Tokenizer, TrainSequence,
+    Chunk, CpuBackend, CudaBackend, Error, Logits, Model, Params, SeqId, Storage, TrainSequence,
 };
 
 /// The GPU, opened once; `None` with the reason printed by each test that needs it.
@@ -727,44 +727,14 @@ fn batch() -> Vec<TrainSequence> {
     ]
 }
 
-/// The embedded seed model (a 4-layer Llama) and its tokenizer, on `backend`.
-fn seed_model<B: Backend>(backend: B) -> (Model<B>, Tokenizer) {
-    let dir = lmsi_transformer::testing::seed_model_dir();
-    let model = Model::load(&dir, backend).unwrap();
-    let tokenizer = Tokenizer::load(&dir, model.config()).unwrap();
-    (model, tokenizer)
-}
-
-/// Three word problems of this project's own, two paths each, after a shared prefix.
-fn requests(tokenizer: &Tokenizer) -> (Vec<u32>, Vec<Request>) {
-    let prefix = tokenizer
-        .encode("Q: Ann has 3 pens and buys 4 more. How many pens does she have?\nA: 3 + 4 = 7. The answer is 7.\n\n", true)
-        .unwrap();
-    let questions = [
-        "Q: A farm has 26 cows and sells 9. How many cows are left?\nA:",
-        "Q: Ben reads 14 pages on Monday and 18 on Tuesday. How many pages does he read?\nA:",
-        "Q: A box holds 35 eggs. 12 break. How many eggs are whole?\nA:",
-    ];
-    let requests = questions
-        .iter()
-        .enumerate()
-        .map(|(i, q)| Request {
-            key: format!("q{i}"),
-            tokens: tokenizer.encode(q, false).unwrap(),
-            paths: 2,
-        })
-        .collect();
-    (prefix, requests)
-}
-
 /// Every path of one generation run.
 fn generate_paths<B: Backend>(
     backend: B,
     sampling: SamplingParams,
     max_batch: usize,
 ) -> Vec<lmsi_transformer::generate::Path> {
-    let (model, tokenizer) = seed_model(backend);
-    let (prefix, requests) = requests(&tokenizer);
+    let (model, tokenizer) = testing::seed_model(backend, Storage::Inference).unwrap();
+    let (prefix, requests) = testing::word_problems(&tokenizer, 2).unwrap();
     let config = GenerateConfig {
         sampling,
         max_new_tokens: 40,
@@ -825,7 +795,7 @@ fn generation_gives_the_cpu_tokens() {
 
 /// The seed model's loss curve over `steps` steps on `backend`.
 fn loss_curve<B: Backend>(backend: B, steps: usize) -> Vec<f64> {
-    let (mut model, tokenizer) = seed_model(backend);
+    let (mut model, tokenizer) = testing::seed_model(backend, Storage::Training).unwrap();
     testing::loss_curve(&mut model, &tokenizer, steps).unwrap()
 }
 

@@ -18,10 +18,10 @@ use std::sync::OnceLock;
 
 use lmsi_sampler::SamplingParams;
 use lmsi_transformer::config::Config;
-use lmsi_transformer::generate::{Control, GenerateConfig, Path, Request, generate};
+use lmsi_transformer::generate::{Control, GenerateConfig, Path, generate};
 use lmsi_transformer::testing::{self, TinyModel};
 use lmsi_transformer::{
-    Backend, Chunk, CpuBackend, CudaBackend, Dtype, Logits, Model, Params, Storage, Tokenizer,
+    Backend, Chunk, CpuBackend, CudaBackend, Dtype, Logits, Model, Params, Storage,
 };
 
 /// The simulated device at bf16, and the GPU at bf16 when there is one (else the reason printed).
@@ -135,34 +135,11 @@ fn bf16_stores_weight_matrices_and_caches_in_half_the_memory() {
     assert!((0.5..0.52).contains(&ratio), "{ratio}");
 }
 
-/// The embedded seed model (a 4-layer Llama) and its tokenizer, stored for `storage`.
-fn seed_model<B: Backend>(backend: B, storage: Storage) -> (Model<B>, Tokenizer) {
-    let dir = lmsi_transformer::testing::seed_model_dir();
-    let model = Model::load_for(&dir, backend, storage).unwrap();
-    let tokenizer = Tokenizer::load(&dir, model.config()).unwrap();
-    (model, tokenizer)
-}
-
 /// Every path of greedy or sampled generation for three questions of this project's own, two
 /// paths each, six sequences decoding together.
 fn generate_paths<B: Backend>(backend: B, sampling: SamplingParams) -> Vec<Path> {
-    let (model, tokenizer) = seed_model(backend, Storage::Inference);
-    let prefix = tokenizer
-        .encode("Q: Ann has 3 pens and buys 4 more. How many pens does she have?\nA: 3 + 4 = 7. The answer is 7.\n\n", true)
-        .unwrap();
-    let requests: Vec<Request> = [
-        "Q: A farm has 26 cows and sells 9. How many cows are left?\nA:",
-        "Q: Ben reads 14 pages on Monday and 18 on Tuesday. How many pages does he read?\nA:",
-        "Q: A box holds 35 eggs. 12 break. How many eggs are whole?\nA:",
-    ]
-    .iter()
-    .enumerate()
-    .map(|(i, q)| Request {
-        key: format!("q{i}"),
-        tokens: tokenizer.encode(q, false).unwrap(),
-        paths: 2,
-    })
-    .collect();
+    let (model, tokenizer) = testing::seed_model(backend, Storage::Inference).unwrap();
+    let (prefix, requests) = testing::word_problems(&tokenizer, 2).unwrap();
     let config = GenerateConfig {
         sampling,
         max_new_tokens: 24,
@@ -226,7 +203,7 @@ fn bf16_generation_is_deterministic_and_greedy_follows_the_cpu() {
 
 /// The seed model's loss curve over `steps` steps on `backend`, loaded for training.
 fn loss_curve<B: Backend>(backend: B, steps: usize) -> Vec<f64> {
-    let (mut model, tokenizer) = seed_model(backend, Storage::Training);
+    let (mut model, tokenizer) = testing::seed_model(backend, Storage::Training).unwrap();
     testing::loss_curve(&mut model, &tokenizer, steps).unwrap()
 }
 
@@ -248,10 +225,8 @@ fn bf16_training_keeps_f32_master_weights_and_follows_the_cpu_loss_curve() {
 
 #[test]
 fn bf16_weights_loaded_for_inference_cannot_be_trained() {
-    let (mut model, tokenizer) = seed_model(
-        CudaBackend::sim().with_dtype(Dtype::Bf16),
-        Storage::Inference,
-    );
+    let backend = CudaBackend::sim().with_dtype(Dtype::Bf16);
+    let (mut model, tokenizer) = testing::seed_model(backend, Storage::Inference).unwrap();
     let err = testing::loss_curve(&mut model, &tokenizer, 1)
         .unwrap_err()
         .to_string();

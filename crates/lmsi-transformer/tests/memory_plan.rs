@@ -5,7 +5,7 @@
 //! for a plan refuses before anything is allocated, naming the numbers.
 use lmsi_cuda::{Device, SimConfig};
 use lmsi_sampler::SamplingParams;
-use lmsi_transformer::generate::{Control, GenerateConfig, Request, generate};
+use lmsi_transformer::generate::{Control, GenerateConfig, generate};
 use lmsi_transformer::memory::{GenerationShape, MemoryPlan};
 use lmsi_transformer::{CudaBackend, Dtype, Error, Model, Storage, Tokenizer, TrainSequence};
 
@@ -41,22 +41,7 @@ fn loading_allocates_exactly_the_weights_plan() {
 
 /// Generation as `lmsi generate` runs it: a shared prefix, three questions of two paths each.
 fn generation(model: &Model<CudaBackend>, tokenizer: &Tokenizer) -> Result<GenerationShape, Error> {
-    let prefix = tokenizer
-        .encode("Q: Ann has 3 pens and buys 4 more. How many pens does she have?\nA: 3 + 4 = 7. The answer is 7.\n\n", true)
-        .unwrap();
-    let requests: Vec<Request> = [
-        "Q: A farm has 26 cows and sells 9. How many cows are left?\nA:",
-        "Q: Ben reads 14 pages on Monday and 18 on Tuesday. How many pages does he read?\nA:",
-        "Q: A box holds 35 eggs. 12 break. How many eggs are whole?\nA:",
-    ]
-    .iter()
-    .enumerate()
-    .map(|(i, q)| Request {
-        key: format!("q{i}"),
-        tokens: tokenizer.encode(q, false).unwrap(),
-        paths: 2,
-    })
-    .collect();
+    let (prefix, requests) = lmsi_transformer::testing::word_problems(tokenizer, 2)?;
     let config = GenerateConfig {
         sampling: SamplingParams::greedy(),
         max_new_tokens: 20,
