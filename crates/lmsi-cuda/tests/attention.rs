@@ -15,7 +15,7 @@ use half::bf16;
 use lmsi_cuda::params::*;
 use lmsi_cuda::plan::{self, PagedPlan};
 use lmsi_transformer::CpuBackend;
-use lmsi_transformer::backend::{AttentionDims, Backend, BatchLayout, SeqLayout};
+use lmsi_transformer::backend::{AttentionDims, AttentionSaved, Backend, BatchLayout, SeqLayout};
 
 fn dims(
     heads: usize,
@@ -310,16 +310,13 @@ fn check_training(rng: &mut Rng, d: AttentionDims, lens: &[usize]) {
     cpu.causal_attention(&mut want_out, &mut want_lse, &qkv, &prepared, &d)
         .unwrap();
     let mut want_grad = vec![0.0; tokens * d.qkv_dim()];
-    cpu.causal_attention_backward(
-        &mut want_grad,
-        &d_out,
-        &want_out,
-        &want_lse,
-        &qkv,
-        &prepared,
-        &d,
-    )
-    .unwrap();
+    let forward = AttentionSaved {
+        qkv: &qkv,
+        out: &want_out,
+        lse: &want_lse,
+    };
+    cpu.causal_attention_backward(&mut want_grad, &d_out, &forward, &prepared, &d)
+        .unwrap();
 
     let ranges: Vec<std::ops::Range<u32>> = layout
         .seqs

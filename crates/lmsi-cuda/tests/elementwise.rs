@@ -14,7 +14,7 @@ use lmsi_cuda::launch::{self, rmsnorm_params};
 use lmsi_cuda::params::*;
 use lmsi_transformer::CpuBackend;
 use lmsi_transformer::backend::{
-    AttentionDims, Backend, BatchLayout, Linear, LinearGrad, Rotation,
+    AttentionDims, Backend, BatchLayout, Linear, LinearGrad, RmsNormGrad, Rotation,
 };
 
 fn token_layout(ids: Vec<u32>) -> BatchLayout {
@@ -239,7 +239,17 @@ fn rmsnorm_backward_matches_the_cpu() {
         let d_w0 = rng.values(dim, 0.5);
         let (mut want_dx, mut want_dw) = (d_x0.clone(), d_w0.clone());
         CpuBackend::new()
-            .rmsnorm_backward(&mut want_dx, &mut want_dw, &d_out, &x, &weight, rows, 1e-6)
+            .rmsnorm_backward(
+                RmsNormGrad {
+                    input: &mut want_dx,
+                    weight: &mut want_dw,
+                },
+                &d_out,
+                &x,
+                &weight,
+                rows,
+                1e-6,
+            )
             .unwrap();
         let p = rmsnorm_params(rows as u32, dim as u32, 1e-6);
         let partial_rows = launch::rmsnorm_partial_rows(&p) as usize;

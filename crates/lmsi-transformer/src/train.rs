@@ -16,7 +16,7 @@
 //! the tokens that carry loss.
 
 use crate::Error;
-use crate::backend::{Backend, BatchLayout, Rotation, SeqLayout};
+use crate::backend::{AttentionSaved, Backend, BatchLayout, RmsNormGrad, Rotation, SeqLayout};
 use crate::model::Model;
 use crate::params::{LayerGrads, LayerParams, Params};
 
@@ -204,9 +204,12 @@ impl<B: Backend> Model<B> {
                 be.matmul_backward_input(&mut d_normed, &logits, &output, n, false)?;
                 be.matmul_backward_weight(g.output_grad(c), &logits, &normed, n)?;
                 let mut d_picked = be.zeros(n * d)?;
+                let norm = RmsNormGrad {
+                    input: &mut d_picked,
+                    weight: &mut g.final_norm,
+                };
                 be.rmsnorm_backward(
-                    &mut d_picked,
-                    &mut g.final_norm,
+                    norm,
                     &d_normed,
                     &picked,
                     &self.params().final_norm,
@@ -316,16 +319,23 @@ impl<B: Backend> Model<B> {
         let mut d_h = be.zeros(t * d)?;
         be.matmul_backward_input(&mut d_h, &d_gate_up, &linear.gate_up, t, false)?;
         be.matmul_backward_weight(grad.gate_up, &d_gate_up, &h, t)?;
-        be.rmsnorm_backward(dx, mlp_norm, &d_h, &acts.x_mid, &p.mlp_norm, t, eps)?;
+        let norm = RmsNormGrad {
+            input: &mut *dx,
+            weight: mlp_norm,
+        };
+        be.rmsnorm_backward(norm, &d_h, &acts.x_mid, &p.mlp_norm, t, eps)?;
 
         // Attention: x_mid = x_in + o(attention(rope(qkv(rmsnorm(x_in))))).
         let mut d_attn = be.zeros(t * c.attn_dim())?;
         be.matmul_backward_input(&mut d_attn, dx, &linear.o, t, false)?;
         be.matmul_backward_weight(grad.o, dx, &acts.attn, t)?;
         let mut d_qkv = be.zeros(t * c.qkv_dim())?;
-        be.causal_attention_backward(
-            &mut d_qkv, &d_attn, &acts.attn, &acts.lse, &acts.qkv, layout, &dims,
-        )?;
+        let forward = AttentionSaved {
+            qkv: &acts.qkv,
+            out: &acts.attn,
+            lse: &acts.lse,
+        };
+        be.causal_attention_backward(&mut d_qkv, &d_attn, &forward, layout, &dims)?;
         be.rope(
             &mut d_qkv,
             layout,
@@ -336,7 +346,11 @@ impl<B: Backend> Model<B> {
         be.rmsnorm(&mut h, &acts.x_in, &p.attn_norm, t, eps)?;
         be.matmul_backward_input(&mut d_h, &d_qkv, &linear.qkv, t, false)?;
         be.matmul_backward_weight(grad.qkv, &d_qkv, &h, t)?;
-        be.rmsnorm_backward(dx, attn_norm, &d_h, &acts.x_in, &p.attn_norm, t, eps)?;
+        let norm = RmsNormGrad {
+            input: dx,
+            weight: attn_norm,
+        };
+        be.rmsnorm_backward(norm, &d_h, &acts.x_in, &p.attn_norm, t, eps)?;
         Ok(())
     }
 }

@@ -2,7 +2,8 @@
 //! random inputs (never zeros), and the whole model's gradient on tiny random models.
 
 use lmsi_transformer::backend::{
-    AttentionDims, Backend, BatchLayout, Linear, LinearGrad, Rotation, SeqLayout,
+    AttentionDims, AttentionSaved, Backend, BatchLayout, Linear, LinearGrad, RmsNormGrad, Rotation,
+    SeqLayout,
 };
 use lmsi_transformer::testing::TinyModel;
 use lmsi_transformer::{CpuBackend, Model, TrainSequence};
@@ -74,8 +75,18 @@ fn rmsnorm() {
     };
     let d_out: Vec<f32> = random(rows * dim, 9);
     let (mut dx, mut dw) = (vec![0.0; rows * dim], vec![0.0; dim]);
-    BE.rmsnorm_backward(&mut dx, &mut dw, &d_out, &inputs[0], &inputs[1], rows, 1e-5)
-        .unwrap();
+    BE.rmsnorm_backward(
+        RmsNormGrad {
+            input: &mut dx,
+            weight: &mut dw,
+        },
+        &d_out,
+        &inputs[0],
+        &inputs[1],
+        rows,
+        1e-5,
+    )
+    .unwrap();
     check("rmsnorm", &inputs, forward, &[dx, dw]);
 }
 
@@ -165,16 +176,13 @@ fn causal_attention_with_grouped_heads_and_window() {
         let forward = |v: &[Vec<f32>]| weighted_sum(&run(&v[0]).0, 9);
         let (out, lse) = run(&inputs[0]);
         let mut d_qkv = vec![f32::NAN; t * dims.qkv_dim()];
-        BE.causal_attention_backward(
-            &mut d_qkv,
-            &random(t * 12, 9),
-            &out,
-            &lse,
-            &inputs[0],
-            &layout,
-            &dims,
-        )
-        .unwrap();
+        let saved = AttentionSaved {
+            qkv: &inputs[0],
+            out: &out,
+            lse: &lse,
+        };
+        BE.causal_attention_backward(&mut d_qkv, &random(t * 12, 9), &saved, &layout, &dims)
+            .unwrap();
         check(
             &format!("attention (window {window:?})"),
             &inputs,

@@ -30,7 +30,8 @@ use std::sync::OnceLock;
 use lmsi_adamw::{AdamWConfig, LrSchedule, StepParams, Trainer, TrainerConfig};
 use lmsi_sampler::{RowKey, SampleError, SamplingParams};
 use lmsi_transformer::backend::{
-    AttentionDims, Backend, BatchLayout, Linear, LinearGrad, Rotation, SeqLayout,
+    AttentionDims, AttentionSaved, Backend, BatchLayout, Linear, LinearGrad, RmsNormGrad, Rotation,
+    SeqLayout,
 };
 use lmsi_transformer::config::Config;
 use lmsi_transformer::generate::{Control, GenerateConfig, generate};
@@ -260,11 +261,11 @@ on_backends! {
             let d_out = nonzero_values(rows * dim, 7, 1.0);
             let (dx0, dw0) = (nonzero_values(rows * dim, 8, 0.5), nonzero_values(dim, 9, 0.5));
             let (mut want_dx, mut want_dw) = (dx0.clone(), dw0.clone());
-            CPU.rmsnorm_backward(&mut want_dx, &mut want_dw, &d_out, &x, &w, rows, 1e-5)
+            CPU.rmsnorm_backward(RmsNormGrad { input: &mut want_dx, weight: &mut want_dw }, &d_out, &x, &w, rows, 1e-5)
                 .unwrap();
             let (mut dx, mut dw) = (up(be, &dx0), up(be, &dw0));
             let (d_out, x, w) = (up(be, &d_out), up(be, &x), up(be, &w));
-            be.rmsnorm_backward(&mut dx, &mut dw, &d_out, &x, &w, rows, 1e-5)
+            be.rmsnorm_backward(RmsNormGrad { input: &mut dx, weight: &mut dw }, &d_out, &x, &w, rows, 1e-5)
                 .unwrap();
             assert_close(be, "rmsnorm_backward d_x", &down(be, &dx), &want_dx, 1e-5, 1e-5);
             assert_close(be, "rmsnorm_backward d_weight", &down(be, &dw), &want_dw, 1e-5, 1e-5);
@@ -440,11 +441,11 @@ on_backends! {
 
             let d_out = nonzero_values(t * attn, 28, 1.0);
             let mut want = vec![f32::NAN; t * d.qkv_dim()];
-            CPU.causal_attention_backward(&mut want, &d_out, &out, &lse, &qkv, &cl, &d)
+            CPU.causal_attention_backward(&mut want, &d_out, &AttentionSaved { qkv: &qkv, out: &out, lse: &lse }, &cl, &d)
                 .unwrap();
             let mut got = up(be, &vec![f32::NAN; t * d.qkv_dim()]);
             let bd = up(be, &d_out);
-            be.causal_attention_backward(&mut got, &bd, &bout, &blse, &bq, &bl, &d)
+            be.causal_attention_backward(&mut got, &bd, &AttentionSaved { qkv: &bq, out: &bout, lse: &blse }, &bl, &d)
                 .unwrap();
             assert_close(be, &format!("causal_attention_backward d_qkv, {what}"), &down(be, &got), &want, 1e-5, 1e-4);
         }

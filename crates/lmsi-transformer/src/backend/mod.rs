@@ -202,24 +202,19 @@ pub trait Backend: Send + Sync + Sized + 'static {
 
     /// Backward of [`Backend::causal_attention`]: overwrites `d_qkv` with the gradients of q, k and v
     /// (after RoPE) given `d_out`, the forward's `out`, `lse` and `qkv`.
-    #[allow(clippy::too_many_arguments)]
     fn causal_attention_backward(
         &self,
         d_qkv: &mut Self::Buf,
         d_out: &Self::Buf,
-        out: &Self::Buf,
-        lse: &Self::Buf,
-        qkv: &Self::Buf,
+        forward: &AttentionSaved<'_, Self::Buf>,
         layout: &Self::Layout,
         dims: &AttentionDims,
     ) -> Result<(), Error>;
 
     /// Backward of [`Backend::rmsnorm`]: `d_x += ∂L/∂x` and `d_weight += ∂L/∂weight` given `d_out`.
-    #[allow(clippy::too_many_arguments)]
     fn rmsnorm_backward(
         &self,
-        d_x: &mut Self::Buf,
-        d_weight: &mut Self::Buf,
+        grad: RmsNormGrad<'_, Self::Buf>,
         d_out: &Self::Buf,
         x: &Self::Buf,
         weight: &Self::Buf,
@@ -343,6 +338,23 @@ pub struct LinearGrad<'a, Buf> {
     pub bias: Option<&'a mut Buf>,
     pub in_features: usize,
     pub out_features: usize,
+}
+
+/// What [`Backend::causal_attention`] was given and gave, which its backward pass reads: the fused
+/// `qkv` rows, the output and each token's log-sum-exp per head.
+#[derive(Debug)]
+pub struct AttentionSaved<'a, Buf> {
+    pub qkv: &'a Buf,
+    pub out: &'a Buf,
+    pub lse: &'a Buf,
+}
+
+/// Where the backward pass of [`Backend::rmsnorm`] adds the gradients of the norm's input and
+/// weight.
+#[derive(Debug)]
+pub struct RmsNormGrad<'a, Buf> {
+    pub input: &'a mut Buf,
+    pub weight: &'a mut Buf,
 }
 
 /// Which way [`Backend::rope`] turns: by each position's angles, or back by minus them.

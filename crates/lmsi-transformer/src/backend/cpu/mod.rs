@@ -16,7 +16,9 @@ use ::gemm::Parallelism;
 use rayon::prelude::*;
 
 use self::gemm::{Strided, gemm_into};
-use super::{AttentionDims, Backend, BatchLayout, Linear, LinearGrad, Rotation};
+use super::{
+    AttentionDims, AttentionSaved, Backend, BatchLayout, Linear, LinearGrad, RmsNormGrad, Rotation,
+};
 use crate::Error;
 
 /// The CPU backend. Work is spread over rayon's global thread pool.
@@ -352,12 +354,11 @@ impl Backend for CpuBackend {
         &self,
         d_qkv: &mut Vec<f32>,
         d_out: &Vec<f32>,
-        out: &Vec<f32>,
-        lse: &Vec<f32>,
-        qkv: &Vec<f32>,
+        forward: &AttentionSaved<'_, Vec<f32>>,
         layout: &CpuLayout,
         dims: &AttentionDims,
     ) -> Result<(), Error> {
+        let (qkv, out, lse) = (forward.qkv, forward.out, forward.lse);
         let t = layout.layout.num_tokens();
         check_len("attention gradient", d_qkv, t * dims.qkv_dim())?;
         let parts: Vec<train_attention::GroupGrads> = group_tasks(layout, dims)
@@ -375,14 +376,14 @@ impl Backend for CpuBackend {
 
     fn rmsnorm_backward(
         &self,
-        d_x: &mut Vec<f32>,
-        d_weight: &mut Vec<f32>,
+        grad: RmsNormGrad<'_, Vec<f32>>,
         d_out: &Vec<f32>,
         x: &Vec<f32>,
         weight: &Vec<f32>,
         rows: usize,
         eps: f32,
     ) -> Result<(), Error> {
+        let (d_x, d_weight) = (grad.input, grad.weight);
         let dim = weight.len();
         for (what, buf) in [
             ("input", &**x),

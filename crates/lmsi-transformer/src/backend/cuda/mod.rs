@@ -53,7 +53,9 @@ pub use layout::CudaLayout;
 use tensor::bf16_operand;
 pub use tensor::{CudaBuf, Dtype};
 
-use super::{AttentionDims, Backend, BatchLayout, Linear, LinearGrad, Rotation};
+use super::{
+    AttentionDims, AttentionSaved, Backend, BatchLayout, Linear, LinearGrad, RmsNormGrad, Rotation,
+};
 use crate::Error;
 
 /// The CUDA backend on one device: a GPU, or the simulated one. A clone is another handle on the
@@ -631,12 +633,11 @@ impl Backend for CudaBackend {
         &self,
         d_qkv: &mut CudaBuf,
         d_out: &CudaBuf,
-        out: &CudaBuf,
-        lse: &CudaBuf,
-        qkv: &CudaBuf,
+        forward: &AttentionSaved<'_, CudaBuf>,
         layout: &CudaLayout,
         dims: &AttentionDims,
     ) -> Result<(), Error> {
+        let (qkv, out, lse) = (forward.qkv, forward.out, forward.lse);
         let t = layout.host.num_tokens();
         need("attention gradient", d_qkv.len(), t * dims.qkv_dim())?;
         let items = layout.train_items(&self.device, group(dims)?)?;
@@ -667,14 +668,14 @@ impl Backend for CudaBackend {
 
     fn rmsnorm_backward(
         &self,
-        d_x: &mut CudaBuf,
-        d_weight: &mut CudaBuf,
+        grad: RmsNormGrad<'_, CudaBuf>,
         d_out: &CudaBuf,
         x: &CudaBuf,
         weight: &CudaBuf,
         rows: usize,
         eps: f32,
     ) -> Result<(), Error> {
+        let (d_x, d_weight) = (grad.input, grad.weight);
         let dim = weight.len();
         for (what, len) in [
             ("input", x.len()),
