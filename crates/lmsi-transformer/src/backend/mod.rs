@@ -441,6 +441,23 @@ pub fn check_token_ids(what: &str, ids: &[u32], vocab: usize) -> Result<(), Erro
     }
 }
 
+/// Errs unless every one of `ids` is a row of a table of `table_len` values, `dim` per row: the
+/// buffer check of an embedding gather or scatter (`what` names it), in every backend.
+pub(crate) fn check_table_rows(
+    what: &str,
+    ids: &[u32],
+    table_len: usize,
+    dim: usize,
+) -> Result<(), Error> {
+    let rows = table_len.checked_div(dim).unwrap_or(0);
+    match ids.iter().find(|&&id| id as usize >= rows) {
+        Some(id) => Err(Error::Backend(format!(
+            "{what}: row {id} is outside the table's {rows} rows"
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl BatchLayout {
     /// Checks the step against a model of `vocab` tokens before any backend runs it: every token
     /// id and target inside the vocabulary, a position for every token, every sequence's tokens

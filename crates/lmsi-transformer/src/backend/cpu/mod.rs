@@ -18,6 +18,7 @@ use rayon::prelude::*;
 use self::gemm::{Strided, gemm_into};
 use super::{
     AttentionDims, AttentionSaved, Backend, BatchLayout, Linear, LinearGrad, RmsNormGrad, Rotation,
+    check_table_rows,
 };
 use crate::Error;
 
@@ -116,13 +117,8 @@ impl Backend for CpuBackend {
     ) -> Result<(), Error> {
         let ids = &layout.layout.token_ids;
         check_len("embedding output", out, ids.len() * dim)?;
-        let vocab = table.len() / dim;
+        check_table_rows("embedding", ids, table.len(), dim)?;
         for (row, &id) in out.chunks_exact_mut(dim).zip(ids) {
-            if id as usize >= vocab {
-                return Err(Error::Backend(format!(
-                    "embedding: row {id} is outside the table's {vocab} rows"
-                )));
-            }
             row.copy_from_slice(&table[id as usize * dim..(id as usize + 1) * dim]);
         }
         Ok(())
@@ -514,12 +510,7 @@ impl Backend for CpuBackend {
     ) -> Result<(), Error> {
         let ids = &layout.layout.token_ids;
         check_len("embedding output gradient", d_out, ids.len() * dim)?;
-        let vocab = d_table.len().checked_div(dim).unwrap_or(0);
-        if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(Error::Backend(format!(
-                "embedding gradient: row {id} is outside the table's {vocab} rows"
-            )));
-        }
+        check_table_rows("embedding gradient", ids, d_table.len(), dim)?;
         for (t, &id) in ids.iter().enumerate() {
             let row = &mut d_table[id as usize * dim..(id as usize + 1) * dim];
             row.iter_mut()

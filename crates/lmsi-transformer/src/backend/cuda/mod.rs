@@ -55,6 +55,7 @@ pub use tensor::{CudaBuf, Dtype};
 
 use super::{
     AttentionDims, AttentionSaved, Backend, BatchLayout, Linear, LinearGrad, RmsNormGrad, Rotation,
+    check_table_rows,
 };
 use crate::Error;
 
@@ -84,12 +85,8 @@ fn cuda(e: impl std::fmt::Display) -> Error {
 /// `table_len` values, `dim` per row; an id outside the table is an error (the kernel would read
 /// past the buffer).
 fn embedding_params(ids: &[u32], dim: usize, table_len: usize) -> Result<LmsiRowsParams, Error> {
+    check_table_rows("embedding", ids, table_len, dim)?;
     let vocab = table_len.checked_div(dim).unwrap_or(0);
-    if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
-        return Err(Error::Backend(format!(
-            "embedding: row {id} is outside the table's {vocab} rows"
-        )));
-    }
     Ok(LmsiRowsParams {
         rows: count("tokens", ids.len())?,
         dim: count("embedding width", dim)?,
