@@ -36,6 +36,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod generate;
 pub mod kv_cache;
+mod layer;
 pub mod memory;
 pub mod model;
 pub mod params;

@@ -159,7 +159,8 @@ fn forward_bytes(c: &Config, dtype: Dtype, t: usize, rows: usize) -> u64 {
         c.hidden_size as u64,
         c.intermediate_size as u64,
     );
-    let layer = t * (2 * d + c.qkv_dim() as u64 + c.attn_dim() as u64 + 3 * i);
+    // x, x_mid, h, q|k|v, the attention output and log-sum-exp, gate|up, SwiGLU's output.
+    let layer = t * (3 * d + c.qkv_dim() as u64 + c.attn_dim() as u64 + c.num_heads as u64 + 3 * i);
     let output = rows * (2 * d + c.vocab_size as u64);
     F32 * (layer + output) + layout_bytes(t, rows) + rounded_bytes(c, dtype, t.max(rows), false)
 }

@@ -3,9 +3,10 @@
 use std::path::Path;
 
 use crate::Error;
-use crate::backend::{AttentionDims, Backend, BatchLayout, Rotation, SeqLayout, check_token_ids};
+use crate::backend::{AttentionDims, Backend, BatchLayout, SeqLayout, check_token_ids};
 use crate::config::Config;
 use crate::kv_cache::{KvCache, SeqId};
+use crate::layer::{Attention, Layer, LayerActivations, Scratch};
 use crate::memory::MemoryPlan;
 use crate::params::{Params, TensorSpec};
 use crate::weights::WeightFiles;
@@ -221,31 +222,21 @@ impl<B: Backend> Model<B> {
         let prepared = be.prepare(&layout)?;
 
         let mut x = be.zeros(t * d)?;
-        let mut h = be.zeros(t * d)?;
-        let mut qkv = be.zeros(t * c.qkv_dim())?;
-        let mut attn = be.zeros(t * c.attn_dim())?;
-        let mut gate_up = be.zeros(t * 2 * c.intermediate_size)?;
-        let mut act = be.zeros(t * c.intermediate_size)?;
         be.embedding(&mut x, &self.params.embed, &prepared, d)?;
-        for (i, p) in self.params.layers.iter().enumerate() {
-            let linear = p.linears(c);
-            be.rmsnorm(&mut h, &x, &p.attn_norm, t, c.rms_norm_eps)?;
-            be.matmul(&mut qkv, &h, &linear.qkv, t, false)?;
-            be.rope(
-                &mut qkv,
-                &prepared,
-                &dims,
-                &self.inv_freq,
-                Rotation::Forward,
-            )?;
+        let mut acts = LayerActivations::zeros(be, c, t)?;
+        let mut scratch = Scratch::zeros(be, c, t)?;
+        for (i, params) in self.params.layers.iter().enumerate() {
+            let layer = Layer {
+                model: self,
+                params,
+                layout: &prepared,
+                dims: &dims,
+                t,
+            };
             let (k_cache, v_cache) = cache.layer_mut(i);
-            be.kv_store(k_cache, v_cache, &qkv, &prepared, &dims)?;
-            be.paged_attention(&mut attn, &qkv, k_cache, v_cache, &prepared, &dims)?;
-            be.matmul(&mut x, &attn, &linear.o, t, true)?;
-            be.rmsnorm(&mut h, &x, &p.mlp_norm, t, c.rms_norm_eps)?;
-            be.matmul(&mut gate_up, &h, &linear.gate_up, t, false)?;
-            be.swiglu(&mut act, &gate_up, t, c.intermediate_size)?;
-            be.matmul(&mut x, &act, &linear.down, t, true)?;
+            let attention = Attention::Paged { k_cache, v_cache };
+            layer.forward(&x, attention, &mut acts, &mut scratch)?;
+            layer.output(&acts, &mut scratch, &mut x)?;
         }
 
         let rows = layout.logit_rows.len();

@@ -16,9 +16,10 @@
 //! the tokens that carry loss.
 
 use crate::Error;
-use crate::backend::{AttentionSaved, Backend, BatchLayout, RmsNormGrad, Rotation, SeqLayout};
+use crate::backend::{Backend, BatchLayout, RmsNormGrad, SeqLayout};
+use crate::layer::{Attention, Layer, LayerActivations, Scratch};
 use crate::model::Model;
-use crate::params::{LayerGrads, LayerParams, Params};
+use crate::params::Params;
 
 /// One training sequence: its tokens and the spans of tokens that are predicted (each from the
 /// tokens before it). A prompt/completion example has one span, the completion; a document of several
@@ -63,21 +64,6 @@ impl LossSum {
 /// Logit rows computed at once by the output layer (bounds the memory of `[rows, vocab]` logits).
 pub(crate) const LOGIT_CHUNK: usize = 256;
 
-/// What one layer's backward pass needs from its forward pass.
-struct LayerActivations<Buf> {
-    /// The layer's input.
-    x_in: Buf,
-    /// The residual stream after attention.
-    x_mid: Buf,
-    /// q|k|v after RoPE.
-    qkv: Buf,
-    /// The attention output (input of the output projection) and its log-sum-exp per head.
-    attn: Buf,
-    lse: Buf,
-    /// gate|up before SwiGLU.
-    gate_up: Buf,
-}
-
 /// Lays a batch out as packed tokens (inputs: every token but each sequence's last), with a logit
 /// row and target for every completion token.
 pub fn batch_layout(batch: &[TrainSequence]) -> Result<BatchLayout, Error> {
@@ -111,11 +97,11 @@ pub fn batch_layout(batch: &[TrainSequence]) -> Result<BatchLayout, Error> {
     Ok(layout)
 }
 
-/// What a layer keeps for its backward pass.
-enum LayerSaved<Buf> {
-    All(LayerActivations<Buf>),
-    /// Only the input; the rest is recomputed.
-    Input(Buf),
+/// What a layer keeps for its backward pass: always its input, and its activations unless they
+/// are recomputed.
+struct LayerSaved<Buf> {
+    x: Buf,
+    acts: Option<LayerActivations<Buf>>,
 }
 
 impl<B: Backend> Model<B> {
@@ -158,17 +144,29 @@ impl<B: Backend> Model<B> {
         let prepared = be.prepare(&layout)?;
         let (t, d, vocab) = (layout.num_tokens(), c.hidden_size, c.vocab_size);
 
+        let dims = self.attention_dims(1);
+        let layer = |params| Layer {
+            model: self,
+            params,
+            layout: &prepared,
+            dims: &dims,
+            t,
+        };
+        let mut scratch = Scratch::zeros(be, c, t)?;
         let mut x = be.zeros(t * d)?;
         be.embedding(&mut x, &self.params().embed, &prepared, d)?;
         let mut saved = Vec::with_capacity(c.num_layers);
-        for p in &self.params().layers {
-            let acts = self.layer_forward(p, x, &prepared, t)?;
-            x = self.layer_output(p, &acts, t)?;
-            saved.push(if recompute {
-                LayerSaved::Input(acts.x_in)
-            } else {
-                LayerSaved::All(acts)
-            });
+        for params in &self.params().layers {
+            let mut acts = LayerActivations::zeros(be, c, t)?;
+            let mut out = be.zeros(t * d)?;
+            let layer = layer(params);
+            layer.forward(&x, Attention::Causal, &mut acts, &mut scratch)?;
+            layer.output(&acts, &mut scratch, &mut out)?;
+            if grads.is_some() {
+                let acts = (!recompute).then_some(acts);
+                saved.push(LayerSaved { x, acts });
+            }
+            x = out;
         }
 
         let rows = layout.logit_rows.len();
@@ -227,130 +225,19 @@ impl<B: Backend> Model<B> {
         };
 
         let layers = self.params().layers.iter().zip(grads.layers.iter_mut());
-        for ((p, g), saved) in layers.zip(saved).rev() {
-            let acts = match saved {
-                LayerSaved::All(acts) => acts,
-                LayerSaved::Input(x_in) => self.layer_forward(p, x_in, &prepared, t)?,
+        for ((params, g), LayerSaved { x, acts }) in layers.zip(saved).rev() {
+            let layer = layer(params);
+            let acts = match acts {
+                Some(acts) => acts,
+                None => {
+                    let mut acts = LayerActivations::zeros(be, c, t)?;
+                    layer.forward(&x, Attention::Causal, &mut acts, &mut scratch)?;
+                    acts
+                }
             };
-            self.layer_backward(p, g, &acts, &mut dx, &prepared, t)?;
+            layer.backward(g, &x, &acts, &mut dx, &mut scratch)?;
         }
         be.embedding_backward(&mut grads.embed, &dx, &prepared, d)?;
         Ok(total)
-    }
-
-    /// A layer's forward pass up to the MLP's gate|up: everything its backward pass needs.
-    fn layer_forward(
-        &self,
-        p: &LayerParams<B::Buf>,
-        x_in: B::Buf,
-        layout: &B::Layout,
-        t: usize,
-    ) -> Result<LayerActivations<B::Buf>, Error> {
-        let (be, c) = (self.backend(), self.config());
-        let (linear, dims) = (p.linears(c), self.attention_dims(1));
-        let mut h = be.zeros(t * c.hidden_size)?;
-        be.rmsnorm(&mut h, &x_in, &p.attn_norm, t, c.rms_norm_eps)?;
-        let mut qkv = be.zeros(t * c.qkv_dim())?;
-        be.matmul(&mut qkv, &h, &linear.qkv, t, false)?;
-        be.rope(&mut qkv, layout, &dims, self.inv_freq(), Rotation::Forward)?;
-        let mut attn = be.zeros(t * c.attn_dim())?;
-        let mut lse = be.zeros(t * c.num_heads)?;
-        be.causal_attention(&mut attn, &mut lse, &qkv, layout, &dims)?;
-        let mut x_mid = be.copy(&x_in)?;
-        be.matmul(&mut x_mid, &attn, &linear.o, t, true)?;
-        be.rmsnorm(&mut h, &x_mid, &p.mlp_norm, t, c.rms_norm_eps)?;
-        let mut gate_up = be.zeros(t * 2 * c.intermediate_size)?;
-        be.matmul(&mut gate_up, &h, &linear.gate_up, t, false)?;
-        Ok(LayerActivations {
-            x_in,
-            x_mid,
-            qkv,
-            attn,
-            lse,
-            gate_up,
-        })
-    }
-
-    /// The layer's output: `x_mid + down(swiglu(gate_up))`.
-    fn layer_output(
-        &self,
-        p: &LayerParams<B::Buf>,
-        acts: &LayerActivations<B::Buf>,
-        t: usize,
-    ) -> Result<B::Buf, Error> {
-        let (be, c) = (self.backend(), self.config());
-        let mut act = be.zeros(t * c.intermediate_size)?;
-        be.swiglu(&mut act, &acts.gate_up, t, c.intermediate_size)?;
-        let mut out = be.copy(&acts.x_mid)?;
-        be.matmul(&mut out, &act, &p.linears(c).down, t, true)?;
-        Ok(out)
-    }
-
-    /// A layer's backward pass: adds the layer's parameter gradients to `g` and turns `dx`, the
-    /// gradient of the layer's output, into the gradient of its input.
-    fn layer_backward(
-        &self,
-        p: &LayerParams<B::Buf>,
-        g: &mut LayerParams<B::Buf>,
-        acts: &LayerActivations<B::Buf>,
-        dx: &mut B::Buf,
-        layout: &B::Layout,
-        t: usize,
-    ) -> Result<(), Error> {
-        let (be, c) = (self.backend(), self.config());
-        let (d, inter, eps) = (c.hidden_size, c.intermediate_size, c.rms_norm_eps);
-        let (linear, dims) = (p.linears(c), self.attention_dims(1));
-        let LayerGrads {
-            attn_norm,
-            mlp_norm,
-            linear: grad,
-        } = g.grads(c);
-
-        // MLP: out = x_mid + down(swiglu(gate_up(rmsnorm(x_mid)))).
-        let mut h = be.zeros(t * d)?;
-        be.rmsnorm(&mut h, &acts.x_mid, &p.mlp_norm, t, eps)?;
-        let mut act = be.zeros(t * inter)?;
-        be.swiglu(&mut act, &acts.gate_up, t, inter)?;
-        let mut d_act = be.zeros(t * inter)?;
-        be.matmul_backward_input(&mut d_act, dx, &linear.down, t, false)?;
-        be.matmul_backward_weight(grad.down, dx, &act, t)?;
-        let mut d_gate_up = be.zeros(t * 2 * inter)?;
-        be.swiglu_backward(&mut d_gate_up, &d_act, &acts.gate_up, t, inter)?;
-        let mut d_h = be.zeros(t * d)?;
-        be.matmul_backward_input(&mut d_h, &d_gate_up, &linear.gate_up, t, false)?;
-        be.matmul_backward_weight(grad.gate_up, &d_gate_up, &h, t)?;
-        let norm = RmsNormGrad {
-            input: &mut *dx,
-            weight: mlp_norm,
-        };
-        be.rmsnorm_backward(norm, &d_h, &acts.x_mid, &p.mlp_norm, t, eps)?;
-
-        // Attention: x_mid = x_in + o(attention(rope(qkv(rmsnorm(x_in))))).
-        let mut d_attn = be.zeros(t * c.attn_dim())?;
-        be.matmul_backward_input(&mut d_attn, dx, &linear.o, t, false)?;
-        be.matmul_backward_weight(grad.o, dx, &acts.attn, t)?;
-        let mut d_qkv = be.zeros(t * c.qkv_dim())?;
-        let forward = AttentionSaved {
-            qkv: &acts.qkv,
-            out: &acts.attn,
-            lse: &acts.lse,
-        };
-        be.causal_attention_backward(&mut d_qkv, &d_attn, &forward, layout, &dims)?;
-        be.rope(
-            &mut d_qkv,
-            layout,
-            &dims,
-            self.inv_freq(),
-            Rotation::Inverse,
-        )?;
-        be.rmsnorm(&mut h, &acts.x_in, &p.attn_norm, t, eps)?;
-        be.matmul_backward_input(&mut d_h, &d_qkv, &linear.qkv, t, false)?;
-        be.matmul_backward_weight(grad.qkv, &d_qkv, &h, t)?;
-        let norm = RmsNormGrad {
-            input: dx,
-            weight: attn_norm,
-        };
-        be.rmsnorm_backward(norm, &d_h, &acts.x_in, &p.attn_norm, t, eps)?;
-        Ok(())
     }
 }

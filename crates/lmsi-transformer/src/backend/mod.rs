@@ -182,6 +182,9 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// A new buffer holding a copy of `buf`.
     fn copy(&self, buf: &Self::Buf) -> Result<Self::Buf, Error>;
 
+    /// Copies `src` into `dst`; both hold the same number of values.
+    fn copy_into(&self, dst: &mut Self::Buf, src: &Self::Buf) -> Result<(), Error>;
+
     /// Sets every value of `buf` to zero.
     fn zero(&self, buf: &mut Self::Buf) -> Result<(), Error>;
 

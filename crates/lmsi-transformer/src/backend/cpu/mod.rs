@@ -306,6 +306,18 @@ impl Backend for CpuBackend {
         Ok(buf.clone())
     }
 
+    fn copy_into(&self, dst: &mut Vec<f32>, src: &Vec<f32>) -> Result<(), Error> {
+        if dst.len() != src.len() {
+            return Err(Error::Backend(format!(
+                "copy: {} values into a buffer of {}",
+                src.len(),
+                dst.len()
+            )));
+        }
+        dst.copy_from_slice(src);
+        Ok(())
+    }
+
     fn zero(&self, buf: &mut Vec<f32>) -> Result<(), Error> {
         buf.fill(0.0);
         Ok(())

@@ -576,6 +576,16 @@ impl Backend for CudaBackend {
         self.copy_range(buf, 0, buf.len())
     }
 
+    fn copy_into(&self, dst: &mut CudaBuf, src: &CudaBuf) -> Result<(), Error> {
+        let d = &self.device;
+        match (src, dst) {
+            (CudaBuf::F32(src), CudaBuf::F32(dst)) => d.copy(src, dst),
+            (CudaBuf::Bf16(src), CudaBuf::Bf16(dst)) => d.copy(src, dst),
+            _ => return Err(Error::Backend("copy: f32 and bf16 buffers mixed".into())),
+        }
+        .map_err(cuda)
+    }
+
     fn zero(&self, buf: &mut CudaBuf) -> Result<(), Error> {
         match buf {
             CudaBuf::F32(b) => self.device.fill_zeros(b),
