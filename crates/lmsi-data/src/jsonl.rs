@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::DataError;
-use crate::records::{Question, optional_string_or_number};
+use crate::records::{PathRecord, Question, VoteRecord, optional_string_or_number};
 
 /// What to do with a line that cannot be parsed or is invalid.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -129,6 +129,52 @@ pub fn read_questions(path: &Path, bad: BadLines) -> Result<Loaded<Question>, Da
         });
     }
     Ok(loaded)
+}
+
+/// Reads a paths file (`lmsi generate`'s output): [`read_jsonl`] of [`PathRecord`]s, where a
+/// question's path number that an earlier line already used is an invalid line naming that line
+/// (skipped under [`BadLines::Skip`], like every invalid line). A file with no paths is
+/// [`DataError::Empty`], as for questions.
+pub fn read_paths(path: &Path, bad: BadLines) -> Result<Loaded<PathRecord>, DataError> {
+    let loaded = read_unique(path, bad, |p: &PathRecord| {
+        let key = (p.id.clone(), p.path);
+        let what = format!("question {:?} has path {} twice", p.id, p.path);
+        (key, what)
+    })?;
+    if loaded.items.is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    Ok(loaded)
+}
+
+/// Reads a votes file (`lmsi vote`'s output): [`read_jsonl`] of [`VoteRecord`]s, where a question
+/// that an earlier line already voted on is an invalid line naming that line.
+pub fn read_votes(path: &Path, bad: BadLines) -> Result<Loaded<VoteRecord>, DataError> {
+    read_unique(path, bad, |v: &VoteRecord| {
+        (
+            v.id.clone(),
+            format!("a second vote for question {:?}", v.id),
+        )
+    })
+}
+
+/// [`read_records`] where `key` gives each record's identity and what to call a repeat of it.
+fn read_unique<T: DeserializeOwned, K: std::hash::Hash + Eq>(
+    path: &Path,
+    bad: BadLines,
+    key: impl Fn(&T) -> (K, String),
+) -> Result<Loaded<T>, DataError> {
+    let mut first_line_of: HashMap<K, usize> = HashMap::new();
+    read_records(path, bad, |line, item: T| {
+        let (key, what) = key(&item);
+        if let Some(first) = first_line_of.get(&key) {
+            return Err(format!("{what} (also on line {first})"));
+        }
+        first_line_of.insert(key, line);
+        Ok(item)
+    })
 }
 
 /// A question line as written, before ids are assigned.

@@ -40,7 +40,8 @@ mod testutil;
 pub use error::DataError;
 pub use exemplars::{Exemplar, ExemplarSet};
 pub use jsonl::{
-    BadLines, Loaded, SkippedLine, read_jsonl, read_questions, write_atomic, write_jsonl_atomic,
+    BadLines, Loaded, SkippedLine, read_jsonl, read_paths, read_questions, read_votes,
+    write_atomic, write_jsonl_atomic,
 };
 pub use prompt::{
     ANSWER_PHRASE, DEFAULT_STOP_STRINGS, LETS_THINK, Prompt, PromptFormat, parse_formats,

@@ -18,6 +18,10 @@ use lmsi_sampler::SamplingParams;
 use lmsi_transformer::Dtype;
 use lmsi_voter::{AnswerKind, EarlyStop, Weighting};
 
+use crate::numbers::{
+    at_least_one, fraction, held_out_fraction, non_negative, positive, probability_mass,
+};
+
 #[derive(Parser)]
 #[command(
     name = "lmsi",
@@ -62,23 +66,23 @@ pub struct RunArgs {
     #[arg(long, default_value = "runs/default")]
     pub work_dir: PathBuf,
     /// Paths per question [default: 32; 16 for the embedded default].
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>, allow_negative_numbers = true)]
     pub paths: Option<usize>,
     /// Sampling temperature of generation and of the first self-consistency evaluation.
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = 0.7, value_parser = non_negative::<f32>, allow_negative_numbers = true)]
     pub temperature: f32,
     /// Sampling temperature of self-consistency evaluation after training [default: 1.2, the
     /// paper's; 0.7 for the embedded default].
-    #[arg(long)]
+    #[arg(long, value_parser = non_negative::<f32>, allow_negative_numbers = true)]
     pub eval_temperature: Option<f32>,
     /// Paths per test question for self-consistency evaluation [default: as --paths].
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>, allow_negative_numbers = true)]
     pub eval_paths: Option<usize>,
     #[arg(long, default_value_t = 40)]
     pub top_k: usize,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = probability_mass, allow_negative_numbers = true)]
     pub top_p: f32,
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>, allow_negative_numbers = true)]
     pub max_new_tokens: Option<usize>,
     /// Few-shot exemplars (JSONL) [default: the built-in set; its first two for the embedded default].
     #[arg(long)]
@@ -88,25 +92,25 @@ pub struct RunArgs {
     #[arg(long)]
     pub formats: Option<String>,
     /// Only questions whose vote confidence reaches this become training data.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = fraction, allow_negative_numbers = true)]
     pub min_confidence: f64,
     /// Learning rate [default: 5e-5, the paper's; 1e-4 for the embedded default].
-    #[arg(long)]
+    #[arg(long, value_parser = positive::<f32>, allow_negative_numbers = true)]
     pub lr: Option<f32>,
     /// Examples per optimizer step [default: 32].
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>, allow_negative_numbers = true)]
     pub batch_size: Option<usize>,
     /// Optimizer steps [default: one epoch; 150 for the embedded default].
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<u64>, allow_negative_numbers = true)]
     pub steps: Option<u64>,
     /// Epochs over the training data, when --steps is not given [default: 1].
-    #[arg(long)]
+    #[arg(long, value_parser = positive::<f64>, allow_negative_numbers = true)]
     pub epochs: Option<f64>,
     /// Linear warm-up steps [default: 0; 10 for the embedded default].
     #[arg(long)]
     pub warmup_steps: Option<u64>,
     /// Repeat the loop with the improved model.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one::<usize>, allow_negative_numbers = true)]
     pub rounds: usize,
     /// Distillation: train this (smaller) model on the paths of --model.
     #[arg(long)]
@@ -119,6 +123,10 @@ pub struct RunArgs {
     /// Stop after this stage (e.g. round-1/generate); run again to continue.
     #[arg(long)]
     pub stop_after: Option<String>,
+    /// When an input (model, questions, test set, student) changed since the run directory was
+    /// started, redo the stages that read it; without this the run refuses to continue.
+    #[arg(long)]
+    pub redo_changed: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -208,20 +216,20 @@ pub struct TrainArgs {
     /// Output model directory (Hugging Face layout), with optimizer state and loss log.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 5e-5)]
+    #[arg(long, default_value_t = 5e-5, value_parser = positive::<f32>, allow_negative_numbers = true)]
     pub lr: f32,
     /// Examples per optimizer step.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one::<usize>, allow_negative_numbers = true)]
     pub batch_size: usize,
     /// Examples per forward/backward pass (gradients accumulate over a batch); default: the batch.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>, allow_negative_numbers = true)]
     pub micro_batch_size: Option<usize>,
     /// Optimizer steps (default: --epochs passes over the data).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<u64>, allow_negative_numbers = true)]
     pub steps: Option<u64>,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = positive::<f64>, allow_negative_numbers = true)]
     pub epochs: f64,
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, value_parser = non_negative::<f32>, allow_negative_numbers = true)]
     pub weight_decay: f32,
     #[arg(long, default_value_t = 0)]
     pub warmup_steps: u64,
@@ -229,15 +237,15 @@ pub struct TrainArgs {
     #[arg(long, default_value = "cosine")]
     pub schedule: ScheduleKind,
     /// Clip the global gradient norm to this (0: no clipping).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative::<f64>, allow_negative_numbers = true)]
     pub grad_clip: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Fraction of the examples held out to report an evaluation loss.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = held_out_fraction, allow_negative_numbers = true)]
     pub eval_split: f64,
     /// Evaluate the held-out loss every this many steps.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = at_least_one::<u64>, allow_negative_numbers = true)]
     pub eval_every: u64,
     /// Recompute activations in the backward pass instead of keeping them (less memory, more time).
     #[arg(long)]
@@ -246,13 +254,13 @@ pub struct TrainArgs {
     #[arg(long)]
     pub decay_all: bool,
     /// Leave out examples longer than this many tokens.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, value_parser = at_least_one::<usize>, allow_negative_numbers = true)]
     pub max_tokens: usize,
     /// Write a checkpoint every this many steps (always at the end).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<u64>, allow_negative_numbers = true)]
     pub save_every: Option<u64>,
     /// Stop after this step, with a checkpoint; continue later with --resume.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<u64>, allow_negative_numbers = true)]
     pub stop_after: Option<u64>,
     /// Continue the run whose checkpoint is in --out (same options and data).
     #[arg(long)]
@@ -299,8 +307,8 @@ pub struct ModelArgs {
 /// Where models run: `--threads`, `--device` and `--dtype`, shared by every command that computes.
 #[derive(Args)]
 pub struct DeviceArgs {
-    /// Worker threads (default: all cores).
-    #[arg(long)]
+    /// Worker threads, at least 1 (default: all cores).
+    #[arg(long, value_parser = at_least_one::<usize>, allow_negative_numbers = true)]
     pub threads: Option<usize>,
     /// Where the models run: cpu, cuda (GPU 0; cuda:N for another), auto (a GPU when one works,
     /// else the CPU) or sim (the CUDA backend on a simulated GPU on the CPU: very slow, for
@@ -372,19 +380,19 @@ fn parse_size(s: &str) -> Option<u64> {
 #[derive(Args)]
 pub struct SamplingArgs {
     /// Sampling temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = 0.7, value_parser = non_negative::<f32>, allow_negative_numbers = true)]
     pub temperature: f32,
     /// Keep only the k most likely tokens (0 = no limit).
     #[arg(long, default_value_t = 40)]
     pub top_k: usize,
     /// Keep the smallest set of tokens whose probability reaches p (1 = no limit).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = probability_mass, allow_negative_numbers = true)]
     pub top_p: f32,
     /// Random seed; the same seed gives the same paths.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Most tokens sampled per path.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = at_least_one::<usize>, allow_negative_numbers = true)]
     pub max_new_tokens: usize,
     /// Prompt: cot-fewshot, cot-zeroshot, direct-fewshot, direct-zeroshot, or raw (the question text as is).
     #[arg(long, default_value = "cot-fewshot")]
@@ -396,7 +404,7 @@ pub struct SamplingArgs {
     #[arg(long)]
     pub stop: Vec<String>,
     /// Paths decoded together in one batch.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one::<usize>, allow_negative_numbers = true)]
     pub max_batch: usize,
     /// How to read an answer from a path: number, choice, yesno or text.
     #[arg(long, default_value = "number")]
@@ -438,7 +446,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Paths per question.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one::<usize>, allow_negative_numbers = true)]
     pub paths: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -464,7 +472,7 @@ pub struct EvalArgs {
     #[arg(long, default_value = "greedy")]
     pub mode: EvalMode,
     /// Paths per question in sc mode.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one::<usize>, allow_negative_numbers = true)]
     pub paths: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -504,7 +512,7 @@ pub struct VoteArgs {
     #[arg(long, default_value = "uniform")]
     pub weighting: Weighting,
     /// Leave out questions whose vote confidence (votes / valid paths) is below this.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = fraction, allow_negative_numbers = true)]
     pub min_confidence: f64,
     #[command(flatten)]
     pub input: InputArgs,

@@ -8,26 +8,25 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lmsi::build_data::build_examples;
 use lmsi::eval::{EvalMode, evaluate};
 use lmsi::generate::generate_paths;
+use lmsi::outputs::{Named, check_output};
 use lmsi::train::TrainOptions;
 use lmsi::vote::vote_paths;
 use lmsi_data::{
-    ExemplarSet, Loaded, PathRecord, Question, TrainExample, VoteRecord, parse_formats, read_jsonl,
-    read_questions, write_atomic, write_jsonl_atomic,
+    BadLines, DataError, ExemplarSet, Loaded, TrainExample, parse_formats, read_jsonl, read_paths,
+    read_questions, read_votes, write_atomic, write_jsonl_atomic,
 };
 use lmsi_transformer::{Backend, Model, Storage, Tokenizer};
 
 use crate::cli::*;
 use crate::device::{on_device, set_threads};
 
-/// Reads a JSONL file, reporting skipped lines on stderr.
-fn load<T: serde::de::DeserializeOwned>(path: &Path, input: &InputArgs) -> Result<Vec<T>> {
-    let Loaded { items, skipped } = read_jsonl(path, input.bad_lines())?;
-    report_skipped(path, &skipped);
-    Ok(items)
-}
-
-fn load_questions(path: &Path, input: &InputArgs) -> Result<Vec<Question>> {
-    let Loaded { items, skipped } = read_questions(path, input.bad_lines())?;
+/// Reads an input file with `read` (one of lmsi-data's readers), reporting skipped lines on stderr.
+fn load<T>(
+    path: &Path,
+    input: &InputArgs,
+    read: fn(&Path, BadLines) -> Result<Loaded<T>, DataError>,
+) -> Result<Vec<T>> {
+    let Loaded { items, skipped } = read(path, input.bad_lines())?;
     report_skipped(path, &skipped);
     Ok(items)
 }
@@ -62,7 +61,18 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
 }
 
 fn generate_on<B: Backend>(args: &GenerateArgs, backend: B) -> Result<()> {
-    let questions = load_questions(&args.questions, &args.input)?;
+    let mut inputs = vec![
+        Named::file("--questions", &args.questions),
+        Named::dir("--model", &args.model.model),
+    ];
+    inputs.extend(
+        args.sampling
+            .exemplars
+            .as_deref()
+            .map(|e| Named::file("--exemplars", e)),
+    );
+    check_output(Named::file("--out", &args.out), &inputs)?;
+    let questions = load(&args.questions, &args.input, read_questions)?;
     let mut options = args.sampling.options(args.paths)?;
     options.early_stop = args.early_stop;
     let (model, tokenizer) = args.model.load(backend, Storage::Inference)?;
@@ -92,9 +102,12 @@ pub fn run_loop(args: RunArgs) -> Result<()> {
     set_threads(args.device.threads)?;
     let config = args.config()?;
     let mut on_event = stage_printer(&args.work_dir);
-    let stop_after = args.stop_after.as_deref();
+    let control = lmsi::run::RunControl {
+        stop_after: args.stop_after.as_deref(),
+        redo_changed: args.redo_changed,
+    };
     let report = on_device!(&args.device, backend => {
-        run_on(backend, &config, &args.work_dir, stop_after, &mut on_event)
+        run_on(backend, &config, &args.work_dir, control, &mut on_event)
     })?;
     match report {
         Some(report) => print_report(&report, &args.work_dir),
@@ -172,7 +185,7 @@ fn run_on<B: Backend + Clone>(
     backend: B,
     config: &lmsi::run::RunConfig,
     work_dir: &Path,
-    stop_after: Option<&str>,
+    control: lmsi::run::RunControl<'_>,
     on_event: &mut dyn FnMut(lmsi::run::Event<'_>),
 ) -> Result<Option<lmsi::run::RunReport>> {
     let load =
@@ -181,13 +194,16 @@ fn run_on<B: Backend + Clone>(
             let tokenizer = Tokenizer::load(dir, model.config())?;
             Ok((model, tokenizer))
         };
-    Ok(lmsi::run::run(
-        config, work_dir, &load, stop_after, on_event,
-    )?)
+    Ok(lmsi::run::run(config, work_dir, &load, control, on_event)?)
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
-    let examples: Vec<TrainExample> = load(&args.data, &args.input)?;
+    let mut inputs = vec![Named::file("--data", &args.data)];
+    if !args.resume {
+        inputs.push(Named::dir("--model", &args.model.model));
+    }
+    check_output(Named::dir("--out", &args.out), &inputs)?;
+    let examples: Vec<TrainExample> = load(&args.data, &args.input, read_jsonl)?;
     if examples.is_empty() {
         bail!("{}: no training examples", args.data.display());
     }
@@ -261,7 +277,18 @@ pub fn eval(args: EvalArgs) -> Result<()> {
 }
 
 fn eval_on<B: Backend>(args: &EvalArgs, backend: B) -> Result<()> {
-    let questions = load_questions(&args.dataset, &args.input)?;
+    let mut inputs = vec![
+        Named::file("--dataset", &args.dataset),
+        Named::dir("--model", &args.model.model),
+    ];
+    inputs.extend(
+        args.sampling
+            .exemplars
+            .as_deref()
+            .map(|e| Named::file("--exemplars", e)),
+    );
+    check_output(Named::file("--out", &args.out), &inputs)?;
+    let questions = load(&args.dataset, &args.input, read_questions)?;
     let options = args.sampling.options(args.paths)?;
     let (model, tokenizer) = args.model.load(backend, Storage::Inference)?;
     let paths = if args.mode == EvalMode::Greedy {
@@ -286,7 +313,11 @@ fn eval_on<B: Backend>(args: &EvalArgs, backend: B) -> Result<()> {
 }
 
 pub fn vote(args: VoteArgs) -> Result<()> {
-    let paths: Vec<PathRecord> = load(&args.paths, &args.input)?;
+    check_output(
+        Named::file("--out", &args.out),
+        &[Named::file("--paths", &args.paths)],
+    )?;
+    let paths = load(&args.paths, &args.input, read_paths)?;
     let options = args.options();
     let (votes, summary) = vote_paths(&paths, &options)
         .with_context(|| format!("voting over {}", args.paths.display()))?;
@@ -309,13 +340,23 @@ pub fn vote(args: VoteArgs) -> Result<()> {
 }
 
 pub fn build_data(args: BuildDataArgs) -> Result<()> {
+    let mut inputs = vec![
+        Named::file("--votes", &args.votes),
+        Named::file("--paths", &args.paths),
+    ];
+    inputs.extend(
+        args.exemplars
+            .as_deref()
+            .map(|e| Named::file("--exemplars", e)),
+    );
+    check_output(Named::file("--out", &args.out), &inputs)?;
     let formats = parse_formats(&args.formats)?;
     let exemplars = match &args.exemplars {
         Some(path) => ExemplarSet::load(path)?,
         None => ExemplarSet::builtin(),
     };
-    let votes: Vec<VoteRecord> = load(&args.votes, &args.input)?;
-    let paths: Vec<PathRecord> = load(&args.paths, &args.input)?;
+    let votes = load(&args.votes, &args.input, read_votes)?;
+    let paths = load(&args.paths, &args.input, read_paths)?;
     let (examples, summary) = build_examples(&votes, &paths, &formats, &exemplars)
         .with_context(|| format!("building data from {}", args.votes.display()))?;
     write_jsonl_atomic(&args.out, &examples)?;

@@ -32,7 +32,9 @@
 pub mod build_data;
 pub mod embedded;
 pub mod eval;
+pub mod fingerprint;
 pub mod generate;
+pub mod outputs;
 pub mod plot;
 pub mod run;
 pub mod seed;
@@ -72,6 +74,17 @@ pub enum Error {
     /// A run or training output asked to resume with something other than what it started with.
     #[error("{} {what}", path.display())]
     ResumeMismatch { path: PathBuf, what: String },
+    /// An output that must not be written where it was asked for: it would overwrite or delete an
+    /// input, it is a directory, or it already holds a checkpoint.
+    #[error("{message}")]
+    Output { output: PathBuf, message: String },
+    /// An option out of its range, named as on the command line.
+    #[error("{option} must be {expected} (got {value})")]
+    InvalidOption {
+        option: &'static str,
+        expected: &'static str,
+        value: String,
+    },
     /// Inputs that are well-formed but cannot be used (inconsistent files, nothing to work on).
     #[error("{0}")]
     Input(String),
@@ -85,6 +98,23 @@ impl Error {
             source,
         }
     }
+}
+
+/// Checks that option `option` holds `value`, which must be `expected` (`ok` says whether it is).
+pub(crate) fn check_option<T: std::fmt::Display>(
+    option: &'static str,
+    value: T,
+    expected: &'static str,
+    ok: impl FnOnce(&T) -> bool,
+) -> Result<(), Error> {
+    if ok(&value) {
+        return Ok(());
+    }
+    Err(Error::InvalidOption {
+        option,
+        expected,
+        value: value.to_string(),
+    })
 }
 
 /// Reads a JSON file of lmsi's own.

@@ -1,10 +1,11 @@
 //! The `lmsi` command line program: parses the command line and dispatches to the command. The
-//! arguments are in `cli`, the commands in `commands`, opening the device in `device`. See
+//! arguments are in `cli`, the commands in `commands`, opening the device in `device`, the parsers of numeric options in `numbers`. See
 //! `lmsi --help` and the README.
 
 mod cli;
 mod commands;
 mod device;
+mod numbers;
 
 use clap::Parser;
 

@@ -29,8 +29,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use lmsi_data::{
-    BadLines, PathRecord, PromptFormat, Question, TrainExample, VoteRecord, read_jsonl,
-    read_questions, write_atomic, write_jsonl_atomic,
+    BadLines, PathRecord, PromptFormat, Question, TrainExample, VoteRecord, read_jsonl, read_paths,
+    read_questions, read_votes, write_atomic, write_jsonl_atomic,
 };
 use lmsi_transformer::{Backend, Model, Storage, Tokenizer};
 use lmsi_voter::Extractor;
@@ -38,7 +38,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::build_data::build_examples;
 use crate::eval::{EvalMode, EvalReport, evaluate};
+use crate::fingerprint::{input_hashes, reads};
 use crate::generate::{GenerateOptions, PromptKind, generate_paths, generate_paths_by_question};
+use crate::outputs::{Named, check_output};
 use crate::plot::{Series, line_chart};
 use crate::train::{TrainOptions, train};
 use crate::vote::{VoteOptions, vote_paths};
@@ -133,6 +135,9 @@ pub enum Event<'a> {
 #[derive(Default, Serialize, Deserialize)]
 struct Manifest {
     config: Option<RunConfig>,
+    /// The content hash of each input when the run started ([`crate::fingerprint`]).
+    #[serde(default)]
+    inputs: BTreeMap<String, String>,
     /// Finished stages and their wall time.
     stages: BTreeMap<String, f64>,
 }
@@ -140,19 +145,29 @@ struct Manifest {
 /// Loads a model directory on the run's backend, stored for inference or for training.
 pub type Loader<'a, B> = &'a dyn Fn(&Path, Storage) -> Result<(Model<B>, Tokenizer), Error>;
 
-/// Runs (or resumes) the loop in `work_dir`. Stops after `stop_after` (a stage name such as
-/// `round-1/generate`) when given.
+/// How one invocation drives a run directory.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunControl<'a> {
+    /// Stop after this stage (a name such as `round-1/generate`).
+    pub stop_after: Option<&'a str>,
+    /// When an input changed since the run started, redo the stages that read it instead of
+    /// refusing ([`crate::fingerprint`]).
+    pub redo_changed: bool,
+}
+
+/// Runs (or resumes) the loop in `work_dir`, as `control` says.
 pub fn run<B: Backend>(
     config: &RunConfig,
     work_dir: &Path,
     load: Loader<'_, B>,
-    stop_after: Option<&str>,
+    control: RunControl<'_>,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Option<RunReport>, Error> {
     if config.rounds == 0 {
         return Err(Error::Input("--rounds must be at least 1".into()));
     }
     std::fs::create_dir_all(work_dir).map_err(|e| Error::io(work_dir, e))?;
+    check_outputs(config, work_dir)?;
     let manifest_path = work_dir.join("manifest.json");
     let mut manifest: Manifest = if manifest_path.exists() {
         read_json(&manifest_path)?
@@ -161,22 +176,31 @@ pub fn run<B: Backend>(
     };
     let same =
         |saved: &RunConfig| serde_json::to_value(saved).ok() == serde_json::to_value(config).ok();
-    match &manifest.config {
-        Some(saved) if !same(saved) => {
-            return Err(Error::ResumeMismatch {
-                path: work_dir.to_path_buf(),
-                what: format!(
-                    "holds a run with other {}; use another --work-dir (or delete it) for this one",
-                    differences(saved, config)
-                ),
-            });
-        }
-        Some(_) => {}
-        None => {
-            manifest.config = Some(config.clone());
-            write_json(&manifest_path, &manifest)?;
-        }
+    if let Some(saved) = manifest.config.as_ref().filter(|saved| !same(saved)) {
+        return Err(Error::ResumeMismatch {
+            path: work_dir.to_path_buf(),
+            what: format!(
+                "holds a run with other {}; use another --work-dir (or delete it) for this one",
+                differences(saved, config)
+            ),
+        });
     }
+    manifest.config = Some(config.clone());
+    let inputs = input_hashes(config)?;
+    let changed = changed_inputs(&manifest.inputs, &inputs);
+    if !changed.is_empty() && !control.redo_changed {
+        return Err(Error::ResumeMismatch {
+            path: work_dir.to_path_buf(),
+            what: format!(
+                "holds a run computed from other inputs: {} changed since; pass --redo-changed \
+                 to redo the stages that read them, or use another --work-dir",
+                changed.join(", ")
+            ),
+        });
+    }
+    redo_stages(&mut manifest, &changed, work_dir)?;
+    manifest.inputs = inputs;
+    write_json(&manifest_path, &manifest)?;
     let mut runner = Runner {
         config,
         work_dir,
@@ -184,11 +208,80 @@ pub fn run<B: Backend>(
         manifest,
         manifest_path,
         on_event,
-        stop_after,
+        stop_after: control.stop_after,
         stopped: false,
     };
     runner.all()
 }
+
+/// The inputs whose hash differs from the one recorded (none when the run recorded none: a new
+/// run, or one started by an lmsi that did not record them).
+fn changed_inputs(saved: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<String> {
+    if saved.is_empty() {
+        return Vec::new();
+    }
+    now.iter()
+        .filter(|(name, hash)| saved.get(*name) != Some(hash))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// Forgets the finished stages that read a changed input, and the paths a redone generation
+/// had kept, so that they run again.
+fn redo_stages(manifest: &mut Manifest, changed: &[String], work_dir: &Path) -> Result<(), Error> {
+    let redo: Vec<String> = manifest
+        .stages
+        .keys()
+        .filter(|stage| changed.iter().any(|input| reads(stage, input)))
+        .cloned()
+        .collect();
+    for stage in &redo {
+        manifest.stages.remove(stage);
+    }
+    for stage in redo.iter().filter(|s| s.ends_with("/generate")) {
+        let partial = work_dir.join(stage).with_file_name("paths.jsonl.partial");
+        if partial.exists() {
+            std::fs::remove_file(&partial).map_err(|e| Error::io(&partial, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a run whose outputs would overwrite one of its inputs (a question file inside a round's
+/// directory, say), before any work.
+fn check_outputs(config: &RunConfig, work_dir: &Path) -> Result<(), Error> {
+    let mut inputs = vec![
+        Named::file("--questions", &config.questions),
+        Named::file("--eval", &config.eval),
+        Named::dir("--model", &config.model),
+    ];
+    inputs.extend(
+        config
+            .student
+            .as_deref()
+            .map(|s| Named::dir("--student", s)),
+    );
+    let output = "the run's output";
+    for r in 1..=config.rounds {
+        check_output(
+            Named::dir(output, &work_dir.join(format!("round-{r}"))),
+            &inputs,
+        )?;
+    }
+    for file in REPORT_FILES {
+        check_output(Named::file(output, &work_dir.join(file)), &inputs)?;
+    }
+    Ok(())
+}
+
+/// The files a run writes at the top of its directory.
+const REPORT_FILES: [&str; 5] = [
+    "manifest.json",
+    "report.json",
+    "report.md",
+    "accuracy.svg",
+    "calibration.svg",
+];
 
 struct Runner<'a, B: Backend> {
     config: &'a RunConfig,
@@ -469,7 +562,7 @@ impl<B: Backend> Runner<'_, B> {
         self.stage(
             name,
             units,
-            || Ok(read_jsonl(&out, BadLines::Error)?.items),
+            || Ok(read_paths(&out, BadLines::Error)?.items),
             |events| {
                 let done = read_partial(&partial)?;
                 let done_ids: HashSet<&str> = done
@@ -544,7 +637,7 @@ impl<B: Backend> Runner<'_, B> {
         self.stage(
             name,
             0,
-            || Ok(read_jsonl(&out, BadLines::Error)?.items),
+            || Ok(read_votes(&out, BadLines::Error)?.items),
             |_| {
                 let (mut votes, summary) = vote_paths(paths, &options)?;
                 // Self-written questions count only when their vote is confident.
@@ -616,6 +709,10 @@ impl<B: Backend> Runner<'_, B> {
             }
         };
         self.stage(name, 0, read_losses, |events| {
+            // A checkpoint of a run killed before the manifest recorded this stage is redone.
+            if out.exists() {
+                std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
+            }
             let (mut model, tokenizer) = load(start, Storage::Training)?;
             let report = train(
                 &mut model,
@@ -644,8 +741,7 @@ impl<B: Backend> Runner<'_, B> {
             &self.work_dir.join("accuracy.svg"),
             accuracy_chart(report).as_bytes(),
         )?;
-        let votes: Vec<VoteRecord> =
-            read_jsonl(&self.work_dir.join("round-1/votes.jsonl"), BadLines::Error)?.items;
+        let votes = read_votes(&self.work_dir.join("round-1/votes.jsonl"), BadLines::Error)?.items;
         write_atomic(
             &self.work_dir.join("calibration.svg"),
             calibration_chart(&votes, &Extractor::new(self.config.vote.kind)).as_bytes(),

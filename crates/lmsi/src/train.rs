@@ -32,7 +32,7 @@ use lmsi_transformer::{Backend, MemoryPlan, Model, Tokenizer, TrainSequence};
 use serde::{Deserialize, Serialize};
 
 use crate::plot::{Series, line_chart};
-use crate::{Error, read_json};
+use crate::{Error, check_option, read_json};
 
 /// Settings of a training run. Those that shape the run (everything but `save_every`, `stop_after`
 /// and `resume`) are stored in the checkpoint, and a resumed run must use the same.
@@ -71,6 +71,46 @@ pub struct TrainOptions {
 }
 
 impl TrainOptions {
+    /// Checks every option against its range, naming the first that is out of it by its flag.
+    pub fn check(&self) -> Result<(), Error> {
+        const POSITIVE: &str = "a finite number greater than 0";
+        const NON_NEGATIVE: &str = "a finite number of at least 0";
+        const COUNT: &str = "at least 1";
+        let count = |n: &u64| *n >= 1;
+        check_option("--lr", self.lr, POSITIVE, |x| x.is_finite() && *x > 0.0)?;
+        check_option("--batch-size", self.batch_size, COUNT, |n| *n >= 1)?;
+        if let Some(micro) = self.micro_batch_size {
+            check_option("--micro-batch-size", micro, COUNT, |n| *n >= 1)?;
+        }
+        if let Some(steps) = self.steps {
+            check_option("--steps", steps, COUNT, count)?;
+        }
+        check_option("--epochs", self.epochs, POSITIVE, |x| {
+            x.is_finite() && *x > 0.0
+        })?;
+        let non_negative = |x: &f64| x.is_finite() && *x >= 0.0;
+        check_option(
+            "--weight-decay",
+            f64::from(self.weight_decay),
+            NON_NEGATIVE,
+            non_negative,
+        )?;
+        check_option("--grad-clip", self.grad_clip, NON_NEGATIVE, non_negative)?;
+        let held_out = "a number from 0 up to (not including) 1";
+        check_option("--eval-split", self.eval_fraction, held_out, |x| {
+            (0.0..1.0).contains(x)
+        })?;
+        check_option("--eval-every", self.eval_every, COUNT, count)?;
+        check_option("--max-tokens", self.max_tokens, COUNT, |n| *n >= 1)?;
+        if let Some(every) = self.save_every {
+            check_option("--save-every", every, COUNT, count)?;
+        }
+        if let Some(stop) = self.stop_after {
+            check_option("--stop-after", stop, COUNT, count)?;
+        }
+        Ok(())
+    }
+
     /// The options that shape the run (what a resumed run must repeat), without the per-invocation ones.
     fn shaping(&self) -> TrainOptions {
         TrainOptions {
@@ -162,6 +202,7 @@ pub fn train<B: Backend>(
     out: &Path,
     on_step: &mut dyn FnMut(&StepLog, u64),
 ) -> Result<TrainReport, Error> {
+    options.check()?;
     let (sequences, too_long) = tokenize(tokenizer, examples, options.max_tokens)?;
     if sequences.is_empty() {
         return Err(Error::Input(format!(
@@ -201,6 +242,10 @@ pub fn train_sequences<B: Backend>(
     out: &Path,
     on_step: &mut dyn FnMut(&StepLog, u64),
 ) -> Result<TrainReport, Error> {
+    options.check()?;
+    if !options.resume {
+        check_fresh_out(out)?;
+    }
     let started = Instant::now();
     let (train_set, eval_set, total_steps) = split_and_count(sequences, options)?;
     let config = trainer_config(options, total_steps)?;
@@ -253,7 +298,7 @@ pub fn train_sequences<B: Backend>(
             seconds,
             eval_loss: None,
         };
-        if !eval_set.is_empty() && (step % options.eval_every.max(1) == 0 || step == total_steps) {
+        if !eval_set.is_empty() && (step % options.eval_every == 0 || step == total_steps) {
             entry.eval_loss =
                 Some(eval_loss(model, &eval_set, options).map_err(|e| at_step(step, out, e))?);
         }
@@ -289,11 +334,6 @@ fn split_and_count(
     sequences: Vec<TrainSequence>,
     options: &TrainOptions,
 ) -> Result<(Vec<TrainSequence>, Vec<TrainSequence>, u64), Error> {
-    if options.batch_size == 0 || options.micro_batch_size == Some(0) {
-        return Err(Error::Input(
-            "--batch-size and --micro-batch-size must be at least 1".into(),
-        ));
-    }
     let (train_set, eval_set) = split(sequences, options.eval_fraction, options.seed);
     if train_set.is_empty() {
         return Err(Error::Input(format!(
@@ -330,6 +370,30 @@ fn trainer_config(options: &TrainOptions, total_steps: u64) -> Result<TrainerCon
 
 /// The trainer and log a checkpoint in `out` was saved with, after checking that it was trained
 /// with `expected`'s options, data and total steps (its step is not compared).
+/// A new run's output directory may not exist yet or be empty of checkpoint files: writing
+/// would replace a checkpoint that `--resume` could continue.
+fn check_fresh_out(out: &Path) -> Result<(), Error> {
+    let refuse = |why: &str| Error::Output {
+        output: out.to_path_buf(),
+        message: format!("--out {} {why}", out.display()),
+    };
+    match std::fs::metadata(out) {
+        Err(_) => Ok(()),
+        Ok(meta) if !meta.is_dir() => Err(refuse(
+            "is not a directory; it names the checkpoint directory to write",
+        )),
+        Ok(_) => {
+            let checkpoint = ["config.json", "model.safetensors", "trainer_state.json"];
+            if checkpoint.iter().any(|f| out.join(f).exists()) {
+                return Err(refuse(
+                    "already holds a checkpoint; pass --resume to continue it, or choose another --out",
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
 fn resume<B: Backend>(
     model: &Model<B>,
     out: &Path,

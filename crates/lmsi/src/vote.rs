@@ -7,7 +7,7 @@ use lmsi_data::{PathRecord, VoteRecord};
 use lmsi_voter::{AnswerKind, Ballot, Extractor, Weighting, vote};
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::{Error, check_option};
 
 /// How the vote stage reads answers and counts them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,6 +60,13 @@ pub fn vote_paths(
     paths: &[PathRecord],
     options: &VoteOptions,
 ) -> Result<(Vec<VoteRecord>, VoteSummary), Error> {
+    let in_unit = |x: &f64| (0.0..=1.0).contains(x);
+    check_option(
+        "--min-confidence",
+        options.min_confidence,
+        "a number from 0 to 1",
+        in_unit,
+    )?;
     let extractor = Extractor::new(options.kind);
     let mut order: Vec<&str> = Vec::new();
     let mut groups: HashMap<&str, Vec<&PathRecord>> = HashMap::new();
