@@ -142,7 +142,7 @@ impl<B: Backend> Model<B> {
         layout.check(c.vocab_size)?;
         let be = self.backend();
         let prepared = be.prepare(&layout)?;
-        let (t, d, vocab) = (layout.num_tokens(), c.hidden_size, c.vocab_size);
+        let (t, d) = (layout.num_tokens(), c.hidden_size);
 
         let dims = self.attention_dims(1);
         let layer = |params| Layer {
@@ -180,42 +180,8 @@ impl<B: Backend> Model<B> {
         };
         for first in (0..rows).step_by(LOGIT_CHUNK) {
             let range = first..(first + LOGIT_CHUNK).min(rows);
-            let n = range.len();
-            let mut picked = be.zeros(n * d)?;
-            be.gather_logit_rows(&mut picked, &x, &prepared, range.clone(), d)?;
-            let mut normed = be.zeros(n * d)?;
-            be.rmsnorm(
-                &mut normed,
-                &picked,
-                &self.params().final_norm,
-                n,
-                c.rms_norm_eps,
-            )?;
-            let mut logits = be.zeros(n * vocab)?;
-            let output = self.params().output_linear(c);
-            be.matmul(&mut logits, &normed, &output, n, false)?;
-            let losses =
-                be.cross_entropy(&mut logits, &prepared, range.clone(), vocab, grad_scale)?;
-            total.loss += losses.iter().map(|&l| f64::from(l)).sum::<f64>();
-            if let (Some(g), Some(dx)) = (grads.as_deref_mut(), dx.as_mut()) {
-                let mut d_normed = be.zeros(n * d)?;
-                be.matmul_backward_input(&mut d_normed, &logits, &output, n, false)?;
-                be.matmul_backward_weight(g.output_grad(c), &logits, &normed, n)?;
-                let mut d_picked = be.zeros(n * d)?;
-                let norm = RmsNormGrad {
-                    input: &mut d_picked,
-                    weight: &mut g.final_norm,
-                };
-                be.rmsnorm_backward(
-                    norm,
-                    &d_normed,
-                    &picked,
-                    &self.params().final_norm,
-                    n,
-                    c.rms_norm_eps,
-                )?;
-                be.scatter_logit_rows(dx, &d_picked, &prepared, range, d)?;
-            }
+            let grad = grads.as_deref_mut().zip(dx.as_mut());
+            total.loss += self.output_loss(&x, &prepared, range, grad_scale, grad)?;
         }
         if !total.loss.is_finite() {
             return Err(Error::NonFinite("the loss".into()));
@@ -239,5 +205,43 @@ impl<B: Backend> Model<B> {
         }
         be.embedding_backward(&mut grads.embed, &dx, &prepared, d)?;
         Ok(total)
+    }
+
+    /// The output layer and the loss over logit rows `range` of the residual stream `x`: the rows'
+    /// summed loss; with `grad`, adds their gradient to the output layer's and final norm's
+    /// parameters and into `dx`, the residual stream's gradient.
+    fn output_loss(
+        &self,
+        x: &B::Buf,
+        prepared: &B::Layout,
+        range: std::ops::Range<usize>,
+        grad_scale: f32,
+        grad: Option<(&mut Params<B::Buf>, &mut B::Buf)>,
+    ) -> Result<f64, Error> {
+        let (be, c) = (self.backend(), self.config());
+        let (n, d, vocab, eps) = (range.len(), c.hidden_size, c.vocab_size, c.rms_norm_eps);
+        let final_norm = &self.params().final_norm;
+        let output = self.params().output_linear(c);
+        let mut picked = be.zeros(n * d)?;
+        be.gather_logit_rows(&mut picked, x, prepared, range.clone(), d)?;
+        let mut normed = be.zeros(n * d)?;
+        be.rmsnorm(&mut normed, &picked, final_norm, n, eps)?;
+        let mut logits = be.zeros(n * vocab)?;
+        be.matmul(&mut logits, &normed, &output, n, false)?;
+        let losses = be.cross_entropy(&mut logits, prepared, range.clone(), vocab, grad_scale)?;
+        let loss = losses.iter().map(|&l| f64::from(l)).sum::<f64>();
+        if let Some((g, dx)) = grad {
+            let mut d_normed = be.zeros(n * d)?;
+            be.matmul_backward_input(&mut d_normed, &logits, &output, n, false)?;
+            be.matmul_backward_weight(g.output_grad(c), &logits, &normed, n)?;
+            let mut d_picked = be.zeros(n * d)?;
+            let norm = RmsNormGrad {
+                input: &mut d_picked,
+                weight: &mut g.final_norm,
+            };
+            be.rmsnorm_backward(norm, &d_normed, &picked, final_norm, n, eps)?;
+            be.scatter_logit_rows(dx, &d_picked, prepared, range, d)?;
+        }
+        Ok(loss)
     }
 }

@@ -224,11 +224,19 @@ pub fn train<B: Backend>(
     Ok(report)
 }
 
-/// Tokens of the largest micro-batch of `micro` sequences: the `micro` longest together.
-fn longest_micro_batch(sequences: &[TrainSequence], micro: usize) -> usize {
+/// Refuses a run whose largest micro-batch (the `micro` longest sequences together) would not fit
+/// the backend's memory beside the model, its gradients and AdamW moments.
+fn check_memory<B: Backend>(
+    model: &Model<B>,
+    sequences: &[TrainSequence],
+    micro: usize,
+    recompute: bool,
+) -> Result<(), Error> {
     let mut lens: Vec<usize> = sequences.iter().map(|s| s.tokens.len()).collect();
     lens.sort_unstable_by(|a, b| b.cmp(a));
-    lens.iter().take(micro).sum()
+    let tokens = lens.iter().take(micro).sum();
+    let plan = MemoryPlan::training(model.config(), model.backend().dtype(), tokens, recompute);
+    Ok(model.backend().check_memory(&plan)?)
 }
 
 /// [`train`] on sequences that are already tokens. `data` identifies the data (a resumed run must
@@ -256,13 +264,7 @@ pub fn train_sequences<B: Backend>(
         data: data.to_string(),
     };
     let micro = options.micro_batch_size.unwrap_or(options.batch_size);
-    let plan = MemoryPlan::training(
-        model.config(),
-        model.backend().dtype(),
-        longest_micro_batch(&train_set, micro),
-        options.recompute,
-    );
-    model.backend().check_memory(&plan)?;
+    check_memory(model, &train_set, micro, options.recompute)?;
     let (mut trainer, mut log) = if options.resume {
         resume(model, out, &state(0), config)?
     } else {

@@ -68,21 +68,7 @@ pub fn vote_paths(
         in_unit,
     )?;
     let extractor = Extractor::new(options.kind);
-    let mut order: Vec<&str> = Vec::new();
-    let mut groups: HashMap<&str, Vec<&PathRecord>> = HashMap::new();
-    for record in paths {
-        let group = groups.entry(&record.id).or_insert_with(|| {
-            order.push(&record.id);
-            Vec::new()
-        });
-        if group.iter().any(|p| p.path == record.path) {
-            return Err(Error::Input(format!(
-                "question {:?} has path {} twice",
-                record.id, record.path
-            )));
-        }
-        group.push(record);
-    }
+    let (order, mut groups) = group_by_question(paths)?;
 
     let mut records = Vec::with_capacity(order.len());
     let mut summary = VoteSummary {
@@ -142,4 +128,27 @@ pub fn vote_paths(
         summary.mean_confidence = confidence_sum / summary.voted as f64;
     }
     Ok((records, summary))
+}
+
+/// The question ids in order of first appearance, and each question's paths; a question's path
+/// number seen twice is an error.
+fn group_by_question(
+    paths: &[PathRecord],
+) -> Result<(Vec<&str>, HashMap<&str, Vec<&PathRecord>>), Error> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut groups: HashMap<&str, Vec<&PathRecord>> = HashMap::new();
+    for record in paths {
+        let group = groups.entry(&record.id).or_insert_with(|| {
+            order.push(&record.id);
+            Vec::new()
+        });
+        if group.iter().any(|p| p.path == record.path) {
+            return Err(Error::Input(format!(
+                "question {:?} has path {} twice",
+                record.id, record.path
+            )));
+        }
+        group.push(record);
+    }
+    Ok((order, groups))
 }
