@@ -56,22 +56,27 @@ fn progress_bar(total: usize, what: &str) -> ProgressBar {
     bar
 }
 
+/// Refuses the `--out` of a command that samples from a model when it is one of its inputs: the
+/// questions, a file of the model, the exemplars.
+fn check_sampling_output(
+    out: &Path,
+    questions: Named<'_>,
+    model: &ModelArgs,
+    sampling: &SamplingArgs,
+) -> Result<()> {
+    let mut inputs = vec![questions, Named::dir("--model", &model.model)];
+    let exemplars = sampling.exemplars.as_deref();
+    inputs.extend(exemplars.map(|e| Named::file("--exemplars", e)));
+    Ok(check_output(Named::file("--out", out), &inputs)?)
+}
+
 pub fn generate(args: GenerateArgs) -> Result<()> {
     on_device!(&args.model.device, backend => generate_on(&args, backend))
 }
 
 fn generate_on<B: Backend>(args: &GenerateArgs, backend: B) -> Result<()> {
-    let mut inputs = vec![
-        Named::file("--questions", &args.questions),
-        Named::dir("--model", &args.model.model),
-    ];
-    inputs.extend(
-        args.sampling
-            .exemplars
-            .as_deref()
-            .map(|e| Named::file("--exemplars", e)),
-    );
-    check_output(Named::file("--out", &args.out), &inputs)?;
+    let questions_file = Named::file("--questions", &args.questions);
+    check_sampling_output(&args.out, questions_file, &args.model, &args.sampling)?;
     let questions = load(&args.questions, &args.input, read_questions)?;
     let mut options = args.sampling.options(args.paths)?;
     options.early_stop = args.early_stop;
@@ -277,17 +282,8 @@ pub fn eval(args: EvalArgs) -> Result<()> {
 }
 
 fn eval_on<B: Backend>(args: &EvalArgs, backend: B) -> Result<()> {
-    let mut inputs = vec![
-        Named::file("--dataset", &args.dataset),
-        Named::dir("--model", &args.model.model),
-    ];
-    inputs.extend(
-        args.sampling
-            .exemplars
-            .as_deref()
-            .map(|e| Named::file("--exemplars", e)),
-    );
-    check_output(Named::file("--out", &args.out), &inputs)?;
+    let dataset = Named::file("--dataset", &args.dataset);
+    check_sampling_output(&args.out, dataset, &args.model, &args.sampling)?;
     let questions = load(&args.dataset, &args.input, read_questions)?;
     let options = args.sampling.options(args.paths)?;
     let (model, tokenizer) = args.model.load(backend, Storage::Inference)?;
