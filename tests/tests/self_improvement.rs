@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use lmsi::generate::GenerateOptions;
-use lmsi::run::{RunConfig, RunReport, run};
+use lmsi::run::{RunConfig, RunControl, RunReport, run};
 use lmsi::train::TrainOptions;
 use lmsi::vote::VoteOptions;
 use lmsi_data::{
@@ -81,7 +81,7 @@ fn load(dir: &Path, storage: Storage) -> Result<(Model<CpuBackend>, Tokenizer), 
 }
 
 fn run_to_end(config: &RunConfig, dir: &Path) -> RunReport {
-    run(config, dir, &load, None, &mut |_| {})
+    run(config, dir, &load, RunControl::default(), &mut |_| {})
         .unwrap()
         .expect("a full run reports")
 }
@@ -234,7 +234,10 @@ fn a_run_stopped_after_generation_resumes_to_the_same_results() {
         &s.config,
         &split,
         &load,
-        Some("round-1/generate"),
+        RunControl {
+            stop_after: Some("round-1/generate"),
+            ..RunControl::default()
+        },
         &mut |_| {},
     )
     .unwrap();
@@ -294,13 +297,16 @@ fn other_options_in_the_same_directory_are_refused() {
         &s.config,
         &dir,
         &load,
-        Some("round-1/eval-before-greedy"),
+        RunControl {
+            stop_after: Some("round-1/eval-before-greedy"),
+            ..RunControl::default()
+        },
         &mut |_| {},
     )
     .unwrap();
     let mut other = s.config.clone();
     other.eval_paths = 5;
-    let err = run(&other, &dir, &load, None, &mut |_| {})
+    let err = run(&other, &dir, &load, RunControl::default(), &mut |_| {})
         .unwrap_err()
         .to_string();
     assert!(err.contains("other options"), "{err}");
@@ -315,16 +321,22 @@ fn bad_inputs_are_clear_errors_that_keep_earlier_stages() {
         questions: s.root.join("blank.jsonl"),
         ..s.config.clone()
     };
-    let err = run(&config, &s.root.join("a"), &load, None, &mut |_| {})
-        .unwrap_err()
-        .to_string();
+    let err = run(
+        &config,
+        &s.root.join("a"),
+        &load,
+        RunControl::default(),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("blank.jsonl"), "{err}");
 
     // A pool where no vote reaches the minimum confidence: generation's output stays.
     let mut config = s.config.clone();
     config.vote.min_confidence = 1.5;
     let dir = s.root.join("b");
-    let err = run(&config, &dir, &load, None, &mut |_| {})
+    let err = run(&config, &dir, &load, RunControl::default(), &mut |_| {})
         .unwrap_err()
         .to_string();
     assert!(err.contains("minimum confidence"), "{err}");
@@ -343,8 +355,14 @@ fn bad_inputs_are_clear_errors_that_keep_earlier_stages() {
         model: s.root.join("empty-model"),
         ..s.config.clone()
     };
-    let err = run(&config, &s.root.join("c"), &load, None, &mut |_| {})
-        .unwrap_err()
-        .to_string();
+    let err = run(
+        &config,
+        &s.root.join("c"),
+        &load,
+        RunControl::default(),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("config.json"), "{err}");
 }

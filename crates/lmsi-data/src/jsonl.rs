@@ -330,6 +330,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
     })
 }
 
+const TEMP_SUFFIX: &str = ".tmp";
+const TEMP_RANDOM_CHARS: usize = 6;
+
+/// Removes the temporary files earlier, killed writes of one target left in `dir`: regular files
+/// named `prefix`, exactly [`TEMP_RANDOM_CHARS`] letters or digits and [`TEMP_SUFFIX`]. Failing to
+/// remove one does not fail the write.
+fn remove_stale_temporaries(dir: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let stale = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix)?.strip_suffix(TEMP_SUFFIX))
+            .is_some_and(|random| {
+                random.len() == TEMP_RANDOM_CHARS
+                    && random.bytes().all(|b| b.is_ascii_alphanumeric())
+            });
+        if stale && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn write_with(
     path: &Path,
     fill: impl FnOnce(&mut BufWriter<&File>) -> Result<(), DataError>,
@@ -348,10 +373,15 @@ fn write_with(
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    // A recognisable name, so a temporary file left by a killed process is easy to identify.
+    // A recognisable name, so that the temporary file a killed write left is found and removed
+    // by the next write of the same file.
     let prefix = format!(".{}.", name.to_string_lossy());
+    remove_stale_temporaries(dir, &prefix);
     let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".tmp");
+    builder
+        .prefix(&prefix)
+        .suffix(TEMP_SUFFIX)
+        .rand_bytes(TEMP_RANDOM_CHARS);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -367,6 +367,29 @@ fn successful_writes_replace_the_whole_file() {
     assert_eq!(dir_entries(dir.path()), ["report.json"]);
 }
 
+#[test]
+fn a_write_removes_the_temporary_files_killed_writes_of_its_target_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("votes.jsonl");
+    // What a write killed before its rename leaves, another target's, and a near miss.
+    for name in [
+        ".votes.jsonl.a1B2c3.tmp",
+        ".paths.jsonl.x9Y8z7.tmp",
+        ".votes.jsonl.notes.tmp",
+    ] {
+        fs::write(dir.path().join(name), "partial").unwrap();
+    }
+    write_atomic(&file, b"{}\n").unwrap();
+    assert_eq!(
+        dir_entries(dir.path()),
+        [
+            ".paths.jsonl.x9Y8z7.tmp",
+            ".votes.jsonl.notes.tmp",
+            "votes.jsonl"
+        ]
+    );
+}
+
 #[cfg(unix)]
 #[test]
 fn written_files_get_ordinary_permissions() {

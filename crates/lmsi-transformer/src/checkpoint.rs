@@ -5,6 +5,12 @@
 //! caller adds (a trainer's optimizer state and logs). Everything is written into a temporary sibling
 //! directory first, which then takes the target's place in one step (an atomic exchange of the two
 //! directories on Linux), so a reader sees the old checkpoint or the new one, never a mix.
+//!
+//! The staging directory of target `name` is `.{name}.partial-` and six random letters or digits. A
+//! write that is killed leaves it behind (with a whole model in it), so each write of `name` first
+//! removes the staging directories earlier writes of `name` left in the same parent: only
+//! directories named exactly so, never another target's (which another process may be writing).
+//! Two processes writing one target at once are not supported.
 
 use std::path::{Path, PathBuf};
 
@@ -54,7 +60,16 @@ pub fn save_model<B: Backend>(
     write_dir_atomic(dir, &files)
 }
 
-/// Replaces directory `dir` by one holding exactly `files`, in one step.
+/// Random characters of a staging directory's name, after its prefix.
+const STAGING_RANDOM_CHARS: usize = 6;
+
+/// The start of the name of the staging directories of target `name`.
+fn staging_prefix(name: &str) -> String {
+    format!(".{name}.partial-")
+}
+
+/// Replaces directory `dir` by one holding exactly `files`, in one step, after removing what
+/// killed writes of `dir` left behind ([`remove_stale_staging`]).
 pub fn write_dir_atomic(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), Error> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -69,8 +84,10 @@ pub fn write_dir_atomic(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), E
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    remove_stale_staging(&parent, &name);
     let staging = tempfile::Builder::new()
-        .prefix(&format!(".{name}.partial-"))
+        .prefix(&staging_prefix(&name))
+        .rand_bytes(STAGING_RANDOM_CHARS)
         .tempdir_in(&parent)
         .map_err(io(&parent))?;
     for (file, bytes) in files {
@@ -88,6 +105,48 @@ pub fn write_dir_atomic(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), E
         std::fs::rename(&staged, dir).map_err(io(dir))?;
     }
     Ok(())
+}
+
+/// Removes the staging directories of target `name` in `parent`: directories (not links) named
+/// [`staging_prefix`] and exactly [`STAGING_RANDOM_CHARS`] letters or digits. A write in progress
+/// in this process has none (its staging directory is made after this), so any there is a killed
+/// write's. Failing to remove one does not fail the write; it is logged.
+fn remove_stale_staging(parent: &Path, name: &str) {
+    let prefix = staging_prefix(name);
+    let entries = match std::fs::read_dir(parent) {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::warn!(
+                "cannot list {} for stale staging directories: {e}",
+                parent.display()
+            );
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let is_staging = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .is_some_and(|random| {
+                random.len() == STAGING_RANDOM_CHARS
+                    && random.bytes().all(|b| b.is_ascii_alphanumeric())
+            });
+        if !is_staging || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => tracing::info!(
+                "removed {}, left by a write that was killed",
+                path.display()
+            ),
+            Err(e) => tracing::warn!(
+                "cannot remove stale staging directory {}: {e}",
+                path.display()
+            ),
+        }
+    }
 }
 
 /// Swaps two directories atomically.

@@ -1,11 +1,19 @@
 //! `config.json` of a Hugging Face Llama-family model (`llama`, `qwen2`, `mistral`), checked and turned
 //! into the sizes the model code uses.
+//!
+//! Every size must be positive, and together they must make a model whose f32 parameters can be
+//! addressed (no size computed from them overflows). `rms_norm_eps` must be a positive, finite
+//! f32 and `rope_theta` a positive, finite number. `max_position_embeddings` (the context, which
+//! bounds what generation may allocate) must be positive and fit a 32-bit position.
+//! [`Config::from_file`] also holds the sizes against the shapes of the weights beside the file, so
+//! that a model is never sized from a number its weights do not have.
 
 use std::path::Path;
 
 use serde::Deserialize;
 
 use crate::Error;
+use crate::weights::WeightFiles;
 
 /// The model architectures this crate runs. They share one layer structure (RMSNorm, RoPE,
 /// grouped-query attention, SwiGLU) and differ in biases, defaults and windowing.
@@ -92,16 +100,24 @@ struct RawConfig {
 }
 
 impl Config {
-    /// Reads and checks `config.json`.
+    /// Reads and checks `config.json`. When its directory holds the model's safetensors weights,
+    /// its sizes are checked against their shapes ([`WeightFiles::check_config`]; headers only),
+    /// before anything is allocated from them: a size that disagrees is an
+    /// [`Error::ConfigMismatch`] naming the field and the tensor.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_json(&text).map_err(|message| Error::Config {
+        let config = Self::from_json(&text).map_err(|message| Error::Config {
             path: path.to_path_buf(),
             message,
-        })
+        })?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        if WeightFiles::present(dir) {
+            WeightFiles::open(dir)?.check_config(&config, path)?;
+        }
+        Ok(config)
     }
 
     /// Parses and checks the text of a `config.json`. The error is a message naming the bad field.
@@ -181,7 +197,21 @@ impl Config {
             Architecture::Qwen2 if raw.use_sliding_window == Some(true) => raw.sliding_window,
             _ => None,
         };
-        Ok(Config {
+        let rms_norm_eps = positive_finite("rms_norm_eps", raw.rms_norm_eps.unwrap_or(1e-6), |v| {
+            f64::from(v as f32)
+        })? as f32;
+        let rope_theta = positive_finite("rope_theta", raw.rope_theta.unwrap_or(10_000.0), |v| v)?;
+        let max_position_embeddings = positive(
+            "max_position_embeddings",
+            raw.max_position_embeddings.unwrap_or(4096),
+        )?;
+        if u32::try_from(max_position_embeddings).is_err() {
+            return Err(format!(
+                "`max_position_embeddings` ({max_position_embeddings}) must be at most {} (positions are 32-bit)",
+                u32::MAX
+            ));
+        }
+        let config = Config {
             architecture,
             vocab_size: positive("vocab_size", raw.vocab_size)?,
             hidden_size,
@@ -190,10 +220,10 @@ impl Config {
             num_heads,
             num_kv_heads,
             head_dim,
-            rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6) as f32,
-            rope_theta: raw.rope_theta.unwrap_or(10_000.0),
+            rms_norm_eps,
+            rope_theta,
             rope_scaling,
-            max_position_embeddings: raw.max_position_embeddings.unwrap_or(4096),
+            max_position_embeddings,
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
             qkv_bias: architecture == Architecture::Qwen2 || attention_bias,
             o_bias: architecture == Architecture::Llama && attention_bias,
@@ -202,7 +232,17 @@ impl Config {
             bos_token_id: raw.bos_token_id,
             eos_token_ids,
             raw: raw_value,
-        })
+        };
+        // Every size is computed from these, so none may overflow, and the f32 weights must be
+        // addressable at all.
+        match config.checked_parameter_count() {
+            Some(n) if n <= isize::MAX as usize / 4 => Ok(config),
+            _ => Err(
+                "the sizes (vocab_size, hidden_size, intermediate_size, num_hidden_layers, heads) \
+                 make a model too large to address"
+                    .into(),
+            ),
+        }
     }
 
     /// Width of the fused q|k|v projection output.
@@ -239,21 +279,40 @@ impl Config {
 
     /// Number of parameters of the model (tied embeddings counted once).
     pub fn parameter_count(&self) -> usize {
+        self.checked_parameter_count()
+            .expect("sizes whose parameter count overflows are refused when parsed")
+    }
+
+    /// [`Config::parameter_count`], `None` when it (or a width it is made of) overflows. Every
+    /// tensor size and width the model computes from the configuration is at most this count.
+    fn checked_parameter_count(&self) -> Option<usize> {
         let d = self.hidden_size;
-        let attn = d * self.qkv_dim()
-            + self.attn_dim() * d
-            + if self.qkv_bias { self.qkv_dim() } else { 0 }
-            + if self.o_bias { d } else { 0 };
-        let mlp = 3 * d * self.intermediate_size
-            + if self.mlp_bias {
-                2 * self.intermediate_size + d
-            } else {
-                0
-            };
-        let layer = attn + mlp + 2 * d;
-        let embed = self.vocab_size * d;
+        let qkv = (self
+            .num_heads
+            .checked_add(self.num_kv_heads.checked_mul(2)?)?)
+        .checked_mul(self.head_dim)?;
+        let attn_out = self.num_heads.checked_mul(self.head_dim)?.checked_mul(d)?;
+        let attn = d
+            .checked_mul(qkv)?
+            .checked_add(attn_out)?
+            .checked_add(if self.qkv_bias { qkv } else { 0 })?
+            .checked_add(if self.o_bias { d } else { 0 })?;
+        let mlp_bias = if self.mlp_bias {
+            self.intermediate_size.checked_mul(2)?.checked_add(d)?
+        } else {
+            0
+        };
+        let mlp = d
+            .checked_mul(self.intermediate_size)?
+            .checked_mul(3)?
+            .checked_add(mlp_bias)?;
+        let layer = attn.checked_add(mlp)?.checked_add(d.checked_mul(2)?)?;
+        let embed = self.vocab_size.checked_mul(d)?;
         let head = if self.tie_word_embeddings { 0 } else { embed };
-        embed + head + self.num_layers * layer + d
+        embed
+            .checked_add(head)?
+            .checked_add(self.num_layers.checked_mul(layer)?)?
+            .checked_add(d)
     }
 }
 
@@ -272,6 +331,24 @@ impl Llama3RopeScaling {
                 / (self.high_freq_factor - self.low_freq_factor);
             (1.0 - smooth) * inv_freq / self.factor + smooth * inv_freq
         }
+    }
+}
+
+/// `value` when it is positive and finite as the model uses it (`as_used`: e.g. rounded to f32,
+/// where a tiny epsilon becomes 0 and a huge one infinity), else a message naming `name`.
+fn positive_finite(name: &str, value: f64, as_used: impl Fn(f64) -> f64) -> Result<f64, String> {
+    let used = as_used(value);
+    if used.is_finite() && used > 0.0 {
+        Ok(value)
+    } else {
+        let rounded = if used == value {
+            String::new()
+        } else {
+            format!(" ({used:?} as the model stores it)")
+        };
+        Err(format!(
+            "`{name}` must be a positive, finite number, got {value:?}{rounded}"
+        ))
     }
 }
 

@@ -18,14 +18,22 @@
 //!
 //! A path ends at an EOS token (not part of its text), at a stop string (its text is cut before the
 //! stop string) or after `max_new_tokens` tokens.
+//!
+//! Bounds, checked before anything is allocated: every question's prompt (the shared prefix and its
+//! own tokens) plus `max_new_tokens` must fit the model's context (`max_position_embeddings`), else
+//! the run is refused naming the first question that does not ([`Error::ContextTooLong`]). So a
+//! path never runs past the context, and the KV cache, sized for the longest path of each row, is
+//! bounded by it. The rows of the batch are at most the paths there are, and nothing is allocated
+//! per path before it starts, so a huge `paths` or `max_batch` costs only what is decoded at once.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use lmsi_sampler::{RowKey, Sampled, SamplingParams, sequence_id};
 
 use crate::Error;
 use crate::backend::Backend;
+use crate::config::Config;
 use crate::kv_cache::{KvCache, SeqId};
 use crate::memory::{GenerationShape, MemoryPlan};
 use crate::model::{Chunk, Logits, Model};
@@ -178,9 +186,35 @@ pub fn generate<B: Backend>(
             r.key
         )));
     }
+    check_context(model.config(), prefix, requests, config.max_new_tokens)?;
     let mut engine = Engine::new(model, tokenizer, prefix, requests, config)?;
     engine.run(observe)?;
     Ok(engine.stats)
+}
+
+/// Refuses the first request (with paths to sample) whose prompt, `prefix` and its own tokens, plus
+/// `max_new_tokens` does not fit the model's context.
+fn check_context(
+    model: &Config,
+    prefix: &[u32],
+    requests: &[Request],
+    max_new_tokens: usize,
+) -> Result<(), Error> {
+    let context = model.max_position_embeddings;
+    let too_long = requests.iter().filter(|r| r.paths > 0).find(|r| {
+        (prefix.len() + r.tokens.len())
+            .checked_add(max_new_tokens)
+            .is_none_or(|positions| positions > context)
+    });
+    match too_long {
+        Some(r) => Err(Error::ContextTooLong {
+            question: r.key.clone(),
+            prompt_tokens: prefix.len() + r.tokens.len(),
+            max_new_tokens,
+            context,
+        }),
+        None => Ok(()),
+    }
 }
 
 struct Engine<'a, B: Backend> {
@@ -191,7 +225,9 @@ struct Engine<'a, B: Backend> {
     cache: KvCache<B>,
     prefix: Option<(SeqId, B::Buf)>,
     states: Vec<RequestState<B::Buf>>,
-    waiting: VecDeque<(usize, usize)>,
+    /// The next path to start, `(request, path)`: a cursor over every request's paths in order,
+    /// so that nothing is allocated per path.
+    waiting: (usize, usize),
     rows: Vec<Row>,
     max_stop_len: usize,
     stats: GenerateStats,
@@ -212,12 +248,25 @@ impl<'a, B: Backend> Engine<'a, B> {
         let shape = GenerationShape {
             prompt_tokens: prefix.len(),
             question_tokens: requests.iter().map(|r| r.tokens.len()).max().unwrap_or(0),
-            rows: config
-                .max_batch
-                .min(requests.iter().map(|r| r.paths).sum::<usize>().max(1)),
+            rows: config.max_batch.min(
+                requests
+                    .iter()
+                    .fold(0usize, |n, r| n.saturating_add(r.paths))
+                    .max(1),
+            ),
             max_new_tokens: config.max_new_tokens,
             block_size: config.block_size,
         };
+        // Slots are 32-bit: a batch whose cache they cannot address is refused by what sizes it.
+        if shape.kv_blocks().saturating_mul(shape.block_size) > u32::MAX as usize {
+            return Err(Error::Input(format!(
+                "{} paths decoded together (max_batch {}), each up to {} positions, need more KV cache than {} positions; lower max_batch",
+                shape.rows,
+                config.max_batch,
+                shape.question_tokens.saturating_add(shape.max_new_tokens),
+                u32::MAX
+            )));
+        }
         let backend = model.backend();
         backend.check_memory(&MemoryPlan::generation(
             model.config(),
@@ -225,11 +274,6 @@ impl<'a, B: Backend> Engine<'a, B> {
             &shape,
         ))?;
         let cache = model.new_cache(shape.block_size, shape.kv_blocks())?;
-        let waiting = requests
-            .iter()
-            .enumerate()
-            .flat_map(|(r, req)| (0..req.paths).map(move |k| (r, k)))
-            .collect();
         let mut engine = Self {
             model,
             tokenizer,
@@ -248,7 +292,7 @@ impl<'a, B: Backend> Engine<'a, B> {
                     stopped: false,
                 })
                 .collect(),
-            waiting,
+            waiting: (0, 0),
             rows: Vec::new(),
             max_stop_len: config
                 .stop_strings
@@ -299,11 +343,13 @@ impl<'a, B: Backend> Engine<'a, B> {
     /// Fills free rows with waiting paths, in order.
     fn admit(&mut self) {
         while self.rows.len() < self.config.max_batch {
-            let Some((request, path)) = self.waiting.pop_front() else {
+            let Some((request, path)) = self.next_waiting() else {
                 break;
             };
             if self.states[request].stopped {
-                self.stats.paths_saved += 1;
+                // Its paths not yet started are saved all at once, however many there are.
+                self.stats.paths_saved += self.requests[request].paths - path;
+                self.waiting = (request + 1, 0);
                 continue;
             }
             self.states[request].started += 1;
@@ -317,6 +363,20 @@ impl<'a, B: Backend> Engine<'a, B> {
                 logprob: 0.0,
             });
         }
+    }
+
+    /// The next path to start, in request order and path order within a request.
+    fn next_waiting(&mut self) -> Option<(usize, usize)> {
+        let (request, path) = &mut self.waiting;
+        while *request < self.requests.len() && *path >= self.requests[*request].paths {
+            *request += 1;
+            *path = 0;
+        }
+        if *request == self.requests.len() {
+            return None;
+        }
+        *path += 1;
+        Some((*request, *path - 1))
     }
 
     /// One forward step: the next token of every decoding row, and the prompts of questions whose

@@ -55,8 +55,8 @@ impl<B: Backend> KvCache<B> {
                 "{num_blocks} KV cache blocks is too many"
             )));
         }
-        let block_len = block_size * config.kv_dim();
-        let pool = |_| backend.kv_zeros(num_blocks * block_len);
+        let (block_len, pool_len) = pool_sizes(config, block_size, num_blocks)?;
+        let pool = |_| backend.kv_zeros(pool_len);
         Ok(Self {
             k: (0..config.num_layers).map(pool).collect::<Result<_, _>>()?,
             v: (0..config.num_layers).map(pool).collect::<Result<_, _>>()?,
@@ -211,6 +211,28 @@ impl<B: Backend> KvCache<B> {
         if *count == 0 {
             self.free.push(block);
         }
+    }
+}
+
+/// Values per block and per pool (one layer's k or v), refused when a pool could not be allocated
+/// at all (more than `isize::MAX` bytes of f32), so that no size wraps or aborts.
+fn pool_sizes(
+    config: &Config,
+    block_size: usize,
+    num_blocks: usize,
+) -> Result<(usize, usize), Error> {
+    let block_len = block_size.checked_mul(config.kv_dim());
+    let pool_len = block_len.and_then(|b| b.checked_mul(num_blocks));
+    match (block_len, pool_len) {
+        (Some(block_len), Some(pool_len))
+            if pool_len <= isize::MAX as usize / std::mem::size_of::<f32>() =>
+        {
+            Ok((block_len, pool_len))
+        }
+        _ => Err(Error::Input(format!(
+            "a KV cache of {num_blocks} blocks of {block_size} positions of {} values is too large to allocate",
+            config.kv_dim()
+        ))),
     }
 }
 

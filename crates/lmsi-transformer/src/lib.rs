@@ -70,6 +70,28 @@ pub enum Error {
     Config { path: PathBuf, message: String },
     #[error("{}: {message}", path.display())]
     Weights { path: PathBuf, message: String },
+    /// A size in `config.json` disagrees with a tensor of the weights, found before anything is
+    /// allocated from the size ([`Config::from_file`]).
+    #[error("{0}")]
+    ConfigMismatch(Box<ConfigMismatch>),
+    /// A loaded weight is NaN or infinite; `position` is its index in the tensor (`[row, col]`).
+    #[error("{}: tensor `{tensor}` holds {value} at {position}; weights must be finite", path.display())]
+    NonFiniteWeight {
+        path: PathBuf,
+        tensor: String,
+        position: String,
+        value: f32,
+    },
+    /// A question's prompt and the tokens it may generate do not fit the model's context.
+    #[error("question {question:?}: its prompt ({prompt_tokens} tokens) and max_new_tokens ({max_new_tokens}) need up to {} positions, more than the model's context of {context} (max_position_embeddings)", prompt_tokens.saturating_add(*max_new_tokens))]
+    ContextTooLong {
+        /// The question's id ([`generate::Request::key`]).
+        question: String,
+        /// The shared prefix and the question's own tokens.
+        prompt_tokens: usize,
+        max_new_tokens: usize,
+        context: usize,
+    },
     #[error("tokenizer {}: {message}", path.display())]
     Tokenizer { path: PathBuf, message: String },
     #[error("the KV cache is full: {needed} more blocks needed, {free} free")]
@@ -91,4 +113,21 @@ pub enum Error {
     Backend(String),
     #[error("{0}")]
     Input(String),
+}
+
+/// A size in `config.json` that disagrees with the shape of a tensor ([`Error::ConfigMismatch`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {field} is {value}, which disagrees with tensor `{tensor}` in {}: {found}", config.display(), weights.display())]
+pub struct ConfigMismatch {
+    /// The `config.json`.
+    pub config: PathBuf,
+    /// The field (or product of fields, e.g. `` `num_key_value_heads` × `head_dim` ``) that gives
+    /// the size, as the message shows it.
+    pub field: String,
+    pub value: usize,
+    pub tensor: String,
+    /// The safetensors file that holds the tensor (the index of the shards, for a missing one).
+    pub weights: PathBuf,
+    /// What the weights say instead.
+    pub found: String,
 }

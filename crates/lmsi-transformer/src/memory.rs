@@ -7,6 +7,8 @@
 //! plan and refuses with the numbers), and the CPU backend accepts every plan. The plans follow
 //! the buffers [`crate::Model`] allocates, operation by operation, and are upper bounds of what is
 //! live at once; `tests/memory_plan.rs` holds them against the simulated device's measured peak.
+//! A generation plan's arithmetic saturates, so a shape too big to count is too big to fit rather
+//! than a wrapped, small number.
 //!
 //! ```
 //! use lmsi_transformer::memory::{GenerationShape, MemoryPlan};
@@ -57,12 +59,14 @@ pub struct GenerationShape {
 
 impl GenerationShape {
     /// KV cache blocks: the prefix, and per row its question and its longest path, each with a
-    /// partial block copied on write.
+    /// partial block copied on write (`usize::MAX` when that many cannot be counted).
     pub fn kv_blocks(&self) -> usize {
         let bs = self.block_size.max(1);
-        let per_row =
-            (self.question_tokens.div_ceil(bs) + 1) + (self.max_new_tokens.div_ceil(bs) + 1);
-        self.prompt_tokens.div_ceil(bs) + self.rows * per_row
+        let blocks = |positions: usize| positions.div_ceil(bs).saturating_add(1);
+        let per_row = blocks(self.question_tokens).saturating_add(blocks(self.max_new_tokens));
+        self.prompt_tokens
+            .div_ceil(bs)
+            .saturating_add(self.rows.saturating_mul(per_row))
     }
 }
 
@@ -71,7 +75,9 @@ const F32: u64 = 4;
 impl MemoryPlan {
     /// Bytes of every part together.
     pub fn total(&self) -> u64 {
-        self.parts.iter().map(|(_, b)| b).sum()
+        self.parts
+            .iter()
+            .fold(0, |sum, (_, bytes)| sum.saturating_add(*bytes))
     }
 
     /// The parameters of a model stored for `storage` at `dtype`: weight matrices at `dtype` for
@@ -104,24 +110,34 @@ impl MemoryPlan {
     /// largest step (the prefix prefilled alone, or questions prefilled beside decoding rows),
     /// with the next-token logits kept per question.
     pub fn generation(config: &Config, dtype: Dtype, shape: &GenerationShape) -> Self {
-        let blocks = shape.kv_blocks() as u64;
-        let kv = 2
-            * config.num_layers as u64
-            * blocks
-            * shape.block_size as u64
-            * config.kv_dim() as u64;
+        let kv = product(&[
+            2,
+            config.num_layers as u64,
+            shape.kv_blocks() as u64,
+            shape.block_size as u64,
+            config.kv_dim() as u64,
+            dtype.bytes(),
+        ]);
         // A step decodes up to `rows` rows and prefills up to `rows` questions beside them.
         let step_tokens = shape
             .prompt_tokens
-            .max(shape.rows * (shape.question_tokens + 1))
+            .max(
+                shape
+                    .rows
+                    .saturating_mul(shape.question_tokens.saturating_add(1)),
+            )
             .max(1);
-        let logit_rows = 2 * shape.rows;
+        let logit_rows = shape.rows.saturating_mul(2);
         // The next-token logits of the prefix and of each question with paths still decoding.
-        let kept_logits = (shape.rows + 1) as u64 * config.vocab_size as u64 * F32;
+        let kept_logits = product(&[
+            (shape.rows as u64).saturating_add(1),
+            config.vocab_size as u64,
+            F32,
+        ]);
         MemoryPlan {
             what: "generation",
             parts: vec![
-                ("KV cache", kv * dtype.bytes()),
+                ("KV cache", kv),
                 (
                     "activations",
                     forward_bytes(config, dtype, step_tokens, logit_rows),
@@ -160,9 +176,18 @@ fn forward_bytes(c: &Config, dtype: Dtype, t: usize, rows: usize) -> u64 {
         c.intermediate_size as u64,
     );
     // x, x_mid, h, q|k|v, the attention output and log-sum-exp, gate|up, SwiGLU's output.
-    let layer = t * (3 * d + c.qkv_dim() as u64 + c.attn_dim() as u64 + c.num_heads as u64 + 3 * i);
-    let output = rows * (2 * d + c.vocab_size as u64);
-    F32 * (layer + output) + layout_bytes(t, rows) + rounded_bytes(c, dtype, t.max(rows), false)
+    let layer = t.saturating_mul(
+        3 * d + c.qkv_dim() as u64 + c.attn_dim() as u64 + c.num_heads as u64 + 3 * i,
+    );
+    let output = rows.saturating_mul(2 * d + c.vocab_size as u64);
+    F32.saturating_mul(layer.saturating_add(output))
+        .saturating_add(layout_bytes(t, rows))
+        .saturating_add(rounded_bytes(c, dtype, t.max(rows), false))
+}
+
+/// The product of `factors`, `u64::MAX` when it does not fit.
+fn product(factors: &[u64]) -> u64 {
+    factors.iter().fold(1, |p, &f| p.saturating_mul(f))
 }
 
 /// Bytes of one forward and backward pass over `t` tokens ([`crate::Model::loss_and_grads`]):
@@ -191,7 +216,8 @@ fn training_bytes(c: &Config, dtype: Dtype, t: usize, recompute: bool) -> u64 {
 
 /// The step's uploaded layout and attention work items (a few 32-bit indices per token and row).
 fn layout_bytes(tokens: u64, rows: u64) -> u64 {
-    F32 * (8 * tokens + 2 * rows + 64)
+    let indices = product(&[8, tokens]).saturating_add(product(&[2, rows]));
+    F32.saturating_mul(indices.saturating_add(64))
 }
 
 /// At bf16, the f32 operands a product rounds first. Forward (`training` false): the activation
@@ -210,7 +236,7 @@ fn rounded_bytes(c: &Config, dtype: Dtype, t: u64, training: bool) -> u64 {
     ];
     let widest = |w: &[usize]| w.iter().copied().max().unwrap_or(0) as u64;
     if !training {
-        return dtype.bytes() * t * widest(&inner);
+        return product(&[dtype.bytes(), t, widest(&inner)]);
     }
     let largest_matrix = Params::layout(c)
         .tensors()

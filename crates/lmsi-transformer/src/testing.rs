@@ -185,7 +185,9 @@ pub const EOS: u32 = 257;
 pub const VOCAB: usize = 260;
 
 impl TinyModel {
-    /// The model's `config.json` contents.
+    /// The model's `config.json` contents. Its context (`max_position_embeddings`, 4096) holds the
+    /// prompts tests give it, the eight built-in exemplars in the byte tokenizer included, since
+    /// generation refuses a prompt and `max_new_tokens` beyond the context.
     pub fn config_json(&self) -> serde_json::Value {
         json!({
             "architectures": ["LlamaForCausalLM"],
@@ -198,7 +200,7 @@ impl TinyModel {
             "num_key_value_heads": self.kv_heads,
             "rms_norm_eps": 1e-5,
             "rope_theta": 10000.0,
-            "max_position_embeddings": 512,
+            "max_position_embeddings": 4096,
             "tie_word_embeddings": self.tied,
             "hidden_act": "silu",
             "bos_token_id": BOS,

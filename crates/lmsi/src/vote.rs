@@ -68,19 +68,18 @@ pub fn vote_paths(
         in_unit,
     )?;
     let extractor = Extractor::new(options.kind);
-    let (order, mut groups) = group_by_question(paths)?;
+    let groups = group_by_question(paths)?;
 
-    let mut records = Vec::with_capacity(order.len());
+    let mut records = Vec::with_capacity(groups.len());
     let mut summary = VoteSummary {
-        questions: order.len(),
+        questions: groups.len(),
         voted: 0,
         below_confidence: 0,
         mean_confidence: 0.0,
         gold: None,
     };
     let mut confidence_sum = 0.0;
-    for id in order {
-        let mut group = groups.remove(id).unwrap_or_default();
+    for (id, mut group) in groups {
         group.sort_by_key(|p| p.path);
         let ballots: Vec<Ballot> = group
             .iter()
@@ -130,18 +129,17 @@ pub fn vote_paths(
     Ok((records, summary))
 }
 
-/// The question ids in order of first appearance, and each question's paths; a question's path
-/// number seen twice is an error.
-fn group_by_question(
-    paths: &[PathRecord],
-) -> Result<(Vec<&str>, HashMap<&str, Vec<&PathRecord>>), Error> {
-    let mut order: Vec<&str> = Vec::new();
-    let mut groups: HashMap<&str, Vec<&PathRecord>> = HashMap::new();
+/// Each question's id and paths, in order of first appearance; a question's path number seen
+/// twice is an error.
+fn group_by_question(paths: &[PathRecord]) -> Result<Vec<(&str, Vec<&PathRecord>)>, Error> {
+    let mut groups: Vec<(&str, Vec<&PathRecord>)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
     for record in paths {
-        let group = groups.entry(&record.id).or_insert_with(|| {
-            order.push(&record.id);
-            Vec::new()
+        let i = *index.entry(&record.id).or_insert_with(|| {
+            groups.push((&record.id, Vec::new()));
+            groups.len() - 1
         });
+        let group = &mut groups[i].1;
         if group.iter().any(|p| p.path == record.path) {
             return Err(Error::Input(format!(
                 "question {:?} has path {} twice",
@@ -150,5 +148,5 @@ fn group_by_question(
         }
         group.push(record);
     }
-    Ok((order, groups))
+    Ok(groups)
 }

@@ -245,8 +245,16 @@ fn a_run_stopped_after_a_stage_resumes_at_the_next() {
         let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/seed-model");
         let model = model.to_string_lossy().into_owned();
         let (questions, work) = (f.path("questions.jsonl"), f.path("work"));
+        // The first two built-in exemplars, as the embedded default uses: all eight do not fit the
+        // seed model's context.
+        let exemplars = f.path("exemplars.jsonl");
+        let builtin = include_str!("../../lmsi-data/src/exemplars.jsonl");
+        let two: String = builtin.lines().take(2).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&exemplars, two).unwrap();
         let mut args: Vec<String> = [
             "run",
+            "--exemplars",
+            &exemplars,
             "--model",
             &model,
             "--questions",
@@ -260,7 +268,7 @@ fn a_run_stopped_after_a_stage_resumes_at_the_next() {
             "--eval-paths",
             "2",
             "--max-new-tokens",
-            "6",
+            "40",
             "--steps",
             "1",
             "--batch-size",

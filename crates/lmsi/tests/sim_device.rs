@@ -186,6 +186,9 @@ fn a_device_too_small_or_a_cpu_dtype_is_refused_with_a_reason() {
             device,
             "--dtype",
             dtype,
+            // The zero-shot prompt fits the seed model's context (the eight few-shot exemplars do not).
+            "--prompt",
+            "cot-zeroshot",
         ])
     };
     let (ok, stderr) = generate("cpu", "bf16");
