@@ -9,7 +9,7 @@ use lmsi_transformer::generate::{Control, GenerateConfig, GenerateStats, Request
 use lmsi_transformer::{Backend, Model, Tokenizer};
 use lmsi_voter::{AnswerKind, EarlyStop, Extractor, StoppingRule};
 
-use crate::Error;
+use crate::{Error, check_option};
 
 /// How a question becomes a prompt; written as its name (`cot-fewshot`, `raw`, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +95,15 @@ impl Default for GenerateOptions {
 }
 
 impl GenerateOptions {
+    /// Checks the counts (the sampler checks its own parameters), naming the first out of range
+    /// by its flag.
+    pub fn check(&self) -> Result<(), Error> {
+        let count = |n: &usize| *n >= 1;
+        check_option("--paths", self.paths, "at least 1", count)?;
+        check_option("--max-new-tokens", self.max_new_tokens, "at least 1", count)?;
+        check_option("--max-batch", self.max_batch, "at least 1", count)
+    }
+
     fn stop_strings(&self) -> Vec<String> {
         match (&self.stop, self.prompt) {
             (Some(stop), _) => stop.clone(),
@@ -153,9 +162,7 @@ pub fn generate_paths_by_question<B: Backend>(
             "there are no questions to generate paths for".into(),
         ));
     }
-    if options.paths == 0 {
-        return Err(Error::Input("--paths must be at least 1".into()));
-    }
+    options.check()?;
     let (prefix_text, question_texts) = prompt_texts(questions, options);
     let prefix = if prefix_text.is_empty() {
         Vec::new()

@@ -44,7 +44,7 @@ use crate::outputs::{Named, check_output};
 use crate::plot::{Series, line_chart};
 use crate::train::{TrainOptions, train};
 use crate::vote::{VoteOptions, vote_paths};
-use crate::{Error, read_json};
+use crate::{Error, check_option, read_json};
 
 /// Everything a run depends on. Stored in the manifest: a run directory only resumes with the same
 /// (compared as serialised).
@@ -71,6 +71,33 @@ pub struct RunConfig {
     pub self_questions: usize,
     /// Self-written questions are kept only when their vote is at least this confident.
     pub self_question_confidence: f64,
+}
+
+impl RunConfig {
+    /// Checks every option against its range before any work, naming the first out of it by its
+    /// flag.
+    pub fn check(&self) -> Result<(), Error> {
+        let count = |n: &usize| *n >= 1;
+        check_option("--rounds", self.rounds, "at least 1", count)?;
+        check_option("--eval-paths", self.eval_paths, "at least 1", count)?;
+        let non_negative = |x: &f32| x.is_finite() && *x >= 0.0;
+        let expected = "a finite number of at least 0";
+        check_option(
+            "--eval-temperature",
+            self.eval_temperature,
+            expected,
+            non_negative,
+        )?;
+        let in_unit = |x: &f64| (0.0..=1.0).contains(x);
+        let min = self.vote.min_confidence;
+        check_option("--min-confidence", min, "a number from 0 to 1", in_unit)?;
+        self.generate.check()?;
+        self.generate
+            .sampling
+            .validate()
+            .map_err(|e| Error::Input(e.to_string()))?;
+        self.train.check()
+    }
 }
 
 /// What a run reports (`report.json`; stable keys).
@@ -163,9 +190,7 @@ pub fn run<B: Backend>(
     control: RunControl<'_>,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Option<RunReport>, Error> {
-    if config.rounds == 0 {
-        return Err(Error::Input("--rounds must be at least 1".into()));
-    }
+    config.check()?;
     std::fs::create_dir_all(work_dir).map_err(|e| Error::io(work_dir, e))?;
     check_outputs(config, work_dir)?;
     let manifest_path = work_dir.join("manifest.json");
