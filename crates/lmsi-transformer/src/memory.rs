@@ -4,7 +4,8 @@
 //!
 //! A backend with bounded memory checks each plan against what it has free
 //! ([`crate::Backend::check_memory`]; the CUDA backend, on a GPU or the simulated device, logs the
-//! plan and refuses with the numbers), and the CPU backend accepts every plan. The plans follow
+//! plan and refuses with the numbers), and the CPU backend refuses only a plan larger than the
+//! machine's RAM and swap together. The plans follow
 //! the buffers [`crate::Model`] allocates, operation by operation, and are upper bounds of what is
 //! live at once; `tests/memory_plan.rs` holds them against the simulated device's measured peak.
 //! A generation plan's arithmetic saturates, so a shape too big to count is too big to fit rather

@@ -141,3 +141,20 @@ fn a_huge_batch_is_bounded_by_the_paths_or_refused_by_its_size() {
     assert!(message.contains("lower max_batch"), "{message}");
     assert_eq!(seen, 0);
 }
+
+#[test]
+fn a_batch_larger_than_the_machine_is_refused_on_the_cpu_before_it_is_allocated() {
+    let f = fixture();
+    // About 4·10⁹ cache positions: addressable by 32-bit slots, but far more KV cache (hundreds of
+    // GiB even for the tiny model) than any machine's RAM and swap.
+    let rows = 15_000_000;
+    let requests = vec![f.request("a", "Q: 6?\nA:", rows)];
+    let (result, seen) = f.run(&requests, 200, rows, Control::Continue);
+    let message = result.unwrap_err().to_string();
+    assert!(
+        message.contains("not enough device memory for generation: KV cache")
+            && message.contains("the CPU (RAM and swap)"),
+        "{message}"
+    );
+    assert_eq!(seen, 0);
+}

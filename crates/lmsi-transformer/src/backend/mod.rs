@@ -67,7 +67,8 @@ pub trait Backend: Send + Sync + Sized + 'static {
         Dtype::F32
     }
     /// Checks that `plan` fits in the memory the backend has free, before it is allocated
-    /// ([`crate::memory`]); a backend without a bound (the CPU) accepts every plan.
+    /// ([`crate::memory`]); a backend without a bound accepts every plan (the CPU refuses only one
+    /// larger than the machine's RAM and swap).
     fn check_memory(&self, plan: &crate::memory::MemoryPlan) -> Result<(), Error> {
         let _ = plan;
         Ok(())

@@ -56,6 +56,20 @@ impl Backend for CpuBackend {
         format!("cpu ({} threads)", rayon::current_num_threads())
     }
 
+    /// The CPU has no device memory of its own; a plan larger than the machine's RAM and swap
+    /// together cannot run, and is refused before it is allocated (where `/proc/meminfo` tells).
+    fn check_memory(&self, plan: &crate::memory::MemoryPlan) -> Result<(), Error> {
+        match host_memory() {
+            Some(total) if plan.total() > total => Err(Error::OutOfMemory {
+                plan: plan.to_string(),
+                device: "the CPU (RAM and swap)".into(),
+                free: total,
+                total,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn copy_range(&self, src: &Vec<f32>, start: usize, len: usize) -> Result<Vec<f32>, Error> {
         check_len("copied range", src, start + len)?;
         Ok(src[start..start + len].to_vec())
@@ -703,6 +717,21 @@ fn attend(
             weighted_rows(o, weights, &v_cache[start..], kv_dim);
         }
     }
+}
+
+/// The machine's RAM and swap together, in bytes, from `/proc/meminfo` (`None` where it is absent).
+fn host_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = |field: &str| -> Option<u64> {
+        let line = info.lines().find(|l| l.starts_with(field))?;
+        line[field.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((kib("MemTotal:")? + kib("SwapTotal:").unwrap_or(0)) * 1024)
 }
 
 #[cfg(test)]
