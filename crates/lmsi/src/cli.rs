@@ -10,7 +10,7 @@ use lmsi::eval::EvalMode;
 use lmsi::generate::{GenerateOptions, PromptKind};
 use lmsi::run::RunConfig;
 use lmsi::train::TrainOptions;
-use lmsi::vote::VoteOptions;
+use lmsi::vote::{VoteControl, VoteOptions};
 use lmsi_adamw::ScheduleKind;
 use lmsi_cuda::SimConfig;
 use lmsi_data::{BadLines, ExemplarSet, parse_formats};
@@ -91,6 +91,11 @@ pub struct RunArgs {
     /// [default: all; cot-fewshot for the embedded default].
     #[arg(long)]
     pub formats: Option<String>,
+    /// Which answer each question's vote keeps: majority (the method), or random-vote (the
+    /// spurious-vote control: a random one of its distinct sampled answers; a gain that survives it
+    /// is not the vote's doing).
+    #[arg(long, default_value = "majority")]
+    pub control: VoteControl,
     /// Only questions whose vote confidence reaches this become training data.
     #[arg(long, default_value_t = 0.0, value_parser = fraction, allow_negative_numbers = true)]
     pub min_confidence: f64,
@@ -186,6 +191,8 @@ impl RunArgs {
         };
         let vote = VoteOptions {
             min_confidence: self.min_confidence,
+            control: self.control,
+            seed: self.seed,
             ..VoteOptions::default()
         };
         Ok(RunConfig {
@@ -514,6 +521,12 @@ pub struct VoteArgs {
     /// Leave out questions whose vote confidence (votes / valid paths) is below this.
     #[arg(long, default_value_t = 0.0, value_parser = fraction, allow_negative_numbers = true)]
     pub min_confidence: f64,
+    /// Which answer each question keeps: majority, or random-vote (the control: a random one of
+    /// its distinct sampled answers, drawn with --seed).
+    #[arg(long, default_value = "majority")]
+    pub control: VoteControl,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     #[command(flatten)]
     pub input: InputArgs,
 }
@@ -525,6 +538,8 @@ impl VoteArgs {
             kind: self.answer,
             weighting: self.weighting,
             min_confidence: self.min_confidence,
+            control: self.control,
+            seed: self.seed,
         }
     }
 }

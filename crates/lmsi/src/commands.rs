@@ -331,6 +331,9 @@ pub fn vote(args: VoteArgs) -> Result<()> {
     if let (Some(accuracy), Some((correct, n))) = (summary.accuracy(), summary.gold) {
         line += &format!(", vote accuracy {:.1}% ({correct}/{n})", 100.0 * accuracy);
     }
+    if options.control == lmsi::vote::VoteControl::RandomVote {
+        line += "; random-vote control: each question keeps a random sampled answer";
+    }
     println!("{line} -> {}", args.out.display());
     Ok(())
 }

@@ -43,7 +43,7 @@ use crate::generate::{GenerateOptions, PromptKind, generate_paths, generate_path
 use crate::outputs::{Named, check_output};
 use crate::plot::{Series, line_chart};
 use crate::train::{TrainOptions, train};
-use crate::vote::{VoteOptions, vote_paths};
+use crate::vote::{VoteControl, VoteOptions, vote_paths};
 use crate::{Error, check_option, read_json};
 
 /// Everything a run depends on. Stored in the manifest: a run directory only resumes with the same
@@ -680,6 +680,9 @@ impl<B: Backend> Runner<'_, B> {
                         ", vote accuracy {:.1}% (gold answers used for this report only)",
                         100.0 * accuracy
                     );
+                }
+                if options.control == VoteControl::RandomVote {
+                    line += "; random-vote control: each question keeps a random sampled answer";
                 }
                 Ok((votes, line))
             },

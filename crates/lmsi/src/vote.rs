@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use lmsi_data::{PathRecord, VoteRecord};
-use lmsi_voter::{AnswerKind, Ballot, Extractor, Weighting, vote};
+use lmsi_voter::{AnswerKind, Ballot, Extractor, Vote, Weighting, vote};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, check_option};
@@ -16,6 +16,12 @@ pub struct VoteOptions {
     pub weighting: Weighting,
     /// Questions whose confidence (votes / valid paths) is below this are left out of the output.
     pub min_confidence: f64,
+    /// Which answer each question keeps: the majority, or (a control) a random one.
+    #[serde(default)]
+    pub control: VoteControl,
+    /// The seed of [`VoteControl::RandomVote`]'s draws.
+    #[serde(default)]
+    pub seed: u64,
 }
 
 impl Default for VoteOptions {
@@ -24,6 +30,35 @@ impl Default for VoteOptions {
             kind: AnswerKind::Number,
             weighting: Weighting::Uniform,
             min_confidence: 0.0,
+            control: VoteControl::Majority,
+            seed: 0,
+        }
+    }
+}
+
+/// Which answer a question's vote keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VoteControl {
+    /// The majority (self-consistent) answer: the method.
+    #[default]
+    Majority,
+    /// The spurious-vote control: one of the question's distinct sampled answers, drawn uniformly
+    /// (seeded by the question's id), whatever its share of the paths. Training on these is the
+    /// same loop without the vote's signal; a gain that survives it is not the vote's doing.
+    RandomVote,
+}
+
+impl std::str::FromStr for VoteControl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "majority" => Ok(VoteControl::Majority),
+            "random-vote" => Ok(VoteControl::RandomVote),
+            _ => Err(format!(
+                "unknown vote control {s:?} (expected majority or random-vote)"
+            )),
         }
     }
 }
@@ -88,7 +123,10 @@ pub fn vote_paths(
                 mean_logprob: p.logprob / p.tokens.max(1) as f64,
             })
             .collect();
-        let result = vote(&ballots, options.weighting);
+        let result = match options.control {
+            VoteControl::Majority => vote(&ballots, options.weighting),
+            VoteControl::RandomVote => random_vote(&ballots, id, options.seed),
+        };
         if result.answer.is_some() && result.confidence < options.min_confidence {
             summary.below_confidence += 1;
             continue;
@@ -129,6 +167,37 @@ pub fn vote_paths(
     Ok((records, summary))
 }
 
+/// [`VoteControl::RandomVote`]: one of the distinct answers among `ballots` (in order of first
+/// appearance), drawn uniformly with `seed` and the question's id, with the paths that gave it.
+fn random_vote(ballots: &[Ballot], id: &str, seed: u64) -> Vote {
+    let mut distinct: Vec<&str> = Vec::new();
+    for answer in ballots.iter().filter_map(|b| b.answer.as_deref()) {
+        if !distinct.contains(&answer) {
+            distinct.push(answer);
+        }
+    }
+    let valid = ballots.iter().filter(|b| b.answer.is_some()).count();
+    let draw = lmsi_sampler::random_u64(seed, lmsi_sampler::sequence_id(id, 0), 0);
+    let answer = (!distinct.is_empty()).then(|| distinct[(draw % distinct.len() as u64) as usize]);
+    let paths: Vec<usize> = (0..ballots.len())
+        .filter(|&i| answer.is_some() && ballots[i].answer.as_deref() == answer)
+        .collect();
+    let votes = paths.len();
+    Vote {
+        answer: answer.map(str::to_string),
+        votes,
+        weight: votes as f64,
+        valid,
+        total: ballots.len(),
+        confidence: if valid == 0 {
+            0.0
+        } else {
+            votes as f64 / valid as f64
+        },
+        paths,
+    }
+}
+
 /// Each question's id and paths, in order of first appearance; a question's path number seen
 /// twice is an error.
 fn group_by_question(paths: &[PathRecord]) -> Result<Vec<(&str, Vec<&PathRecord>)>, Error> {
@@ -149,4 +218,51 @@ fn group_by_question(paths: &[PathRecord]) -> Result<Vec<(&str, Vec<&PathRecord>
         group.push(record);
     }
     Ok(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Question `id` with paths answering `answers` in order.
+    fn paths(id: &str, answers: &[&str]) -> Vec<PathRecord> {
+        let path = |(k, answer): (usize, &&str)| PathRecord {
+            id: id.into(),
+            question: "How many?".into(),
+            path: k,
+            text: format!("So it is {answer}. The answer is {answer}."),
+            answer: None,
+            logprob: -1.0,
+            tokens: 4,
+            gold: None,
+        };
+        answers.iter().enumerate().map(path).collect()
+    }
+
+    #[test]
+    fn the_random_vote_control_keeps_a_drawn_sampled_answer_and_its_paths() {
+        let control = VoteOptions {
+            control: VoteControl::RandomVote,
+            ..VoteOptions::default()
+        };
+        let mut not_majority = 0;
+        for q in 0..40 {
+            let id = format!("q{q}");
+            let all = paths(&id, &["4", "4", "4", "7", "9"]);
+            let (votes, _) = vote_paths(&all, &control).unwrap();
+            let v = &votes[0];
+            let answer = v.answer.as_deref().unwrap();
+            assert!(["4", "7", "9"].contains(&answer), "{answer}");
+            let expected: Vec<usize> = (0..5).filter(|&k| all[k].text.contains(answer)).collect();
+            assert_eq!(v.paths, expected);
+            assert_eq!(v.confidence, expected.len() as f64 / 5.0);
+            not_majority += usize::from(answer != "4");
+            // The same seed draws the same answer.
+            assert_eq!(vote_paths(&all, &control).unwrap().0, votes);
+        }
+        // Each distinct answer is drawn with probability 1/3, so the majority loses about 27 of 40.
+        assert!((15..=38).contains(&not_majority), "{not_majority}");
+        let majority = vote_paths(&paths("q", &["4", "4", "7"]), &VoteOptions::default()).unwrap();
+        assert_eq!(majority.0[0].answer.as_deref(), Some("4"));
+    }
 }

@@ -318,3 +318,40 @@ fn a_run_stopped_after_a_stage_resumes_at_the_next() {
         "{err}"
     );
 }
+
+#[test]
+fn vote_with_the_random_vote_control_keeps_a_sampled_answer() {
+    let f = Fixture::new();
+    let line = |k: usize, answer: &str| {
+        format!(
+            "{{\"id\": \"q\", \"question\": \"How many?\", \"path\": {k}, \"text\": \"The answer is {answer}.\", \"answer\": null, \"logprob\": -1.0, \"tokens\": 5}}\n"
+        )
+    };
+    let paths: String = ["4", "4", "4", "9"]
+        .iter()
+        .enumerate()
+        .map(|(k, a)| line(k, a))
+        .collect();
+    std::fs::write(f.dir.join("paths.jsonl"), paths).unwrap();
+    let vote = |seed: &str| {
+        let out = lmsi(&[
+            "vote",
+            "--paths",
+            &f.path("paths.jsonl"),
+            "--out",
+            &f.path("votes.jsonl"),
+            "--control",
+            "random-vote",
+            "--seed",
+            seed,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("random-vote control"));
+        let votes = std::fs::read_to_string(f.dir.join("votes.jsonl")).unwrap();
+        let vote: serde_json::Value = serde_json::from_str(votes.trim()).unwrap();
+        vote["answer"].as_str().unwrap().to_string()
+    };
+    let drawn: std::collections::BTreeSet<String> = (0..16).map(|s| vote(&s.to_string())).collect();
+    // Over sixteen seeds both distinct answers come up, the minority one included.
+    assert_eq!(drawn.into_iter().collect::<Vec<_>>(), ["4", "9"]);
+}
