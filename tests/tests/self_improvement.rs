@@ -107,6 +107,23 @@ fn the_loop_runs_and_every_stage_agrees_with_the_others() {
             .unwrap_or_else(|| panic!("{key} in {json}"));
         assert!((0.0..=1.0).contains(&v), "{key} = {v}");
     }
+    // The label-free signals of the round's paths.
+    let signals = &json["rounds"][0]["signals"];
+    let share = signals["majority_share"].as_f64().unwrap();
+    assert!(share > 0.0 && share <= 1.0, "{signals}");
+    assert!(
+        signals["distinct_answers"].as_f64().unwrap() >= 1.0,
+        "{signals}"
+    );
+    assert!(
+        signals["mean_token_logprob"].as_f64().unwrap() < 0.0,
+        "{signals}"
+    );
+    let markdown = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(
+        markdown.contains("| round | majority share |"),
+        "{markdown}"
+    );
     for key in [
         "vote_accuracy",
         "questions",

@@ -38,6 +38,7 @@ pub mod outputs;
 pub mod plot;
 pub mod run;
 pub mod seed;
+pub mod signals;
 pub mod train;
 pub mod vote;
 

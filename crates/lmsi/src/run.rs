@@ -42,6 +42,7 @@ use crate::fingerprint::{input_hashes, reads};
 use crate::generate::{GenerateOptions, PromptKind, generate_paths, generate_paths_by_question};
 use crate::outputs::{Named, check_output};
 use crate::plot::{Series, line_chart};
+use crate::signals::Signals;
 use crate::train::{TrainOptions, train};
 use crate::vote::{VoteControl, VoteOptions, vote_paths};
 use crate::{Error, check_option, read_json};
@@ -141,6 +142,9 @@ pub struct RoundReport {
     pub train_examples: usize,
     pub first_loss: f64,
     pub last_loss: f64,
+    /// Label-free signals of the round's sampled paths.
+    #[serde(default)]
+    pub signals: Signals,
 }
 
 /// Progress of a run, for the command line.
@@ -422,7 +426,8 @@ impl<B: Backend> Runner<'_, B> {
             test,
             c.eval_temperature,
         )?;
-        let summary = vote_summary(&votes, &Extractor::new(c.vote.kind));
+        let extractor = Extractor::new(c.vote.kind);
+        let summary = vote_summary(&votes, &extractor);
         Ok(RoundReport {
             round: r,
             after,
@@ -439,6 +444,7 @@ impl<B: Backend> Runner<'_, B> {
             train_examples: examples.len(),
             first_loss: loss.0,
             last_loss: loss.1,
+            signals: Signals::of(&paths, &extractor),
         })
     }
 
@@ -910,6 +916,22 @@ fn markdown(r: &RunReport) -> String {
         s += &format!(
             "Vote accuracy on the pool (gold answers read for this report only): {}.\n",
             pct(v)
+        );
+    }
+    s += "\nLabel-free signals of each round's sampled paths (means per question):\n\n";
+    s += "| round | majority share | distinct answers | answer entropy (bits) | answered | tokens per path | log-prob per token |\n";
+    s += "|---|---|---|---|---|---|---|\n";
+    for round in &r.rounds {
+        let g = &round.signals;
+        s += &format!(
+            "| {} | {:.3} | {:.2} | {:.3} | {} | {:.1} | {:.3} |\n",
+            round.round,
+            g.majority_share,
+            g.distinct_answers,
+            g.answer_entropy,
+            pct(g.answered),
+            g.mean_path_tokens,
+            g.mean_token_logprob
         );
     }
     s += "\n| stage | seconds |\n|---|---|\n";
