@@ -305,6 +305,18 @@ fn eval_on<B: Backend>(args: &EvalArgs, backend: B) -> Result<()> {
     let json = serde_json::to_string_pretty(&report)?;
     write_atomic(&args.out, json.as_bytes())?;
     println!("{} -> {}", report.summary(), args.out.display());
+    if let Some(samples) = &report.samples {
+        let chart = args.out.with_extension("maj-at-k.svg");
+        write_atomic(&chart, lmsi::metrics::chart(samples).as_bytes())?;
+        let last = samples.at_k.last().map_or(0.0, |a| a.pass);
+        println!(
+            "mean accuracy of single samples {:.1}%, pass@{} {:.1}%; maj@k and pass@k for every k -> {}",
+            100.0 * samples.mean_sample_accuracy,
+            samples.at_k.len(),
+            100.0 * last,
+            chart.display()
+        );
+    }
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::generate::{GenerateOptions, generate_paths};
+use crate::metrics::{SampleMetrics, Samples};
 
 /// How answers are produced for evaluation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +44,9 @@ pub struct EvalItem {
     pub correct: bool,
     /// Votes for the answer over paths with an answer (1 or 0 for greedy).
     pub confidence: f64,
+    /// The sampled texts, in path order, so that a reader can see what the model said.
+    #[serde(default)]
+    pub texts: Vec<String>,
 }
 
 /// The evaluation report (`report.json` of `lmsi eval`); its keys are stable.
@@ -57,6 +61,10 @@ pub struct EvalReport {
     pub paths: usize,
     pub temperature: f32,
     pub seconds: f64,
+    /// In `sc` mode, what the samples say beyond the vote: maj@k and pass@k for every k, the mean
+    /// accuracy of single samples, and the vote's calibration ([`crate::metrics`]).
+    #[serde(default)]
+    pub samples: Option<SampleMetrics>,
     pub items: Vec<EvalItem>,
 }
 
@@ -109,11 +117,14 @@ pub fn evaluate<B: Backend>(
     let started = std::time::Instant::now();
     let (paths, _) = generate_paths(model, tokenizer, questions, &options, on_path)?;
     let mut items = Vec::with_capacity(questions.len());
+    let mut samples = Vec::with_capacity(questions.len());
     let mut paths = paths.into_iter().peekable();
     for q in questions {
         let mut ballots = Vec::new();
+        let mut texts = Vec::new();
         while let Some(p) = paths.next_if(|p| p.id == q.id) {
             ballots.push(Ballot::new(p.answer, p.logprob / p.tokens.max(1) as f64));
+            texts.push(p.text);
         }
         let result = vote(&ballots, Weighting::Uniform);
         let extractor = match &q.choices {
@@ -122,17 +133,30 @@ pub fn evaluate<B: Backend>(
         };
         let gold_text = q.gold().expect("checked above");
         let correct = extractor.is_correct(result.answer.as_deref(), gold_text);
-        let gold = extractor.gold_key(gold_text);
+        let answers: Vec<Option<String>> = ballots.into_iter().map(|b| b.answer).collect();
+        samples.push(Samples {
+            correct: answers
+                .iter()
+                .map(|a| extractor.is_correct(a.as_deref(), gold_text))
+                .collect(),
+            answers,
+        });
         items.push(EvalItem {
             id: q.id.clone(),
-            gold,
+            gold: extractor.gold_key(gold_text),
             answer: result.answer,
             correct,
             confidence: result.confidence,
+            texts,
         });
     }
     let n = items.len();
     let correct = items.iter().filter(|i| i.correct).count();
+    let sample_metrics = (mode == EvalMode::Sc).then(|| {
+        let confidence: Vec<f64> = items.iter().map(|i| i.confidence).collect();
+        let right: Vec<bool> = items.iter().map(|i| i.correct).collect();
+        SampleMetrics::of(&samples, &confidence, &right)
+    });
     Ok(EvalReport {
         mode,
         n,
@@ -142,6 +166,7 @@ pub fn evaluate<B: Backend>(
         paths: options.paths,
         temperature: options.sampling.temperature,
         seconds: started.elapsed().as_secs_f64(),
+        samples: sample_metrics,
         items,
     })
 }

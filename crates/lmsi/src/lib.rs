@@ -34,6 +34,7 @@ pub mod embedded;
 pub mod eval;
 pub mod fingerprint;
 pub mod generate;
+pub mod metrics;
 pub mod outputs;
 pub mod plot;
 pub mod run;

@@ -105,6 +105,16 @@ fn generate_vote_build_and_eval_on_a_tiny_model() {
     assert_eq!(report["n"], 2);
     let ci = report["ci95"].as_array().unwrap();
     assert!(ci[0].as_f64().unwrap() <= report["accuracy"].as_f64().unwrap());
+    // maj@k and pass@k for k = 1, 2, the calibration bins, and every sampled text.
+    let samples = &report["samples"];
+    let at_k = samples["at_k"].as_array().unwrap();
+    assert_eq!(at_k.len(), 2, "{samples}");
+    let pass = |k: usize| at_k[k]["pass"].as_f64().unwrap();
+    assert!(pass(0) <= pass(1), "{samples}");
+    assert_eq!(samples["calibration"].as_array().unwrap().len(), 5);
+    assert_eq!(report["items"][0]["texts"].as_array().unwrap().len(), 2);
+    let chart = std::fs::read_to_string(f.dir.join("report.maj-at-k.svg")).unwrap();
+    assert!(chart.contains("maj@k"), "{chart}");
 }
 
 /// Runs `generate` against a broken model or input; it must fail naming `expected` and write nothing.
