@@ -5,9 +5,13 @@
 //!   This is the command CI runs (`.ci/run`). It installs the CUDA 13.0 compiler wheels (cached) for the
 //!   kernel and NVRTC checks, and, when the shared tools are present (see [`shared_dir`]), fetches the
 //!   real test model (SmolLM2-135M-Instruct, cached) so the real-model tests run; without them those
-//!   tests skip and say why. Tests that need a GPU skip themselves where there is none.
+//!   tests skip and say why. Tests that need a GPU skip themselves where there is none. Last, every
+//!   fuzz target runs for [`fuzz::CI_SECONDS`] seconds, as `cargo xtask fuzz` runs them.
 //! - `cargo xtask kernels [--check]`: compiles the CUDA kernels with nvcc and prints their resource
 //!   use, and regenerates (or, with `--check`, verifies) their Rust bindings; see [`kernels`].
+//! - `cargo xtask fuzz [SECONDS]`: builds the cargo-fuzz targets in `fuzz/` (installing cargo-fuzz
+//!   when it is absent) and runs each for SECONDS (default 60); fails when any finds a crash; see
+//!   [`fuzz`].
 //! - `cargo xtask seed-model`: trains the embedded seed model and writes it to `assets/seed-model`.
 //! - `cargo xtask bench [NAME...]`: the benchmarks in `benches/` (all, or the named ones), with the
 //!   real model fetched the same way.
@@ -21,6 +25,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod fuzz;
 mod gpu_bundle;
 mod kernels;
 
@@ -33,8 +38,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Check formatting, run clippy with warnings denied, and run every test.
+    /// Check formatting, run clippy with warnings denied, run every test, then fuzz briefly.
     Test,
+    /// Run every fuzz target (fuzz/) for SECONDS each; fail if any finds a crash.
+    Fuzz {
+        /// How long each target runs, in seconds (at least 1).
+        #[arg(default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+    },
     /// Run criterion benchmarks (all of them, or the ones named).
     Bench {
         /// Benchmark names (files in benches/benches/ without `.rs`).
@@ -66,6 +77,7 @@ enum Task {
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Test => test(),
+        Task::Fuzz { seconds } => fuzz::run(&workspace_root(), seconds),
         Task::Bench { names } => bench(&names),
         Task::Kernels { check } => kernels::run(check),
         Task::SeedModel => seed_model(),
@@ -90,7 +102,8 @@ fn test() -> Result<()> {
     kernels::run(true)?;
     let mut env = real_model_env()?;
     env.push(cuda_library_path()?);
-    cargo(&["test", "--workspace", "--all-features"], &env)
+    cargo(&["test", "--workspace", "--all-features"], &env)?;
+    fuzz::run(&workspace_root(), fuzz::CI_SECONDS)
 }
 
 /// `LD_LIBRARY_PATH` with the CUDA wheel's libraries (NVRTC) first, so the NVRTC tests run; cudarc

@@ -86,6 +86,11 @@ impl FromStr for AnswerKind {
 /// let text = "Natalie has 3 + 4 = 7 pens. The answer is 7.\n\nQ: Tom has 9 pens. The answer is 9.";
 /// assert_eq!(numbers.extract(text).as_deref(), Some("7"));
 /// assert_eq!(numbers.extract("#### 1,234").as_deref(), Some("1234"));
+/// // `####` beats prose markers, and the last prose marker beats earlier ones.
+/// let gsm8k = "so the answer is 3 boxes * 4 cans / box = 12 cans\n#### 12";
+/// assert_eq!(numbers.extract(gsm8k).as_deref(), Some("12"));
+/// let closing = "so the answer is 3 boxes * 4 cans / box = 12 cans. The answer is 12.";
+/// assert_eq!(numbers.extract(closing).as_deref(), Some("12"));
 /// assert_eq!(numbers.extract("so x = \\boxed{3/4}").as_deref(), Some("0.75"));
 ///
 /// let choices = Extractor::new(AnswerKind::Choice)
@@ -246,7 +251,8 @@ fn letter(index: usize) -> char {
     char::from(b'A' + u8::try_from(index).expect("at most 26 options are kept"))
 }
 
-/// `number`: the first answer marker followed by a number, else the last number in the text.
+/// `number`: the number after the winning answer marker (the first of [`answer_spans`]'s order
+/// that is followed by one), else the last number in the text.
 fn number(text: &str) -> Option<String> {
     let found: Found = answer_spans(text)
         .into_iter()
@@ -325,8 +331,9 @@ fn last_letter(text: &str, valid: impl Fn(char) -> bool) -> Option<char> {
     })
 }
 
-/// `yesno`: the first word after the first answer marker that is followed by one, else the last
-/// yes/no word of the text. `true` / `false` count as yes / no.
+/// `yesno`: the first word after the winning answer marker (the first of [`answer_spans`]'s order
+/// that is followed by one), else the last yes/no word of the text. `true` / `false` count as yes /
+/// no.
 fn yes_no(text: &str) -> Option<String> {
     answer_spans(text)
         .into_iter()
@@ -355,8 +362,8 @@ fn yes_no_word(word: &str) -> Option<&'static str> {
     }
 }
 
-/// `text`: the normalised clause after the first answer marker that has a non-empty one, else the
-/// whole normalised text.
+/// `text`: the normalised clause after the winning answer marker (the first of [`answer_spans`]'s
+/// order that has a non-empty one), else the whole normalised text.
 fn free_text(text: &str) -> Option<String> {
     answer_spans(text)
         .into_iter()

@@ -40,13 +40,27 @@
 //! [`Extractor::truncate`] returns the part that counts.
 //!
 //! **Answer markers.** `answer is` and `answer:` (any case; `answer` must start a word and `is` be a
-//! whole word, so "the answer isn't 5" is no marker), `####` (GSM8K) and `\boxed{...}`. The *first*
-//! marker that is followed by an answer of the right kind wins: text after an answer is often the
-//! model rambling on. A marker's answer must lie before the next marker, and a `\boxed{` answer
-//! inside its braces. When no marker gives an answer, each kind falls back as described below.
+//! whole word, so "the answer isn't 5" is no marker), `####` (GSM8K) and `\boxed{...}`. A marker's
+//! answer must lie before the next marker, and a `\boxed{` answer inside its braces; a marker not
+//! followed by an answer of the right kind ("the answer is unclear") is passed over. Of the markers
+//! that are followed by one, the *winning* marker is:
+//! 1. a *closing* marker, `####` or `\boxed{`, over any prose marker, `answer is` or `answer:`: a
+//!    text writes the closing markers only for its final answer, while prose also says "the answer
+//!    is 15 gallons * 8 = 120 pints" inside the reasoning, so "... the answer is 15 gallons * 8 =
+//!    120 pints\n#### 120" reads 120;
+//! 2. among markers of the same group, the *last* one: an explicit closing sentence ("... the
+//!    answer is 15 gallons * 8 = 120 pints. The answer is 120.") beats an "answer is" earlier in
+//!    the reasoning, and a correction ("The answer is 7. No wait, the answer is 8.") beats what it
+//!    corrects.
 //!
-//! **`number`** (GSM8K-style). The number right after the marker — only spaces, `:`, `=`, `*`,
-//! brackets, quotes, `~`, `$`, `\(` and `\[` may stand between — else the *last* number in the text.
+//! The markers are read only in the part of the completion that counts, so a model that answers and
+//! goes on to write the next few-shot question and its answer ("The answer is 7.\n\nQ: Tom has 9
+//! pens. The answer is 9.") is read as 7: the stop marker, not the order of the markers, keeps the
+//! later answer out. When no marker gives an answer, each kind falls back as described below.
+//!
+//! **`number`** (GSM8K-style). The number right after the winning marker — only spaces, `:`, `=`,
+//! `*`, brackets, quotes, `~`, `$`, `\(` and `\[` may stand between — else the *last* number in the
+//! text.
 //! A number is `[sign] [currency] [sign] body`:
 //! - signs: `-`, `−` (U+2212) and `+`; currency signs `$`, `\$`, `€`, `£`, `¥` (ignored);
 //! - body: digits with optional thousands separators in the strict shape `1,234,567` (otherwise
@@ -63,19 +77,21 @@
 //! terminates (`18`, `18.5`, `-0.75`) and as `p/q` otherwise (`1/3`, `-2/7`). A number too large or
 //! too precise for `i128` gives no answer (never a wrong one, never a panic).
 //!
-//! **`choice`** (multiple choice). After a marker and optional filler (`:`, `*`, quotes, the words
-//! `option` / `choice`): a letter in parentheses `(B)` or `(b)`; else, when option texts were given
-//! with [`Extractor::with_choices`], an option's text (compared after the `text` normalisation below;
-//! the longest matching option wins); else an upper-case letter standing alone (`B`, `B)`, `B.`).
+//! **`choice`** (multiple choice). After the winning marker and optional filler (`:`, `*`, quotes,
+//! the words `option` / `choice`): a letter in parentheses `(B)` or `(b)`; else, when option texts
+//! were given with [`Extractor::with_choices`], an option's text (compared after the `text`
+//! normalisation below; the longest matching option wins); else an upper-case letter standing alone
+//! (`B`, `B)`, `B.`).
 //! Without a marker: the last `(B)` or `B)` with an upper-case letter that does not follow a word
 //! character (so `P(A)` is no choice); else a completion that is only a letter or only an option's
 //! text. Valid letters are A–E, or one per option when options are given (at most 26). Key: the
 //! upper-case letter.
 //!
-//! **`yesno`**. The first word after a marker, if it is `yes`/`no`/`true`/`false` (any case; true and
-//! false count as yes and no); else the last such word in the text. Key: `yes` or `no`.
+//! **`yesno`**. The first word after the winning marker, if it is `yes`/`no`/`true`/`false` (any
+//! case; true and false count as yes and no); else the last such word in the text. Key: `yes` or
+//! `no`.
 //!
-//! **`text`** (free-form). The text after the first marker, up to the end of its line or sentence
+//! **`text`** (free-form). The text after the winning marker, up to the end of its line or sentence
 //! (`.`, `!` or `?` followed by whitespace), else the whole text; normalised SQuAD-style by
 //! [`normalize_text`]: lower case, punctuation removed, the articles `a`, `an`, `the` removed,
 //! whitespace collapsed. An empty result is no answer.

@@ -77,25 +77,110 @@ fn answer_markers() {
 }
 
 #[test]
-fn the_first_marker_with_a_number_wins() {
+fn the_last_marker_with_a_number_wins() {
     check(
         &number(),
         &[
+            // A correction beats what it corrects.
             (
                 "The answer is 7. Double-checking: the answer is 8.",
-                Some("7"),
+                Some("8"),
             ),
-            ("#### 5\nThe answer is 6", Some("5")),
-            ("\\boxed{2} ... \\boxed{3}", Some("2")),
-            // Markers without a number are skipped.
+            ("Answer: 4 + 3 = 7. The answer is 7.", Some("7")),
+            ("\\boxed{2} ... \\boxed{3}", Some("3")),
+            ("#### 4\n#### 5", Some("5")),
+            // Markers without a number are passed over.
             (
                 "The answer is unclear. Bob has 5 + 6 = 11. The answer is 11 apples.",
+                Some("11"),
+            ),
+            (
+                "The answer is 11 apples. I hope this answer is clear.",
                 Some("11"),
             ),
             ("The answer is clear: 4 + 4 = 8.", Some("8")),
             ("\\boxed{} and 9", Some("9")),
             ("the answer isn't 5, it's 6", Some("6")),
         ],
+    );
+}
+
+#[test]
+fn an_explicit_closing_answer_beats_an_answer_inside_the_reasoning() {
+    check(
+        &number(),
+        &[
+            (
+                "A crate holds 6 boxes, so the answer is 6 boxes * 4 cans / box = 24 cans. \
+                 The answer is 24.",
+                Some("24"),
+            ),
+            (
+                "Since the answer is 3 per bag, 5 bags hold 3 * 5 = 15.\nThe answer is 15.",
+                Some("15"),
+            ),
+            (
+                "The answer is 3 per bag. Over 5 bags that is 3 * 5 = 15. Final answer: 15",
+                Some("15"),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn closing_markers_beat_prose_markers() {
+    check(
+        &number(),
+        &[
+            // GSM8K: the `####` line is the answer, whatever the reasoning says before it.
+            (
+                "Each jar holds 3 cups, so the final answer is 9 jars * 3 cups / jar = 27 cups\n#### 27",
+                Some("27"),
+            ),
+            // ... even with a closing sentence after it.
+            (
+                "the final answer is 9 jars * 3 cups / jar = 27 cups\n#### 27\nThe answer is 27.",
+                Some("27"),
+            ),
+            ("#### 5\nThe answer is 6", Some("5")),
+            ("The answer is 6\n#### 5", Some("5")),
+            ("The answer is 4 + 4 = \\boxed{8}.", Some("8")),
+            ("\\boxed{8}. The answer is 4 + 4", Some("8")),
+            ("The answer is 4.\n#### unknown", Some("4")),
+        ],
+    );
+}
+
+#[test]
+fn a_new_few_shot_question_after_the_answer_is_not_read() {
+    check(
+        &number(),
+        &[
+            (
+                "3 + 4 = 7 pens. The answer is 7.\n\nQ: Tom has 9 pens. The answer is 9.",
+                Some("7"),
+            ),
+            (
+                "The answer is 7.\nQ: Tom has 9 pens.\nA: 9 - 1 = 8. The answer is 8.",
+                Some("7"),
+            ),
+            (
+                "She has 7 pens.\n\nQuestion: Tom has 9 pens.\nAnswer: The answer is 9.",
+                Some("7"),
+            ),
+            (
+                "The first answer is 2, the second answer is 7.\n\nQ: How many? The answer is 9.",
+                Some("7"),
+            ),
+        ],
+    );
+    let choice = Extractor::new(AnswerKind::Choice);
+    check(
+        &choice,
+        &[(
+            "The answer is (A).\n\nQ: Pick one. The answer is (B).",
+            Some("A"),
+        )],
     );
 }
 
@@ -264,7 +349,9 @@ fn custom_stop_markers() {
         &extractor,
         &[
             ("The answer is 7.\n\nThe answer is 9.", Some("7")),
-            ("The answer is 7.\nQ: The answer is 9.", Some("7")),
+            // The replaced markers no longer stop at "\nQ:": the whole text counts, and its last
+            // answer is read.
+            ("The answer is 7.\nQ: The answer is 9.", Some("9")),
             ("7\nQ: 9", Some("9")),
         ],
     );
@@ -297,8 +384,12 @@ fn choice_letters() {
             ("Answer: A", Some("A")),
             ("\\boxed{C}", Some("C")),
             ("#### (A)", Some("A")),
-            // The first marker with a letter wins.
-            ("The answer is (A). Wait, the answer is (B).", Some("A")),
+            // The last marker with a letter wins.
+            ("The answer is (A). Wait, the answer is (B).", Some("B")),
+            (
+                "The answer is (A), so \\boxed{C}. The answer is (D).",
+                Some("C"),
+            ),
             ("The answer is unclear. The answer is (C).", Some("C")),
             // Without a marker: the last (X) or X).
             ("Option (A) is wrong, so (C) it is.", Some("C")),
@@ -379,6 +470,11 @@ fn yes_no() {
             ("\\boxed{no}", Some("no")),
             // The word after the marker beats later words.
             ("The answer is yes. No doubt about it.", Some("yes")),
+            (
+                "The answer is no. On second thought, the answer is yes.",
+                Some("yes"),
+            ),
+            ("The answer is yes. Is this answer: certain?", Some("yes")),
             // A marker followed by another word: fall back to the last yes/no word.
             ("The answer is probably no, yes.", Some("yes")),
             ("Is water wet? Yes. Is fire cold? No.", Some("no")),
@@ -401,6 +497,8 @@ fn free_text() {
             ("The answer is 3.5 km.", Some("35 km")),
             ("\\boxed{A cat}", Some("cat")),
             ("The answer is . Really? The answer is Rome.", Some("rome")),
+            ("The answer is Paris. No, the answer is Rome.", Some("rome")),
+            ("The answer is Paris.\n#### Rome", Some("rome")),
             ("  Paris, France!  ", Some("paris france")),
             ("A", None),
             ("...", None),
