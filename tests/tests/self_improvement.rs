@@ -349,14 +349,27 @@ fn bad_inputs_are_clear_errors_that_keep_earlier_stages() {
     .to_string();
     assert!(err.contains("blank.jsonl"), "{err}");
 
-    // A pool where no vote reaches the minimum confidence: generation's output stays.
+    // An option out of range is refused before any work, naming it.
     let mut config = s.config.clone();
     config.vote.min_confidence = 1.5;
     let dir = s.root.join("b");
     let err = run(&config, &dir, &load, RunControl::default(), &mut |_| {})
         .unwrap_err()
         .to_string();
-    assert!(err.contains("minimum confidence"), "{err}");
+    assert!(
+        err.contains("--min-confidence must be a number from 0 to 1"),
+        "{err}"
+    );
+    assert!(!dir.join("round-1").exists());
+
+    // Training that has nothing to train on (every example longer than the limit) fails in the
+    // train stage; the stages before it keep their outputs.
+    let mut config = s.config.clone();
+    config.train.max_tokens = 1;
+    let err = run(&config, &dir, &load, RunControl::default(), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no training examples left"), "{err}");
     assert_eq!(
         read_jsonl::<PathRecord>(&dir.join("round-1/paths.jsonl"), BadLines::Error)
             .unwrap()
@@ -364,7 +377,8 @@ fn bad_inputs_are_clear_errors_that_keep_earlier_stages() {
             .len(),
         POOL * PATHS
     );
-    assert!(!dir.join("round-1/votes.jsonl").exists());
+    assert!(dir.join("round-1/train.jsonl").exists());
+    assert!(!dir.join("round-1/model").exists());
 
     // A model directory that is not a model.
     std::fs::create_dir_all(s.root.join("empty-model")).unwrap();

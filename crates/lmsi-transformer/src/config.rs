@@ -126,71 +126,19 @@ impl Config {
             serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
         let raw: RawConfig =
             serde_json::from_value(raw_value.clone()).map_err(|e| e.to_string())?;
-        let architecture = match raw.model_type.as_deref() {
-            Some("llama") => Architecture::Llama,
-            Some("qwen2") => Architecture::Qwen2,
-            Some("mistral") => Architecture::Mistral,
-            Some(other) => {
-                return Err(format!(
-                    "unsupported model_type {other:?} (supported: llama, qwen2, mistral)"
-                ));
-            }
-            None => return Err("missing field `model_type`".into()),
-        };
-        if let Some(act) = &raw.hidden_act
-            && act != "silu"
-        {
-            return Err(format!("unsupported hidden_act {act:?} (supported: silu)"));
-        }
-        let positive = |name: &str, value: usize| {
-            if value == 0 {
-                Err(format!("`{name}` must be positive"))
-            } else {
-                Ok(value)
-            }
-        };
-        let num_heads = positive("num_attention_heads", raw.num_attention_heads)?;
-        let num_kv_heads = positive(
-            "num_key_value_heads",
-            raw.num_key_value_heads.unwrap_or(num_heads),
-        )?;
-        if num_heads % num_kv_heads != 0 {
-            return Err(format!(
-                "num_attention_heads ({num_heads}) is not a multiple of num_key_value_heads ({num_kv_heads})"
-            ));
-        }
-        let hidden_size = positive("hidden_size", raw.hidden_size)?;
-        let head_dim = match raw.head_dim {
-            Some(d) => positive("head_dim", d)?,
-            None if hidden_size % num_heads == 0 => hidden_size / num_heads,
-            None => {
-                return Err(format!(
-                    "hidden_size ({hidden_size}) is not a multiple of num_attention_heads ({num_heads}) and head_dim is not given"
-                ));
-            }
-        };
-        if head_dim % 2 != 0 {
-            return Err(format!(
-                "head_dim ({head_dim}) must be even for rotary embeddings"
-            ));
-        }
+        let architecture = architecture(&raw)?;
+        let Heads {
+            num_heads,
+            num_kv_heads,
+            hidden_size,
+            head_dim,
+        } = heads(&raw)?;
         let rope_scaling = raw
             .rope_scaling
             .as_ref()
             .map(parse_rope_scaling)
             .transpose()?;
-        let eos_token_ids = match &raw.eos_token_id {
-            None | Some(serde_json::Value::Null) => Vec::new(),
-            Some(serde_json::Value::Number(n)) => vec![token_id(n)?],
-            Some(serde_json::Value::Array(items)) => items
-                .iter()
-                .map(|v| match v {
-                    serde_json::Value::Number(n) => token_id(n),
-                    other => Err(format!("eos_token_id: {other} is not a token id")),
-                })
-                .collect::<Result<_, _>>()?,
-            Some(other) => return Err(format!("eos_token_id: {other} is not a token id or list")),
-        };
+        let eos_token_ids = eos_token_ids(raw.eos_token_id.as_ref())?;
         let attention_bias = raw.attention_bias.unwrap_or(false);
         let sliding_window = match architecture {
             Architecture::Mistral => raw.sliding_window,
@@ -350,6 +298,94 @@ fn positive_finite(name: &str, value: f64, as_used: impl Fn(f64) -> f64) -> Resu
             "`{name}` must be a positive, finite number, got {value:?}{rounded}"
         ))
     }
+}
+
+/// `value`, or an error naming `name` when it is 0.
+fn positive(name: &str, value: usize) -> Result<usize, String> {
+    if value == 0 {
+        Err(format!("`{name}` must be positive"))
+    } else {
+        Ok(value)
+    }
+}
+
+/// The architecture `model_type` names; the activation must be SiLU.
+fn architecture(raw: &RawConfig) -> Result<Architecture, String> {
+    let architecture = match raw.model_type.as_deref() {
+        Some("llama") => Architecture::Llama,
+        Some("qwen2") => Architecture::Qwen2,
+        Some("mistral") => Architecture::Mistral,
+        Some(other) => {
+            return Err(format!(
+                "unsupported model_type {other:?} (supported: llama, qwen2, mistral)"
+            ));
+        }
+        None => return Err("missing field `model_type`".into()),
+    };
+    if let Some(act) = &raw.hidden_act
+        && act != "silu"
+    {
+        return Err(format!("unsupported hidden_act {act:?} (supported: silu)"));
+    }
+    Ok(architecture)
+}
+
+/// The attention heads' sizes, checked against each other.
+struct Heads {
+    num_heads: usize,
+    num_kv_heads: usize,
+    hidden_size: usize,
+    head_dim: usize,
+}
+
+fn heads(raw: &RawConfig) -> Result<Heads, String> {
+    let num_heads = positive("num_attention_heads", raw.num_attention_heads)?;
+    let num_kv_heads = positive(
+        "num_key_value_heads",
+        raw.num_key_value_heads.unwrap_or(num_heads),
+    )?;
+    if num_heads % num_kv_heads != 0 {
+        return Err(format!(
+            "num_attention_heads ({num_heads}) is not a multiple of num_key_value_heads ({num_kv_heads})"
+        ));
+    }
+    let hidden_size = positive("hidden_size", raw.hidden_size)?;
+    let head_dim = match raw.head_dim {
+        Some(d) => positive("head_dim", d)?,
+        None if hidden_size % num_heads == 0 => hidden_size / num_heads,
+        None => {
+            return Err(format!(
+                "hidden_size ({hidden_size}) is not a multiple of num_attention_heads ({num_heads}) and head_dim is not given"
+            ));
+        }
+    };
+    if head_dim % 2 != 0 {
+        return Err(format!(
+            "head_dim ({head_dim}) must be even for rotary embeddings"
+        ));
+    }
+    Ok(Heads {
+        num_heads,
+        num_kv_heads,
+        hidden_size,
+        head_dim,
+    })
+}
+
+/// `eos_token_id`: absent, one id or a list of ids.
+fn eos_token_ids(value: Option<&serde_json::Value>) -> Result<Vec<u32>, String> {
+    Ok(match value {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::Number(n)) => vec![token_id(n)?],
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                serde_json::Value::Number(n) => token_id(n),
+                other => Err(format!("eos_token_id: {other} is not a token id")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => return Err(format!("eos_token_id: {other} is not a token id or list")),
+    })
 }
 
 fn token_id(n: &serde_json::Number) -> Result<u32, String> {

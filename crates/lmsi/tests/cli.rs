@@ -2,48 +2,30 @@
 //! which must fail with an error naming the file (or tensor) and leave no output file behind.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use lmsi_transformer::testing::TinyModel;
 
-fn lmsi(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lmsi"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
+use common::{Scratch, lmsi, stderr};
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+/// A scratch directory with a tiny random model (`model/`) and two questions (`questions.jsonl`).
+type Fixture = Scratch;
 
-struct Fixture {
-    _root: tempfile::TempDir,
-    dir: PathBuf,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().to_path_buf();
-        TinyModel::default().write(&dir.join("model")).unwrap();
-        std::fs::write(
-            dir.join("questions.jsonl"),
-            "{\"id\": \"a\", \"question\": \"Ann has 3 pens and buys 4 more. How many pens does she have?\", \"answer\": \"#### 7\"}\n\
-             {\"question\": \"Bo has 9 cups and breaks 2. How many cups are left?\", \"answer\": \"#### 7\"}\n",
-        )
-        .unwrap();
-        Fixture { _root: root, dir }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).to_string_lossy().into_owned()
-    }
+fn fixture() -> Fixture {
+    let f = Scratch::new();
+    TinyModel::default().write(&f.dir.join("model")).unwrap();
+    std::fs::write(
+        f.dir.join("questions.jsonl"),
+        "{\"id\": \"a\", \"question\": \"Ann has 3 pens and buys 4 more. How many pens does she have?\", \"answer\": \"#### 7\"}\n\
+         {\"question\": \"Bo has 9 cups and breaks 2. How many cups are left?\", \"answer\": \"#### 7\"}\n",
+    )
+    .unwrap();
+    f
 }
 
 #[test]
 fn generate_vote_build_and_eval_on_a_tiny_model() {
-    let f = Fixture::new();
+    let f = fixture();
     let out = lmsi(&[
         "generate",
         "--model",
@@ -148,7 +130,7 @@ fn copy_model(f: &Fixture, name: &str) -> PathBuf {
 
 #[test]
 fn a_truncated_safetensors_file_is_named() {
-    let f = Fixture::new();
+    let f = fixture();
     let model = copy_model(&f, "truncated");
     let file = model.join("model.safetensors");
     let bytes = std::fs::read(&file).unwrap();
@@ -163,7 +145,7 @@ fn a_truncated_safetensors_file_is_named() {
 
 #[test]
 fn a_config_that_does_not_match_the_weights_names_the_tensor() {
-    let f = Fixture::new();
+    let f = fixture();
     let model = copy_model(&f, "reshaped");
     let config = std::fs::read_to_string(model.join("config.json")).unwrap();
     std::fs::write(
@@ -181,7 +163,7 @@ fn a_config_that_does_not_match_the_weights_names_the_tensor() {
 
 #[test]
 fn a_missing_tokenizer_is_named() {
-    let f = Fixture::new();
+    let f = fixture();
     let model = copy_model(&f, "no-tokenizer");
     std::fs::remove_file(model.join("tokenizer.json")).unwrap();
     fails_cleanly(
@@ -194,14 +176,14 @@ fn a_missing_tokenizer_is_named() {
 
 #[test]
 fn an_empty_questions_file_is_named() {
-    let f = Fixture::new();
+    let f = fixture();
     std::fs::write(f.dir.join("empty.jsonl"), "\n").unwrap();
     fails_cleanly(&f, &f.path("model"), &f.path("empty.jsonl"), "empty.jsonl");
 }
 
 #[test]
 fn a_directory_that_is_not_a_model_is_named() {
-    let f = Fixture::new();
+    let f = fixture();
     let not_model = f.dir.join("not-a-model");
     std::fs::create_dir_all(&not_model).unwrap();
     let err = fails_cleanly(
@@ -216,7 +198,7 @@ fn a_directory_that_is_not_a_model_is_named() {
 
 #[test]
 fn a_bad_line_is_named_and_skip_bad_skips_it() {
-    let f = Fixture::new();
+    let f = fixture();
     let paths = f.dir.join("paths.jsonl");
     std::fs::write(
         &paths,
@@ -249,7 +231,7 @@ fn a_bad_line_is_named_and_skip_bad_skips_it() {
 
 #[test]
 fn a_run_stopped_after_a_stage_resumes_at_the_next() {
-    let f = Fixture::new();
+    let f = fixture();
     let run = |stop_after: Option<&str>, extra: &[&str]| {
         // The seed model answers these questions, so its votes make training data.
         let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/seed-model");
@@ -331,7 +313,7 @@ fn a_run_stopped_after_a_stage_resumes_at_the_next() {
 
 #[test]
 fn vote_with_the_random_vote_control_keeps_a_sampled_answer() {
-    let f = Fixture::new();
+    let f = fixture();
     let line = |k: usize, answer: &str| {
         format!(
             "{{\"id\": \"q\", \"question\": \"How many?\", \"path\": {k}, \"text\": \"The answer is {answer}.\", \"answer\": null, \"logprob\": -1.0, \"tokens\": 5}}\n"

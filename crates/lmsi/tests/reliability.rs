@@ -2,22 +2,18 @@
 //! numeric options out of range, duplicates, changed inputs under a resumed run. Each must be refused
 //! before any work, with a message naming what is wrong, and leave every input as it was.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use lmsi_transformer::testing::TinyModel;
 
-fn lmsi(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lmsi"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
+use common::{Scratch, lmsi, stderr};
 
 /// Runs `args`, expects a failure whose message contains `expected`, and returns the message.
-fn refused(args: &[&str], expected: &str) -> String {
-    let out = lmsi(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+fn refused<S: AsRef<str>>(args: &[S], expected: &str) -> String {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    let out = lmsi(&args);
+    let err = stderr(&out);
     assert!(!out.status.success(), "{args:?} succeeded");
     assert!(err.contains(expected), "{args:?}: {err}");
     err
@@ -35,44 +31,33 @@ fn vote_line(id: &str) -> String {
     )
 }
 
-struct Files {
-    _root: tempfile::TempDir,
-    dir: PathBuf,
+/// A scratch directory with a paths file of two paths, its votes and one training example.
+fn files() -> Scratch {
+    let f = Scratch::new();
+    let paths = path_line("q1", 0, "4") + &path_line("q1", 1, "4");
+    std::fs::write(f.dir.join("paths.jsonl"), paths).unwrap();
+    std::fs::write(f.dir.join("votes.jsonl"), vote_line("q1")).unwrap();
+    std::fs::write(
+        f.dir.join("train.jsonl"),
+        "{\"prompt\": \"Q: How many?\\nA:\", \"completion\": \" 4.\", \"format\": \"cot-fewshot\"}\n",
+    )
+    .unwrap();
+    f
 }
 
-impl Files {
-    fn new() -> Self {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().to_path_buf();
-        let paths = path_line("q1", 0, "4") + &path_line("q1", 1, "4");
-        std::fs::write(dir.join("paths.jsonl"), paths).unwrap();
-        std::fs::write(dir.join("votes.jsonl"), vote_line("q1")).unwrap();
-        std::fs::write(
-            dir.join("train.jsonl"),
-            "{\"prompt\": \"Q: How many?\\nA:\", \"completion\": \" 4.\", \"format\": \"cot-fewshot\"}\n",
-        )
-        .unwrap();
-        Files { _root: root, dir }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).to_string_lossy().into_owned()
-    }
-
-    fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name)).unwrap()
-    }
+fn read(f: &Scratch, name: &str) -> String {
+    std::fs::read_to_string(f.dir.join(name)).unwrap()
 }
 
 #[test]
 fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
-    let f = Files::new();
+    let f = files();
     let (paths, votes, data) = (
         f.path("paths.jsonl"),
         f.path("votes.jsonl"),
         f.path("train.jsonl"),
     );
-    let before = f.read("paths.jsonl");
+    let before = read(&f, "paths.jsonl");
     refused(
         &["vote", "--paths", &paths, "--out", &paths],
         "is also --paths",
@@ -95,7 +80,7 @@ fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
         &["vote", "--paths", &paths, "--out", &dotted],
         "is also --paths",
     );
-    assert_eq!(f.read("paths.jsonl"), before);
+    assert_eq!(read(&f, "paths.jsonl"), before);
 
     let build = |out: &str| {
         [
@@ -111,10 +96,9 @@ fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
     };
     for out in [&votes, &paths] {
         let args = build(out);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         refused(&args, "refusing to overwrite an input");
     }
-    assert_eq!(f.read("votes.jsonl"), vote_line("q1"));
+    assert_eq!(read(&f, "votes.jsonl"), vote_line("q1"));
 
     let model = f.dir.join("model");
     TinyModel::default().write(&model).unwrap();
@@ -131,7 +115,6 @@ fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
         (train(&f.path("."), &data), "would replace --data"),
     ];
     for (args, expected) in cases {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         refused(&args, expected);
     }
     assert!(f.dir.join("train.jsonl").is_file());
@@ -150,7 +133,7 @@ fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
 
 #[test]
 fn a_training_out_that_holds_a_checkpoint_needs_resume() {
-    let f = Files::new();
+    let f = files();
     let model = f.dir.join("model");
     TinyModel::default().write(&model).unwrap();
     let old = f.dir.join("old-checkpoint");
@@ -175,7 +158,7 @@ fn a_training_out_that_holds_a_checkpoint_needs_resume() {
 
 #[test]
 fn numeric_options_out_of_range_are_named() {
-    let f = Files::new();
+    let f = files();
     let (paths, data, out) = (f.path("paths.jsonl"), f.path("train.jsonl"), f.path("out"));
     let train = |flag: &str, value: &str| {
         [
@@ -208,7 +191,6 @@ fn numeric_options_out_of_range_are_named() {
         ),
     ];
     for (args, expected) in cases {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         refused(&args, expected);
     }
     refused(
@@ -244,7 +226,6 @@ fn numeric_options_out_of_range_are_named() {
         ("--max-batch", "0"),
     ] {
         let args = generate(flag, value);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         refused(&args, &format!("'{flag} <"));
     }
     assert!(!f.dir.join("out").exists());
@@ -252,7 +233,7 @@ fn numeric_options_out_of_range_are_named() {
 
 #[test]
 fn duplicates_and_empty_inputs_are_errors_naming_the_line() {
-    let f = Files::new();
+    let f = files();
     let (paths, votes, out) = (
         f.path("paths.jsonl"),
         f.path("votes.jsonl"),
@@ -284,7 +265,7 @@ fn duplicates_and_empty_inputs_are_errors_naming_the_line() {
 
 #[test]
 fn a_resumed_run_notices_a_changed_input() {
-    let f = Files::new();
+    let f = files();
     let questions = f.dir.join("questions.jsonl");
     let write_questions = |second: &str| {
         let text = format!(
