@@ -134,9 +134,19 @@ fn the_loop_runs_and_every_stage_agrees_with_the_others() {
     ] {
         assert!(json.get(key).is_some(), "{key} in report.json");
     }
+    // The compute-matched baseline: as many paths per test question as the loop sampled.
+    let matched = &json["compute_matched"];
+    let expected = s.config.rounds * s.config.generate.paths + s.config.eval_paths;
+    assert_eq!(
+        matched["paths"].as_u64(),
+        Some(expected as u64),
+        "{matched}"
+    );
+    assert!((0.0..=1.0).contains(&matched["sc_accuracy"].as_f64().unwrap()));
     for stage in [
         "round-1/eval-before-greedy",
         "round-1/eval-before-sc",
+        "round-1/eval-before-matched",
         "round-1/generate",
         "round-1/vote",
         "round-1/build",
@@ -287,6 +297,7 @@ fn a_run_stopped_after_generation_resumes_to_the_same_results() {
     for f in [
         "round-1/eval-before-greedy.json",
         "round-1/eval-before-sc.json",
+        "round-1/eval-before-matched.json",
     ] {
         std::fs::copy(split.join(f), other.join(f)).unwrap();
     }

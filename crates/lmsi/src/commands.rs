@@ -172,6 +172,12 @@ fn print_report(report: &lmsi::run::RunReport, work_dir: &Path) {
         pct(report.after.greedy_accuracy),
         pct(report.after.sc_accuracy)
     );
+    let m = &report.compute_matched;
+    let label = format!("before, {} paths", m.paths);
+    println!(
+        "{label:<30}{}   (compute-matched: the starting model with the loop's samples)",
+        pct(m.sc_accuracy)
+    );
     if let Some(v) = report.vote_accuracy {
         println!(
             "vote accuracy on the pool (gold read for this report only): {}",

@@ -5,6 +5,7 @@
 //! | stage | output |
 //! |---|---|
 //! | `eval-before-greedy`, `eval-before-sc` (round 1 only) | `eval-before-greedy.json`, `eval-before-sc.json` |
+//! | `eval-before-matched` (round 1 only): the compute-matched baseline, self-consistency of the starting model with `rounds × paths + eval paths` paths per test question | `eval-before-matched.json` |
 //! | `self-questions` (with `--self-questions N`) | `self-questions.jsonl` |
 //! | `generate` | `paths.jsonl` |
 //! | `vote` | `votes.jsonl` |
@@ -118,7 +119,19 @@ pub struct RunReport {
     pub train_examples: usize,
     /// Seconds per stage (`round-1/generate`, ...), as measured when each stage ran.
     pub seconds: BTreeMap<String, f64>,
+    /// The compute-matched baseline: the starting model's self-consistency with as many paths per
+    /// test question as the loop sampled per question.
+    pub compute_matched: ComputeMatched,
     pub rounds: Vec<RoundReport>,
+}
+
+/// The starting model's self-consistency accuracy with `paths` paths per test question.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ComputeMatched {
+    pub paths: usize,
+    pub sc_accuracy: f64,
+    /// Wilson score interval at 95%.
+    pub ci95: [f64; 2],
 }
 
 /// Greedy and self-consistency accuracy (fractions in [0, 1]).
@@ -363,6 +376,16 @@ impl<B: Backend> Runner<'_, B> {
         self.round_dir(1)?;
         let temperature = c.generate.sampling.temperature;
         let before = self.accuracy("round-1/eval-before", &trainee, &test, temperature)?;
+        // The starting model given the samples the loop draws per question: each round's paths
+        // and the final self-consistency evaluation's.
+        let paths = c.rounds * c.generate.paths + c.eval_paths;
+        let spec = (EvalMode::Sc, temperature, paths);
+        let matched = self.eval_stage("round-1/eval-before-matched", &trainee, &test, spec)?;
+        let compute_matched = ComputeMatched {
+            paths,
+            sc_accuracy: matched.accuracy,
+            ci95: matched.ci95,
+        };
         let mut rounds = Vec::new();
         for r in 1..=c.rounds {
             rounds.push(self.round(r, &pool, &test, &trainee)?);
@@ -376,6 +399,7 @@ impl<B: Backend> Runner<'_, B> {
             kept_paths: rounds.iter().map(|r| r.kept_paths).sum(),
             train_examples: rounds.iter().map(|r| r.train_examples).sum(),
             seconds: self.manifest.stages.clone(),
+            compute_matched,
             rounds,
         };
         self.write_report(&report)?;
@@ -457,19 +481,18 @@ impl<B: Backend> Runner<'_, B> {
         test: &[Question],
         temperature: f32,
     ) -> Step<Accuracy> {
+        let paths = self.config.eval_paths;
         let greedy = self.eval_stage(
             &format!("{prefix}-greedy"),
             model,
             test,
-            EvalMode::Greedy,
-            temperature,
+            (EvalMode::Greedy, temperature, paths),
         )?;
         let sc = self.eval_stage(
             &format!("{prefix}-sc"),
             model,
             test,
-            EvalMode::Sc,
-            temperature,
+            (EvalMode::Sc, temperature, paths),
         )?;
         Ok(Accuracy {
             greedy_accuracy: greedy.accuracy,
@@ -519,12 +542,11 @@ impl<B: Backend> Runner<'_, B> {
         name: &str,
         model_dir: &Path,
         test: &[Question],
-        mode: EvalMode,
-        temperature: f32,
+        (mode, temperature, paths): (EvalMode, f32, usize),
     ) -> Step<EvalReport> {
         let out = self.work_dir.join(format!("{name}.json"));
         let mut options = self.config.generate.clone();
-        options.paths = self.config.eval_paths;
+        options.paths = paths;
         options.sampling.temperature = temperature;
         let load = self.load;
         let units = if mode == EvalMode::Greedy {
@@ -908,6 +930,14 @@ fn markdown(r: &RunReport) -> String {
             pct(round.after.sc_accuracy)
         );
     }
+    let m = &r.compute_matched;
+    s += &format!(
+        "| before, {} paths (compute-matched) | | {} [{}, {}] |\n",
+        m.paths,
+        pct(m.sc_accuracy),
+        pct(m.ci95[0]),
+        pct(m.ci95[1])
+    );
     s += &format!(
         "\n{} questions, {} paths, {} kept paths, {} training examples.\n",
         r.questions, r.paths, r.kept_paths, r.train_examples
@@ -946,9 +976,10 @@ fn markdown(r: &RunReport) -> String {
 
 /// Where `stage` (`round-N/name`) comes in a run: by round, then in the order the stages run.
 fn run_order(stage: &str) -> (usize, usize) {
-    const ORDER: [&str; 9] = [
+    const ORDER: [&str; 10] = [
         "eval-before-greedy",
         "eval-before-sc",
+        "eval-before-matched",
         "self-questions",
         "generate",
         "vote",
