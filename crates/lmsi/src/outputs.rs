@@ -71,7 +71,7 @@ pub fn check_output(output: Named<'_>, inputs: &[Named<'_>]) -> Result<(), Error
             (Kind::File, Kind::Dir) => out == inp || in_dir(output.path, input.path),
         };
         if clash {
-            return Err(aliased(output, *input));
+            return Err(aliased(output, *input, out == inp));
         }
     }
     match output.kind {
@@ -80,9 +80,10 @@ pub fn check_output(output: Named<'_>, inputs: &[Named<'_>]) -> Result<(), Error
     }
 }
 
-fn aliased(output: Named<'_>, input: Named<'_>) -> Error {
+/// The refusal of `output` for `input`; `same` when both resolve to one path.
+fn aliased(output: Named<'_>, input: Named<'_>, same: bool) -> Error {
     let how = match (output.kind, input.kind) {
-        (Kind::Dir, _) if resolve(input.path) != resolve(output.path) => "would replace",
+        (Kind::Dir, _) if !same => "would replace",
         (Kind::File, Kind::Dir) => "is a file of",
         _ => "is also",
     };

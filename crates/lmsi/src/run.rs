@@ -90,9 +90,7 @@ impl RunConfig {
             expected,
             non_negative,
         )?;
-        let in_unit = |x: &f64| (0.0..=1.0).contains(x);
-        let min = self.vote.min_confidence;
-        check_option("--min-confidence", min, "a number from 0 to 1", in_unit)?;
+        self.vote.check()?;
         self.generate.check()?;
         self.generate
             .sampling

@@ -370,8 +370,6 @@ fn trainer_config(options: &TrainOptions, total_steps: u64) -> Result<TrainerCon
     Ok(config)
 }
 
-/// The trainer and log a checkpoint in `out` was saved with, after checking that it was trained
-/// with `expected`'s options, data and total steps (its step is not compared).
 /// A new run's output directory may not exist yet or be empty of checkpoint files: writing
 /// would replace a checkpoint that `--resume` could continue.
 fn check_fresh_out(out: &Path) -> Result<(), Error> {
@@ -396,6 +394,8 @@ fn check_fresh_out(out: &Path) -> Result<(), Error> {
     }
 }
 
+/// The trainer and log a checkpoint in `out` was saved with, after checking that it was trained
+/// with `expected`'s options, data and total steps (its step is not compared).
 fn resume<B: Backend>(
     model: &Model<B>,
     out: &Path,

@@ -36,6 +36,15 @@ impl Default for VoteOptions {
     }
 }
 
+impl VoteOptions {
+    /// Checks the minimum confidence, naming it by its flag.
+    pub fn check(&self) -> Result<(), Error> {
+        let in_unit = |x: &f64| (0.0..=1.0).contains(x);
+        let expected = "a number from 0 to 1";
+        check_option("--min-confidence", self.min_confidence, expected, in_unit)
+    }
+}
+
 /// Which answer a question's vote keeps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -95,13 +104,7 @@ pub fn vote_paths(
     paths: &[PathRecord],
     options: &VoteOptions,
 ) -> Result<(Vec<VoteRecord>, VoteSummary), Error> {
-    let in_unit = |x: &f64| (0.0..=1.0).contains(x);
-    check_option(
-        "--min-confidence",
-        options.min_confidence,
-        "a number from 0 to 1",
-        in_unit,
-    )?;
+    options.check()?;
     let extractor = Extractor::new(options.kind);
     let groups = group_by_question(paths)?;
 
