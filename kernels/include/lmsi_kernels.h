@@ -56,8 +56,9 @@
     /* convert.cu */                                                                                              \
     X(f32_to_bf16, (LmsiVecParams p, LmsiBf16* out, const float* x), (p, out, x))                                 \
     /* cross_entropy.cu */                                                                                        \
-    X(cross_entropy, (LmsiCrossEntropyParams p, float* logits, float* losses, const uint32_t* targets),           \
-      (p, logits, losses, targets))                                                                               \
+    X(cross_entropy,                                                                                              \
+      (LmsiCrossEntropyParams p, float* logits, float* losses, const uint32_t* targets, const float* scales),     \
+      (p, logits, losses, targets, scales))                                                                       \
     /* embedding.cu */                                                                                            \
     X(gather_rows, (LmsiRowsParams p, float* out, const float* table, const uint32_t* index),                     \
       (p, out, table, index))                                                                                     \

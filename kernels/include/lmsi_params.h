@@ -142,11 +142,10 @@ typedef struct LmsiBiasParams {
     uint32_t dim;
 } LmsiBiasParams;
 
-/* cross_entropy: `rows` rows of `vocab` logits; the gradient is scaled by `scale`. */
+/* cross_entropy: `rows` rows of `vocab` logits; row r's gradient is scaled by `scales[r]`. */
 typedef struct LmsiCrossEntropyParams {
     uint32_t rows;
     uint32_t vocab;
-    float scale;
 } LmsiCrossEntropyParams;
 
 /* ---- Optimizer (kernels/adamw.cu). */

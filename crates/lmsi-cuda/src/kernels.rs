@@ -86,9 +86,11 @@ macro_rules! for_each_kernel {
                 fn f32_to_bf16(LmsiVecParams; out: half::bf16; x: f32);
             }
             "cross_entropy.cu" {
-                /// Cross-entropy of each row against its target: the row becomes its scaled
-                /// gradient, the loss goes to `losses`.
-                fn cross_entropy(LmsiCrossEntropyParams; logits: f32, losses: f32; targets: u32);
+                /// Cross-entropy of each row against its target: the row becomes its gradient
+                /// scaled by `scales[row]`, the loss goes to `losses`.
+                fn cross_entropy(
+                    LmsiCrossEntropyParams; logits: f32, losses: f32; targets: u32, scales: f32
+                );
             }
             "embedding.cu" {
                 /// `out[i, :] = table[index[i], :]` (the embedding lookup, the logit-row gather).

@@ -390,12 +390,13 @@ pub fn bias_grad(p: &LmsiBiasParams, d_bias: usize, d_out: usize) -> Result<Opti
     })
 }
 
-/// `cross_entropy(p, logits, losses, targets)`.
+/// `cross_entropy(p, logits, losses, targets, scales)`.
 pub fn cross_entropy(
     p: &LmsiCrossEntropyParams,
     logits: usize,
     losses: usize,
     targets: usize,
+    scales: usize,
 ) -> Result<Option<Launch>, Error> {
     let c = Check {
         kernel: "cross_entropy",
@@ -403,6 +404,7 @@ pub fn cross_entropy(
     c.len("logits", logits, u64::from(p.rows) * u64::from(p.vocab))?;
     c.len("losses", losses, u64::from(p.rows))?;
     c.len("targets", targets, u64::from(p.rows))?;
+    c.len("scales", scales, u64::from(p.rows))?;
     Ok(if p.vocab == 0 {
         None
     } else {

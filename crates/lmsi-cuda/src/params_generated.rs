@@ -244,19 +244,16 @@ const _: () = {
 pub struct LmsiCrossEntropyParams {
     pub rows: u32,
     pub vocab: u32,
-    pub scale: f32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of LmsiCrossEntropyParams"][::std::mem::size_of::<LmsiCrossEntropyParams>() - 12usize];
+    ["Size of LmsiCrossEntropyParams"][::std::mem::size_of::<LmsiCrossEntropyParams>() - 8usize];
     ["Alignment of LmsiCrossEntropyParams"]
         [::std::mem::align_of::<LmsiCrossEntropyParams>() - 4usize];
     ["Offset of field: LmsiCrossEntropyParams::rows"]
         [::std::mem::offset_of!(LmsiCrossEntropyParams, rows) - 0usize];
     ["Offset of field: LmsiCrossEntropyParams::vocab"]
         [::std::mem::offset_of!(LmsiCrossEntropyParams, vocab) - 4usize];
-    ["Offset of field: LmsiCrossEntropyParams::scale"]
-        [::std::mem::offset_of!(LmsiCrossEntropyParams, scale) - 8usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

@@ -6,6 +6,10 @@
 //! summed over the batch. Sequences are packed one after the other with no padding; attention stays
 //! within each sequence.
 //!
+//! Objectives other than the mean likelihood weight each predicted token's loss in the gradient
+//! ([`Model::weighted_loss_and_grads`]: a vote share, a policy-gradient advantage, a preference margin) and
+//! read the model's per-token log-probabilities ([`Model::token_losses`]) to compute those weights.
+//!
 //! Memory: with activations kept, the backward pass holds, per token and per layer,
 //! `3·hidden + (heads + 2·kv_heads)·head_dim + heads·head_dim + heads + 2·intermediate` floats (the layer's
 //! input, its residual after attention, q|k|v, the attention output and log-sum-exp, gate|up): for
@@ -61,6 +65,26 @@ impl LossSum {
     }
 }
 
+/// How much each predicted token's loss counts in the gradient.
+#[derive(Clone, Copy, Debug)]
+enum TokenWeights<'a> {
+    /// Every token by the same factor (`1 / tokens of the batch`: the mean loss's gradient).
+    Uniform(f32),
+    /// One weight per predicted token, in batch order (sequence by sequence, span by span), of
+    /// either sign.
+    PerToken(&'a [f32]),
+}
+
+impl TokenWeights<'_> {
+    /// The weights of predicted tokens `range`.
+    fn rows(&self, range: std::ops::Range<usize>) -> Vec<f32> {
+        match self {
+            TokenWeights::Uniform(w) => vec![*w; range.len()],
+            TokenWeights::PerToken(w) => w[range].to_vec(),
+        }
+    }
+}
+
 /// Logit rows computed at once by the output layer (bounds the memory of `[rows, vocab]` logits).
 pub(crate) const LOGIT_CHUNK: usize = 256;
 
@@ -113,7 +137,13 @@ impl<B: Backend> Model<B> {
 
     /// The summed loss of `batch`, without gradients.
     pub fn loss(&self, batch: &[TrainSequence]) -> Result<LossSum, Error> {
-        self.run(batch, None, 0.0, false)
+        Ok(self.run(batch, None, TokenWeights::Uniform(0.0), false)?.0)
+    }
+
+    /// Each predicted token's loss `-ln p(token | tokens before it)`, in batch order, without
+    /// gradients.
+    pub fn token_losses(&self, batch: &[TrainSequence]) -> Result<Vec<f32>, Error> {
+        Ok(self.run(batch, None, TokenWeights::Uniform(0.0), false)?.1)
     }
 
     /// The summed loss of `batch`, adding `grad_scale ·` its gradient to `grads`. With `grad_scale = 1 /
@@ -127,16 +157,39 @@ impl<B: Backend> Model<B> {
         grad_scale: f32,
         recompute: bool,
     ) -> Result<LossSum, Error> {
-        self.run(batch, Some(grads), grad_scale, recompute)
+        let weights = TokenWeights::Uniform(grad_scale);
+        Ok(self.run(batch, Some(grads), weights, recompute)?.0)
     }
 
+    /// Each predicted token's loss (as [`Model::token_losses`]), adding to `grads` the gradient of
+    /// `Σ weights[i] · loss[i]`: one weight per predicted token of `batch`, in batch order.
+    pub fn weighted_loss_and_grads(
+        &self,
+        batch: &[TrainSequence],
+        grads: &mut Params<B::Buf>,
+        weights: &[f32],
+        recompute: bool,
+    ) -> Result<Vec<f32>, Error> {
+        let targets: usize = batch.iter().map(TrainSequence::target_count).sum();
+        if weights.len() != targets {
+            return Err(Error::Input(format!(
+                "{} token weights given for a batch of {targets} predicted tokens",
+                weights.len()
+            )));
+        }
+        let weights = TokenWeights::PerToken(weights);
+        Ok(self.run(batch, Some(grads), weights, recompute)?.1)
+    }
+
+    /// The forward pass over `batch` and, with `grads`, the backward pass of the weighted loss:
+    /// the summed loss and each predicted token's loss.
     fn run(
         &self,
         batch: &[TrainSequence],
         mut grads: Option<&mut Params<B::Buf>>,
-        grad_scale: f32,
+        weights: TokenWeights<'_>,
         recompute: bool,
-    ) -> Result<LossSum, Error> {
+    ) -> Result<(LossSum, Vec<f32>), Error> {
         let c = self.config();
         let layout = batch_layout(batch)?;
         layout.check(c.vocab_size)?;
@@ -178,16 +231,20 @@ impl<B: Backend> Model<B> {
             loss: 0.0,
             tokens: rows,
         };
+        let mut token_losses = Vec::with_capacity(rows);
         for first in (0..rows).step_by(LOGIT_CHUNK) {
             let range = first..(first + LOGIT_CHUNK).min(rows);
             let grad = grads.as_deref_mut().zip(dx.as_mut());
-            total.loss += self.output_loss(&x, &prepared, range, grad_scale, grad)?;
+            let losses =
+                self.output_loss(&x, &prepared, range.clone(), &weights.rows(range), grad)?;
+            total.loss += losses.iter().map(|&l| f64::from(l)).sum::<f64>();
+            token_losses.extend(losses);
         }
         if !total.loss.is_finite() {
             return Err(Error::NonFinite("the loss".into()));
         }
         let (Some(grads), Some(mut dx)) = (grads, dx) else {
-            return Ok(total);
+            return Ok((total, token_losses));
         };
 
         let layers = self.params().layers.iter().zip(grads.layers.iter_mut());
@@ -204,20 +261,20 @@ impl<B: Backend> Model<B> {
             layer.backward(g, &x, &acts, &mut dx, &mut scratch)?;
         }
         be.embedding_backward(&mut grads.embed, &dx, &prepared, d)?;
-        Ok(total)
+        Ok((total, token_losses))
     }
 
-    /// The output layer and the loss over logit rows `range` of the residual stream `x`: the rows'
-    /// summed loss; with `grad`, adds their gradient to the output layer's and final norm's
-    /// parameters and into `dx`, the residual stream's gradient.
+    /// The output layer and the loss over logit rows `range` of the residual stream `x`: each
+    /// row's loss; with `grad`, adds the gradient of `Σ weights[i] · loss[i]` to the output layer's
+    /// and final norm's parameters and into `dx`, the residual stream's gradient.
     fn output_loss(
         &self,
         x: &B::Buf,
         prepared: &B::Layout,
         range: std::ops::Range<usize>,
-        grad_scale: f32,
+        weights: &[f32],
         grad: Option<(&mut Params<B::Buf>, &mut B::Buf)>,
-    ) -> Result<f64, Error> {
+    ) -> Result<Vec<f32>, Error> {
         let (be, c) = (self.backend(), self.config());
         let (n, d, vocab, eps) = (range.len(), c.hidden_size, c.vocab_size, c.rms_norm_eps);
         let final_norm = &self.params().final_norm;
@@ -228,8 +285,7 @@ impl<B: Backend> Model<B> {
         be.rmsnorm(&mut normed, &picked, final_norm, n, eps)?;
         let mut logits = be.zeros(n * vocab)?;
         be.matmul(&mut logits, &normed, &output, n, false)?;
-        let losses = be.cross_entropy(&mut logits, prepared, range.clone(), vocab, grad_scale)?;
-        let loss = losses.iter().map(|&l| f64::from(l)).sum::<f64>();
+        let losses = be.cross_entropy(&mut logits, prepared, range.clone(), vocab, weights)?;
         if let Some((g, dx)) = grad {
             let mut d_normed = be.zeros(n * d)?;
             be.matmul_backward_input(&mut d_normed, &logits, &output, n, false)?;
@@ -242,6 +298,6 @@ impl<B: Backend> Model<B> {
             be.rmsnorm_backward(norm, &d_normed, &picked, final_norm, n, eps)?;
             be.scatter_logit_rows(dx, &d_picked, prepared, range, d)?;
         }
-        Ok(loss)
+        Ok(losses)
     }
 }

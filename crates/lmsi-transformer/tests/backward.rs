@@ -214,23 +214,26 @@ fn swiglu() {
 
 #[test]
 fn embedding_gather_scatter_and_cross_entropy() {
-    // loss = Σ cross_entropy(gather(embedding(ids)) as logits, targets), through every op's backward.
+    // loss = Σ w_i · cross_entropy_i(gather(embedding(ids)) as logits, targets), through every op's
+    // backward, with one weight per row of either sign.
     let (vocab, dim) = (11, 11);
     let mut l = seq_layout(&[5]);
     l.logit_rows = vec![4, 1, 3];
     l.targets = vec![2, 9, 4];
     let layout = BE.prepare(&l).unwrap();
     let inputs = vec![random(vocab * dim, 3)];
+    let weights = [0.5f32, -1.25, 2.0];
     let forward = |v: &[Vec<f32>]| {
         let mut x = vec![0.0; 5 * dim];
         BE.embedding(&mut x, &v[0], &layout, dim).unwrap();
         let mut logits = vec![0.0; 3 * dim];
         BE.gather_logit_rows(&mut logits, &x, &layout, 0..3, dim)
             .unwrap();
-        BE.cross_entropy(&mut logits, &layout, 0..3, vocab, 1.0)
+        BE.cross_entropy(&mut logits, &layout, 0..3, vocab, &weights)
             .unwrap()
             .iter()
-            .map(|&l| l as f64)
+            .zip(weights)
+            .map(|(&l, w)| f64::from(l * w))
             .sum::<f64>()
     };
     let mut x = vec![0.0; 5 * dim];
@@ -238,7 +241,7 @@ fn embedding_gather_scatter_and_cross_entropy() {
     let mut logits = vec![0.0; 3 * dim];
     BE.gather_logit_rows(&mut logits, &x, &layout, 0..3, dim)
         .unwrap();
-    BE.cross_entropy(&mut logits, &layout, 0..3, vocab, 1.0)
+    BE.cross_entropy(&mut logits, &layout, 0..3, vocab, &weights)
         .unwrap();
     let mut dx = vec![0.0; 5 * dim];
     BE.scatter_logit_rows(&mut dx, &logits, &layout, 0..3, dim)
@@ -329,6 +332,80 @@ fn whole_model_gradient_matches_finite_differences() {
                     spec.model_type
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn weighted_loss_gradient_matches_finite_differences() {
+    // Σ w_i · loss_i with one weight per predicted token, of either sign: the form every objective
+    // beyond the mean likelihood takes (vote shares, advantages, preference margins).
+    let spec = TinyModel {
+        hidden_size: 16,
+        intermediate_size: 24,
+        seed: 7,
+        ..TinyModel::default()
+    };
+    let host = spec.params();
+    let config = lmsi_transformer::Config::from_json(&spec.config_json().to_string()).unwrap();
+    let model = Model::from_host(config.clone(), &host, CpuBackend).unwrap();
+    let batch = batch();
+    let tokens: usize = batch.iter().map(|s| s.target_count()).sum();
+
+    let uniform = vec![1.0 / tokens as f32; tokens];
+    let mut by_weights = model.zero_grads().unwrap();
+    let losses = model
+        .weighted_loss_and_grads(&batch, &mut by_weights, &uniform, false)
+        .unwrap();
+    let mut by_scale = model.zero_grads().unwrap();
+    model
+        .loss_and_grads(&batch, &mut by_scale, 1.0 / tokens as f32, false)
+        .unwrap();
+    assert_eq!(
+        by_weights.tensors(),
+        by_scale.tensors(),
+        "uniform weights are the mean loss"
+    );
+    assert_eq!(losses, model.token_losses(&batch).unwrap());
+    let err = model
+        .weighted_loss_and_grads(&batch, &mut by_weights, &uniform[1..], false)
+        .unwrap_err();
+    assert!(err.to_string().contains("token weights"), "{err}");
+
+    let weights: Vec<f32> = (0..tokens).map(|i| 0.3 * (i as f32 - 4.0)).collect();
+    let mut grads = model.zero_grads().unwrap();
+    model
+        .weighted_loss_and_grads(&batch, &mut grads, &weights, true)
+        .unwrap();
+    let eps = 2e-3f32;
+    for (t, (spec_t, grad)) in model
+        .layout()
+        .tensors()
+        .into_iter()
+        .zip(grads.tensors())
+        .enumerate()
+    {
+        for i in (0..4).map(|i| (i * 7919 + 29) % spec_t.numel()) {
+            let weighted = |delta: f32| {
+                let mut p = host.clone();
+                p.tensors_mut()[t][i] += delta;
+                let losses = Model::from_host(config.clone(), &p, CpuBackend)
+                    .unwrap()
+                    .token_losses(&batch)
+                    .unwrap();
+                losses
+                    .iter()
+                    .zip(&weights)
+                    .map(|(l, w)| f64::from(l * w))
+                    .sum::<f64>()
+            };
+            let numeric = (weighted(eps) - weighted(-eps)) / (2.0 * eps as f64);
+            let analytic = grad[i] as f64;
+            assert!(
+                (numeric - analytic).abs() <= 2e-3 + 2e-2 * numeric.abs(),
+                "{} [{i}]: analytic {analytic:.6} numeric {numeric:.6}",
+                spec_t.name
+            );
         }
     }
 }

@@ -458,14 +458,16 @@ on_backends! {
         let rows = 2..9;
         let logits = nonzero_values(rows.len() * vocab, 29, 6.0);
         let mut want = logits.clone();
-        let want_loss = CPU.cross_entropy(&mut want, &cl, rows.clone(), vocab, 0.125).unwrap();
+        // One weight per row, of either sign (a policy-gradient advantage can be negative).
+        let scales: Vec<f32> = (0..rows.len()).map(|i| 0.125 * (i as f32 - 2.5)).collect();
+        let want_loss = CPU.cross_entropy(&mut want, &cl, rows.clone(), vocab, &scales).unwrap();
         let mut got = up(be, &logits);
-        let loss = be.cross_entropy(&mut got, &bl, rows.clone(), vocab, 0.125).unwrap();
+        let loss = be.cross_entropy(&mut got, &bl, rows.clone(), vocab, &scales).unwrap();
         assert_close(be, "cross_entropy loss", &loss, &want_loss, 1e-5, 1e-5);
         assert_close(be, "cross_entropy gradient", &down(be, &got), &want, 1e-7, 1e-5);
         // Targets of these rows (18 to 96) reach past a vocabulary of 20.
         let err = be
-            .cross_entropy(&mut up(be, &logits), &bl, rows, 20, 1.0)
+            .cross_entropy(&mut up(be, &logits), &bl, rows, 20, &scales)
             .unwrap_err();
         assert!(matches!(&err, Error::Backend(m) if m.contains("outside a row's 20 logits")), "{err}");
     }

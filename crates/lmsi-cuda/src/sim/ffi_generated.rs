@@ -192,6 +192,7 @@ unsafe extern "C" {
         logits: *mut f32,
         losses: *mut f32,
         targets: *const u32,
+        scales: *const f32,
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {

@@ -295,16 +295,18 @@ pub trait Backend: Send + Sync + Sized + 'static {
     ) -> Result<(), Error>;
 
     /// Cross-entropy of logits rows against their targets (`layout.targets[rows]`, the next token of
-    /// each logit row), with the gradient: replaces `logits` by
-    /// `scale · (softmax(logits) - onehot(target))` and returns each row's loss
-    /// `logsumexp(logits) - logits[target]` (unscaled).
+    /// each logit row), with the gradient: replaces row `i` of `logits` by
+    /// `scales[i] · (softmax(logits) - onehot(target))` and returns each row's loss
+    /// `logsumexp(logits) - logits[target]` (unscaled). `scales` has one value per row: the weight
+    /// of that token's loss in the gradient (a mean over tokens, a sequence's vote share, a
+    /// policy-gradient advantage, any sign).
     fn cross_entropy(
         &self,
         logits: &mut Self::Buf,
         layout: &Self::Layout,
         rows: std::ops::Range<usize>,
         vocab: usize,
-        scale: f32,
+        scales: &[f32],
     ) -> Result<Vec<f32>, Error>;
 }
 

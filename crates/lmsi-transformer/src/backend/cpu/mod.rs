@@ -603,10 +603,11 @@ impl Backend for CpuBackend {
         layout: &CpuLayout,
         rows: std::ops::Range<usize>,
         vocab: usize,
-        scale: f32,
+        scales: &[f32],
     ) -> Result<Vec<f32>, Error> {
         let targets = &layout.layout.targets[rows];
         check_len("cross-entropy logits", logits, targets.len() * vocab)?;
+        check_len("cross-entropy row scales", scales, targets.len())?;
         if let Some(&bad) = targets.iter().find(|&&t| t as usize >= vocab) {
             return Err(Error::Backend(format!(
                 "cross-entropy: target {bad} is outside a row's {vocab} logits"
@@ -614,8 +615,8 @@ impl Backend for CpuBackend {
         }
         Ok(logits[..targets.len() * vocab]
             .par_chunks_mut(vocab)
-            .zip(targets.par_iter())
-            .map(|(row, &target)| {
+            .zip(targets.par_iter().zip(scales))
+            .map(|(row, (&target, &scale))| {
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let target_logit = row[target as usize];
                 let sum = exp_sub_sum(row, max);

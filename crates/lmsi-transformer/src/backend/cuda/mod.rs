@@ -887,7 +887,7 @@ impl Backend for CudaBackend {
         layout: &CudaLayout,
         rows: Range<usize>,
         vocab: usize,
-        scale: f32,
+        scales: &[f32],
     ) -> Result<Vec<f32>, Error> {
         let all = &layout.host.targets;
         let targets = all.get(rows.clone()).ok_or_else(|| {
@@ -897,6 +897,7 @@ impl Backend for CudaBackend {
             ))
         })?;
         need("cross-entropy logits", logits.len(), targets.len() * vocab)?;
+        need("cross-entropy row scales", scales.len(), targets.len())?;
         if let Some(&bad) = targets.iter().find(|&&t| t as usize >= vocab) {
             return Err(Error::Backend(format!(
                 "cross-entropy: target {bad} is outside a row's {vocab} logits"
@@ -905,12 +906,12 @@ impl Backend for CudaBackend {
         let p = LmsiCrossEntropyParams {
             rows: count("rows", targets.len())?,
             vocab: count("vocabulary", vocab)?,
-            scale,
         };
         let mut losses = self.alloc(targets.len())?;
+        let scales = self.device.upload(scales).map_err(cuda)?;
         let logits = logits.f32_mut("cross-entropy logits")?;
         self.device
-            .cross_entropy(&p, logits, &mut losses, layout.targets(rows)?)
+            .cross_entropy(&p, logits, &mut losses, layout.targets(rows)?, &scales)
             .map_err(cuda)?;
         self.device.download(&losses).map_err(cuda)
     }
