@@ -66,6 +66,10 @@ fn setup() -> Setup {
         student: None,
         self_questions: 0,
         self_question_confidence: 0.6,
+        objective: Default::default(),
+        ttrl: Default::default(),
+        probe: None,
+        self_exemplars: None,
     };
     Setup {
         _root: root_dir,

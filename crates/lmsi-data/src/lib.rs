@@ -46,7 +46,7 @@ pub use jsonl::{
 pub use prompt::{
     ANSWER_PHRASE, DEFAULT_STOP_STRINGS, LETS_THINK, Prompt, PromptFormat, parse_formats,
 };
-pub use records::{PathRecord, Question, TrainExample, VoteRecord};
+pub use records::{PathRecord, PreferencePair, Question, TrainExample, VoteRecord};
 pub use synthetic::{
     MAX_MAX_VALUE, MAX_STEPS, MIN_MAX_VALUE, SYMBOLS, SyntheticProblem, TaskConfig, column_facts,
     generate, vary_reasoning, vocabulary_words, write_in_columns,

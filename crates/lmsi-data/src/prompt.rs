@@ -194,6 +194,7 @@ impl PromptFormat {
             prompt: self.prompt(exemplars, question).text(),
             completion: self.completion(reasoning, answer),
             format: *self,
+            weight: 1.0,
         }
     }
 }

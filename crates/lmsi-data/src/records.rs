@@ -110,10 +110,11 @@ pub struct VoteRecord {
     pub gold: Option<String>,
 }
 
-/// One fine-tuning example: `{"prompt": "...", "completion": "...", "format": "cot-fewshot"}`.
+/// One fine-tuning example: `{"prompt": "...", "completion": "...", "format": "cot-fewshot"}`,
+/// plus `"weight"` when it is not 1.
 ///
 /// The loss is meant for `completion` only; `prompt + completion` is the full text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainExample {
     /// The prompt (exemplars, if any, and the question part).
     pub prompt: String,
@@ -121,6 +122,32 @@ pub struct TrainExample {
     pub completion: String,
     /// Which of the four formats made it.
     pub format: PromptFormat,
+    /// How much the example's loss counts (the weighted-likelihood objective: its answer's vote
+    /// share); 1 when the file does not say.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub weight: f64,
+}
+
+/// One preference pair of the ScPO objective:
+/// `{"prompt", "chosen", "rejected", "weight", "format"}`: a completion with the most-voted answer
+/// (`chosen`) against one with a less-voted answer (`rejected`), weighted by the vote margin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreferencePair {
+    pub prompt: String,
+    pub chosen: String,
+    pub rejected: String,
+    /// The vote margin: the chosen answer's share of the question's answered paths minus the
+    /// rejected one's (0 for a path without an answer).
+    pub weight: f64,
+    pub format: PromptFormat,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
 }
 
 /// Accepts a JSON string or number, keeping a number as its decimal text (datasets disagree on

@@ -285,6 +285,7 @@ fn every_record_type_round_trips() {
             prompt: "Q: x\nA:".into(),
             completion: " The answer is 1.".into(),
             format,
+            weight: 1.0,
         })
         .collect();
     write_jsonl_atomic(&file, &examples).unwrap();

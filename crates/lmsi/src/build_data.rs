@@ -1,9 +1,14 @@
-//! The "build" stage: turn every path that agrees with its question's vote into training examples,
-//! in the paper's mixed formats.
+//! The "build" stage: turn sampled paths into an objective's training data, in the paper's mixed
+//! formats: the paths that agree with their question's vote (`sft`, [`build_examples`]), every
+//! answered path weighted by its answer's vote share (`weighted`, [`build_weighted_examples`]), or
+//! preference pairs of a most-voted path against a less-voted one (`scpo`, [`build_pairs`]).
 
 use std::collections::HashMap;
 
-use lmsi_data::{ANSWER_PHRASE, ExemplarSet, PathRecord, PromptFormat, TrainExample, VoteRecord};
+use lmsi_data::{
+    ANSWER_PHRASE, ExemplarSet, PathRecord, PreferencePair, PromptFormat, TrainExample, VoteRecord,
+};
+use lmsi_voter::Extractor;
 
 use crate::Error;
 
@@ -56,11 +61,7 @@ pub fn build_examples(
             summary.kept_paths += 1;
             let reasoning = reasoning_of(&path.text);
             for (format, count) in &mut summary.per_format {
-                examples.push(TrainExample {
-                    prompt: format.prompt(exemplars, &vote.question).text(),
-                    completion: format.completion(reasoning, answer),
-                    format: *format,
-                });
+                examples.push(format.train_example(exemplars, &vote.question, reasoning, answer));
                 *count += 1;
             }
         }
@@ -73,8 +74,162 @@ pub fn build_examples(
     Ok((examples, summary))
 }
 
+/// One question's sampled paths with the answers read from them, and each answer's count.
+struct Answered<'a> {
+    paths: Vec<(&'a PathRecord, Option<String>)>,
+    counts: HashMap<String, usize>,
+    /// Paths with an answer.
+    valid: usize,
+}
+
+impl<'a> Answered<'a> {
+    /// The paths of each question, in the order the votes name the questions.
+    fn by_question(
+        votes: &'a [VoteRecord],
+        paths: &'a [PathRecord],
+        extractor: &Extractor,
+    ) -> Vec<(&'a str, Answered<'a>)> {
+        let mut groups: HashMap<&str, Answered<'a>> = HashMap::new();
+        for p in paths {
+            let group = groups.entry(p.id.as_str()).or_insert_with(|| Answered {
+                paths: Vec::new(),
+                counts: HashMap::new(),
+                valid: 0,
+            });
+            let answer = extractor.extract(&p.text);
+            if let Some(a) = &answer {
+                *group.counts.entry(a.clone()).or_default() += 1;
+                group.valid += 1;
+            }
+            group.paths.push((p, answer));
+        }
+        votes
+            .iter()
+            .filter_map(|v| Some((&*v.question, groups.remove(v.id.as_str())?)))
+            .map(|(q, mut g)| {
+                g.paths.sort_by_key(|(p, _)| p.path);
+                (q, g)
+            })
+            .collect()
+    }
+
+    /// The share of the answered paths that reached `answer` (0 for no answer).
+    fn share(&self, answer: Option<&str>) -> f64 {
+        let count = answer
+            .and_then(|a| self.counts.get(a))
+            .copied()
+            .unwrap_or(0);
+        count as f64 / self.valid.max(1) as f64
+    }
+}
+
+/// The weighted-likelihood data: every answered path, in every format, weighted by its answer's
+/// share of the question's answered paths. No threshold: a path whose answer one path in 32
+/// reached still counts, 1/32 as much as a unanimous one. Paths without an answer carry no vote
+/// share and are left out.
+pub fn build_weighted_examples(
+    votes: &[VoteRecord],
+    paths: &[PathRecord],
+    formats: &[PromptFormat],
+    exemplars: &ExemplarSet,
+    extractor: &Extractor,
+) -> Result<(Vec<TrainExample>, BuildSummary), Error> {
+    let mut summary = BuildSummary {
+        per_format: formats.iter().map(|&f| (f, 0)).collect(),
+        ..BuildSummary::default()
+    };
+    let mut examples = Vec::new();
+    for (question, group) in Answered::by_question(votes, paths, extractor) {
+        summary.questions += usize::from(group.valid > 0);
+        for (path, answer) in &group.paths {
+            let Some(answer) = answer else { continue };
+            summary.kept_paths += 1;
+            let reasoning = reasoning_of(&path.text);
+            for (format, count) in &mut summary.per_format {
+                let mut example = format.train_example(exemplars, question, reasoning, answer);
+                example.weight = group.share(Some(answer));
+                examples.push(example);
+                *count += 1;
+            }
+        }
+    }
+    if examples.is_empty() {
+        return Err(Error::Input(
+            "no training examples: no sampled path has an answer".into(),
+        ));
+    }
+    Ok((examples, summary))
+}
+
+/// The ScPO preference pairs: per question with a voted answer, its paths that reached the vote
+/// (chosen, in path order) against those that reached another answer (rejected, least-voted
+/// answer first), paired in order, as many pairs as the shorter list;
+/// each pair in every format, weighted by the difference of the two answers' shares. Pairs whose
+/// answers tie carry no preference and are left out.
+pub fn build_pairs(
+    votes: &[VoteRecord],
+    paths: &[PathRecord],
+    formats: &[PromptFormat],
+    exemplars: &ExemplarSet,
+    extractor: &Extractor,
+) -> Result<(Vec<PreferencePair>, BuildSummary), Error> {
+    let mut summary = BuildSummary {
+        per_format: formats.iter().map(|&f| (f, 0)).collect(),
+        ..BuildSummary::default()
+    };
+    let answers: HashMap<&str, &str> = votes
+        .iter()
+        .filter_map(|v| Some((v.id.as_str(), v.answer.as_deref()?)))
+        .collect();
+    let mut pairs = Vec::new();
+    for (question, group) in Answered::by_question(votes, paths, extractor) {
+        let Some((path, _)) = group.paths.first() else {
+            continue;
+        };
+        let Some(&voted) = answers.get(path.id.as_str()) else {
+            continue;
+        };
+        let answered = group
+            .paths
+            .iter()
+            .filter_map(|(p, a)| Some((*p, a.as_deref()?)));
+        let (chosen, mut rejected): (Vec<_>, Vec<_>) = answered.partition(|(_, a)| *a == voted);
+        rejected.sort_by(|(p, a), (q, b)| {
+            let (x, y) = (group.share(Some(a)), group.share(Some(b)));
+            x.total_cmp(&y).then(p.path.cmp(&q.path))
+        });
+        let mut used = false;
+        for ((good, _), (bad, bad_answer)) in chosen.iter().zip(&rejected) {
+            let weight = (group.share(Some(voted)) - group.share(Some(bad_answer))).abs();
+            if weight == 0.0 {
+                continue;
+            }
+            used = true;
+            summary.kept_paths += 2;
+            for (format, count) in &mut summary.per_format {
+                pairs.push(PreferencePair {
+                    prompt: format.prompt(exemplars, question).text(),
+                    chosen: format.completion(reasoning_of(&good.text), voted),
+                    rejected: format.completion(reasoning_of(&bad.text), bad_answer),
+                    weight,
+                    format: *format,
+                });
+                *count += 1;
+            }
+        }
+        summary.questions += usize::from(used);
+    }
+    if pairs.is_empty() {
+        return Err(Error::Input(
+            "no preference pairs: no question has both a voted path and one with another answer"
+                .into(),
+        ));
+    }
+    Ok((pairs, summary))
+}
+
 /// The reasoning part of a generated path: its text before the first "The answer is" or "the answer is".
-fn reasoning_of(text: &str) -> &str {
+pub(crate) fn reasoning_of(text: &str) -> &str {
     let lower_phrase = ANSWER_PHRASE.to_lowercase();
     let cut = [text.find(ANSWER_PHRASE), text.find(&lower_phrase)]
         .into_iter()

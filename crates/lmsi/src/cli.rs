@@ -8,8 +8,10 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use lmsi::eval::EvalMode;
 use lmsi::generate::{GenerateOptions, PromptKind};
+use lmsi::objective::Objective;
 use lmsi::run::RunConfig;
 use lmsi::train::TrainOptions;
+use lmsi::ttrl::TtrlOptions;
 use lmsi::vote::{VoteControl, VoteOptions};
 use lmsi_adamw::ScheduleKind;
 use lmsi_cuda::SimConfig;
@@ -38,7 +40,7 @@ pub struct Cli {
 pub enum Command {
     /// The whole loop: evaluate, generate, vote, build data, train, evaluate again (default: the
     /// embedded seed model and task).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Sample chain-of-thought paths for every question.
     Generate(GenerateArgs),
     /// Vote over sampled reasoning paths: each question's majority answer and its confidence.
@@ -84,7 +86,10 @@ pub struct RunArgs {
     pub top_p: f32,
     #[arg(long, value_parser = at_least_one::<usize>, allow_negative_numbers = true)]
     pub max_new_tokens: Option<usize>,
-    /// Few-shot exemplars (JSONL) [default: the built-in set; its first two for the embedded default].
+    /// Few-shot exemplars (JSONL) [default: the built-in set; its first two for the embedded
+    /// default], or `self`: the model writes them (the paper's section 3.3: zero-shot "Let's think
+    /// step by step." paths on pool questions, voted; the most consistent become the exemplars, as
+    /// many as the default set has).
     #[arg(long)]
     pub exemplars: Option<PathBuf>,
     /// Training data formats: all (the paper's mixed formats) or a list, e.g. cot-fewshot (CoT only)
@@ -99,6 +104,46 @@ pub struct RunArgs {
     /// Only questions whose vote confidence reaches this become training data.
     #[arg(long, default_value_t = 0.0, value_parser = fraction, allow_negative_numbers = true)]
     pub min_confidence: f64,
+    /// What each round trains toward: sft (the paper: the paths that reach the vote), weighted
+    /// (every answered path, weighted by its answer's vote share), scpo (DPO on pairs of a voted
+    /// path against a less-voted one, weighted by the vote margin) or ttrl (online RL: sample,
+    /// vote, reward agreement with the majority, policy-gradient step, repeat).
+    #[arg(long, default_value = "sft")]
+    pub objective: Objective,
+    /// scpo: DPO's β, how far the model may move from the round's starting model.
+    #[arg(long, default_value_t = 0.1, value_parser = positive::<f64>, allow_negative_numbers = true)]
+    pub beta: f64,
+    /// scpo: weight of the chosen path's length-normalised likelihood added to the DPO loss (IRPO's
+    /// α; 0: DPO alone).
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative::<f64>, allow_negative_numbers = true)]
+    pub nll: f64,
+    /// ttrl: sampling steps per round.
+    #[arg(long, default_value_t = TtrlOptions::default().steps, value_parser = at_least_one::<u64>, allow_negative_numbers = true)]
+    pub ttrl_steps: u64,
+    /// ttrl: pool questions per step.
+    #[arg(long, default_value_t = TtrlOptions::default().questions, value_parser = at_least_one::<usize>, allow_negative_numbers = true)]
+    pub ttrl_questions: usize,
+    /// ttrl: paths per question per step (the group its reward is normalised in; at least 2).
+    #[arg(long, default_value_t = TtrlOptions::default().paths, value_parser = at_least_one::<usize>, allow_negative_numbers = true)]
+    pub ttrl_paths: usize,
+    /// ttrl: policy updates per sampled batch (after the first the clipped ratio matters).
+    #[arg(long, default_value_t = TtrlOptions::default().updates, value_parser = at_least_one::<u64>, allow_negative_numbers = true)]
+    pub ttrl_updates: u64,
+    /// ttrl: PPO's clip ε of the probability ratio.
+    #[arg(long, default_value_t = TtrlOptions::default().clip, value_parser = fraction, allow_negative_numbers = true)]
+    pub clip: f64,
+    /// A small labelled set (JSONL questions with answers, never trained on) whose greedy accuracy
+    /// is measured after every round and every --probe-every ttrl steps: when it falls below its
+    /// best, the loop stops and keeps the best model. Without it, a label-free rule stops the loop
+    /// when the answers collapse (majority share near 1, fewer distinct answers, entropy halved).
+    #[arg(long)]
+    pub probe: Option<PathBuf>,
+    /// ttrl: the stop rule looks every this many steps.
+    #[arg(long, default_value_t = TtrlOptions::default().probe_every, value_parser = at_least_one::<u64>, allow_negative_numbers = true)]
+    pub probe_every: u64,
+    /// ttrl: weight of the KL penalty to the round's starting model (0: none).
+    #[arg(long, default_value_t = TtrlOptions::default().kl, value_parser = non_negative::<f64>, allow_negative_numbers = true)]
+    pub kl: f64,
     /// Learning rate [default: 5e-5, the paper's; 1e-4 for the embedded default].
     #[arg(long, value_parser = positive::<f32>, allow_negative_numbers = true)]
     pub lr: Option<f32>,
@@ -159,9 +204,10 @@ impl RunArgs {
         } else {
             lmsi::embedded::Settings::paper()
         };
+        let self_written = self.exemplars.as_deref() == Some(std::path::Path::new("self"));
         let exemplars = match &self.exemplars {
-            Some(path) => ExemplarSet::load(path)?,
-            None => ExemplarSet::builtin().first(defaults.exemplars)?,
+            Some(path) if !self_written => ExemplarSet::load(path)?,
+            _ => ExemplarSet::builtin().first(defaults.exemplars)?,
         };
         let paths = self.paths.unwrap_or(defaults.paths);
         let generate = GenerateOptions {
@@ -187,6 +233,8 @@ impl RunArgs {
             epochs: self.epochs.unwrap_or(defaults.train.epochs),
             warmup_steps: self.warmup_steps.unwrap_or(defaults.train.warmup_steps),
             seed: self.seed,
+            beta: self.beta,
+            nll: self.nll,
             ..defaults.train.clone()
         };
         let vote = VoteOptions {
@@ -209,6 +257,18 @@ impl RunArgs {
             student: self.student.clone(),
             self_questions: self.self_questions,
             self_question_confidence: 0.6,
+            objective: self.objective,
+            ttrl: TtrlOptions {
+                steps: self.ttrl_steps,
+                questions: self.ttrl_questions,
+                paths: self.ttrl_paths,
+                updates: self.ttrl_updates,
+                clip: self.clip,
+                kl: self.kl,
+                probe_every: self.probe_every,
+            },
+            probe: self.probe.clone(),
+            self_exemplars: self_written.then_some(defaults.exemplars),
         })
     }
 }
@@ -217,9 +277,21 @@ impl RunArgs {
 pub struct TrainArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Training data (JSONL: {"prompt", "completion", "format"}), e.g. from `lmsi build-data`.
+    /// Training data (JSONL: {"prompt", "completion", "format"}, and "weight" where an example's
+    /// loss counts other than once), e.g. from `lmsi build-data`.
+    #[arg(long, required_unless_present = "pairs", conflicts_with = "pairs")]
+    pub data: Option<PathBuf>,
+    /// Preference pairs instead (JSONL: {"prompt", "chosen", "rejected", "weight", "format"}, from
+    /// `lmsi build-data --objective scpo`), trained with the DPO loss against the model as given.
     #[arg(long)]
-    pub data: PathBuf,
+    pub pairs: Option<PathBuf>,
+    /// DPO's β for --pairs.
+    #[arg(long, default_value_t = 0.1, value_parser = positive::<f64>, allow_negative_numbers = true)]
+    pub beta: f64,
+    /// The weight of the chosen completion's length-normalised likelihood added to --pairs' DPO
+    /// loss (0: DPO alone).
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative::<f64>, allow_negative_numbers = true)]
+    pub nll: f64,
     /// Output model directory (Hugging Face layout), with optimizer state and loss log.
     #[arg(long)]
     pub out: PathBuf,
@@ -295,6 +367,8 @@ impl TrainArgs {
             recompute: self.recompute,
             decay_all: self.decay_all,
             max_tokens: self.max_tokens,
+            beta: self.beta,
+            nll: self.nll,
             save_every: self.save_every,
             stop_after: self.stop_after,
             resume: self.resume,
@@ -555,6 +629,11 @@ pub struct BuildDataArgs {
     /// Training data file (JSONL) to write.
     #[arg(long)]
     pub out: PathBuf,
+    /// Which objective's data: sft (the paths that agree with the vote), weighted (every answered
+    /// path with its answer's vote share as weight) or scpo (preference pairs for `lmsi train
+    /// --pairs`).
+    #[arg(long, default_value = "sft")]
+    pub objective: Objective,
     /// `all` or a comma-separated list of cot-fewshot, direct-fewshot, cot-zeroshot, direct-zeroshot.
     #[arg(long, default_value = "all")]
     pub formats: String,

@@ -5,17 +5,19 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use lmsi::build_data::build_examples;
+use lmsi::build_data::{build_examples, build_pairs, build_weighted_examples};
 use lmsi::eval::{EvalMode, evaluate};
 use lmsi::generate::generate_paths;
+use lmsi::objective::Objective;
 use lmsi::outputs::{Named, check_output};
 use lmsi::train::TrainOptions;
 use lmsi::vote::vote_paths;
 use lmsi_data::{
-    BadLines, DataError, ExemplarSet, Loaded, TrainExample, parse_formats, read_jsonl, read_paths,
-    read_questions, read_votes, write_atomic, write_jsonl_atomic,
+    BadLines, DataError, ExemplarSet, Loaded, PreferencePair, TrainExample, parse_formats,
+    read_jsonl, read_paths, read_questions, read_votes, write_atomic, write_jsonl_atomic,
 };
 use lmsi_transformer::{Backend, Model, Storage, Tokenizer};
+use lmsi_voter::{AnswerKind, Extractor};
 
 use crate::cli::*;
 use crate::device::{on_device, set_threads};
@@ -209,14 +211,22 @@ fn run_on<B: Backend + Clone>(
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
-    let mut inputs = vec![Named::file("--data", &args.data)];
+    let (option, path) = match (&args.data, &args.pairs) {
+        (Some(data), _) => ("--data", data),
+        (None, Some(pairs)) => ("--pairs", pairs),
+        (None, None) => bail!("give --data or --pairs"),
+    };
+    let mut inputs = vec![Named::file(option, path)];
     if !args.resume {
         inputs.push(Named::dir("--model", &args.model.model));
     }
     check_output(Named::dir("--out", &args.out), &inputs)?;
-    let examples: Vec<TrainExample> = load(&args.data, &args.input, read_jsonl)?;
-    if examples.is_empty() {
-        bail!("{}: no training examples", args.data.display());
+    let data = match args.pairs.is_some() {
+        false => TrainData::Examples(load(path, &args.input, read_jsonl)?),
+        true => TrainData::Pairs(load(path, &args.input, read_jsonl)?),
+    };
+    if data.is_empty() {
+        bail!("{}: no training examples", path.display());
     }
     let options = args.options();
     // A resumed run continues from the checkpoint's weights, not from --model's.
@@ -225,13 +235,28 @@ pub fn train(args: TrainArgs) -> Result<()> {
         model_args.model = args.out.clone();
     }
     on_device!(&model_args.device, backend => {
-        train_on(&model_args, &examples, &options, &args.out, backend)
+        train_on(&model_args, &data, &options, &args.out, backend)
     })
+}
+
+/// What `lmsi train` reads: examples (`--data`) or preference pairs (`--pairs`).
+enum TrainData {
+    Examples(Vec<TrainExample>),
+    Pairs(Vec<PreferencePair>),
+}
+
+impl TrainData {
+    fn is_empty(&self) -> bool {
+        match self {
+            TrainData::Examples(e) => e.is_empty(),
+            TrainData::Pairs(p) => p.is_empty(),
+        }
+    }
 }
 
 fn train_on<B: Backend>(
     model_args: &ModelArgs,
-    examples: &[TrainExample],
+    data: &TrainData,
     options: &TrainOptions,
     out: &Path,
     backend: B,
@@ -243,24 +268,25 @@ fn train_on<B: Backend>(
             .expect("valid template")
             .progress_chars("=> "),
     );
-    let report = lmsi::train::train(
-        &mut model,
-        &tokenizer,
-        &model_args.model,
-        examples,
-        options,
-        out,
-        &mut |log, total| {
-            bar.set_length(total);
-            bar.set_position(log.step);
-            bar.set_message(format!(
-                "loss {:.4}, lr {:.2e}, {:.0} tokens/s",
-                log.loss,
-                log.lr,
-                log.tokens as f64 / log.seconds.max(1e-9)
-            ));
-        },
-    )?;
+    let on_step = &mut |log: &lmsi::train::StepLog, total| {
+        bar.set_length(total);
+        bar.set_position(log.step);
+        bar.set_message(format!(
+            "loss {:.4}, lr {:.2e}, {:.0} tokens/s",
+            log.loss,
+            log.lr,
+            log.tokens as f64 / log.seconds.max(1e-9)
+        ));
+    };
+    let source = &model_args.model;
+    let report = match data {
+        TrainData::Examples(examples) => lmsi::train::train(
+            &mut model, &tokenizer, source, examples, options, out, on_step,
+        )?,
+        TrainData::Pairs(pairs) => {
+            lmsi::train::train_pairs(&mut model, &tokenizer, source, pairs, options, out, on_step)?
+        }
+    };
     bar.finish_and_clear();
     let mut line = format!(
         "step {}/{}: loss {:.4} -> {:.4}",
@@ -374,16 +400,39 @@ pub fn build_data(args: BuildDataArgs) -> Result<()> {
     };
     let votes = load(&args.votes, &args.input, read_votes)?;
     let paths = load(&args.paths, &args.input, read_paths)?;
-    let (examples, summary) = build_examples(&votes, &paths, &formats, &exemplars)
-        .with_context(|| format!("building data from {}", args.votes.display()))?;
-    write_jsonl_atomic(&args.out, &examples)?;
+    let extractor = Extractor::new(AnswerKind::Number);
+    let context = || format!("building data from {}", args.votes.display());
+    let (summary, what) = match args.objective {
+        Objective::Sft => {
+            let (examples, summary) =
+                build_examples(&votes, &paths, &formats, &exemplars).with_context(context)?;
+            write_jsonl_atomic(&args.out, &examples)?;
+            (summary, "examples")
+        }
+        Objective::Weighted => {
+            let (examples, summary) =
+                build_weighted_examples(&votes, &paths, &formats, &exemplars, &extractor)
+                    .with_context(context)?;
+            write_jsonl_atomic(&args.out, &examples)?;
+            (summary, "weighted examples")
+        }
+        Objective::Scpo => {
+            let (pairs, summary) = build_pairs(&votes, &paths, &formats, &exemplars, &extractor)
+                .with_context(context)?;
+            write_jsonl_atomic(&args.out, &pairs)?;
+            (summary, "preference pairs")
+        }
+        Objective::Ttrl => bail!(
+            "--objective ttrl has no offline data: it samples as it trains (lmsi run --objective ttrl)"
+        ),
+    };
     let per_format: Vec<String> = summary
         .per_format
         .iter()
         .map(|(f, n)| format!("{f} {n}"))
         .collect();
     println!(
-        "{} examples from {} paths of {} questions ({}) -> {}",
+        "{} {what} from {} paths of {} questions ({}) -> {}",
         summary.examples(),
         summary.kept_paths,
         summary.questions,

@@ -11,6 +11,7 @@
 //! | `questions` (the pool) | all but `eval-before-*` |
 //! | `eval` (the test set) | every `eval-*` |
 //! | `student` | every round's `train` and `eval-after-*`, and all of rounds 2 and later |
+//! | `probe` | every `probe*` and `ttrl` stage, and all of rounds 2 and later (the stop rule read it) |
 //!
 //! The options, exemplars included, are compared as they are serialised, so changing one of them is
 //! a different run, not a changed input.
@@ -25,11 +26,15 @@ use crate::Error;
 use crate::run::RunConfig;
 
 /// Files of a checkpoint directory that are not part of the model (training logs and state).
-const NOT_MODEL: [&str; 4] = [
+const NOT_MODEL: [&str; 8] = [
     "optimizer.safetensors",
     "trainer_state.json",
     "train_log.jsonl",
     "loss.svg",
+    "reference_logprobs.json",
+    "ttrl_log.jsonl",
+    "ttrl_report.json",
+    "signals.svg",
 ];
 
 /// The content hash of each input of `config`, by input name.
@@ -40,6 +45,9 @@ pub fn input_hashes(config: &RunConfig) -> Result<BTreeMap<String, String>, Erro
     hashes.insert("eval".into(), hash_file(&config.eval)?);
     if let Some(student) = &config.student {
         hashes.insert("student".into(), hash_dir(student)?);
+    }
+    if let Some(probe) = &config.probe {
+        hashes.insert("probe".into(), hash_file(probe)?);
     }
     Ok(hashes)
 }
@@ -52,6 +60,7 @@ pub fn reads(stage: &str, input: &str) -> bool {
         "questions" => !step.starts_with("eval-before"),
         "eval" => step.starts_with("eval-"),
         "student" => later_round || step == "train" || step.starts_with("eval-after"),
+        "probe" => later_round || step.starts_with("probe") || step == "ttrl",
         _ => true,
     }
 }

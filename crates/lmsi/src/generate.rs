@@ -116,7 +116,10 @@ impl GenerateOptions {
 }
 
 /// The shared prefix and each question's own prompt text.
-fn prompt_texts(questions: &[Question], options: &GenerateOptions) -> (String, Vec<String>) {
+pub(crate) fn prompt_texts(
+    questions: &[Question],
+    options: &GenerateOptions,
+) -> (String, Vec<String>) {
     match options.prompt {
         PromptKind::Raw => (
             String::new(),

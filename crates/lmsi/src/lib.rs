@@ -6,9 +6,13 @@
 //! - [`vote::vote_paths`] (`lmsi vote`): extract every sampled path's answer and keep each question's
 //!   majority (self-consistent) answer, with its confidence.
 //! - [`build_data::build_examples`] (`lmsi build-data`): every path that reaches its question's majority
-//!   answer becomes training data in the paper's four "mixed formats".
+//!   answer becomes training data in the paper's four "mixed formats" (or, for the objectives that
+//!   came after the paper, [`build_data::build_weighted_examples`] and [`build_data::build_pairs`]).
 //! - [`train::train`] (`lmsi train`): fine-tune with lmsi-adamw's `Trainer`, loss on the completion
 //!   only, checkpoints in Hugging Face layout; this crate wires the data, batches and logs to it.
+//!   [`train::train_pairs`] trains on preference pairs with DPO; [`losses`] has the losses.
+//! - [`objective`]: what a round trains toward (`sft`, `weighted`, `scpo`, `ttrl`); [`ttrl`] is the
+//!   online loop; [`stop_rule`] stops a loop that goes wrong (a probe set, or a label-free rule).
 //! - [`eval::evaluate`] (`lmsi eval`): greedy or self-consistency accuracy on a labelled test set.
 //! - [`run::run`] (`lmsi run`): the whole loop in a resumable run directory, with reports and plots;
 //!   [`embedded`] holds its default (the seed model built by [`seed`] and the task's data).
@@ -34,13 +38,18 @@ pub mod embedded;
 pub mod eval;
 pub mod fingerprint;
 pub mod generate;
+pub mod losses;
 pub mod metrics;
+pub mod objective;
 pub mod outputs;
 pub mod plot;
 pub mod run;
 pub mod seed;
+pub mod self_exemplars;
 pub mod signals;
+pub mod stop_rule;
 pub mod train;
+pub mod ttrl;
 pub mod vote;
 
 use std::path::{Path, PathBuf};

@@ -44,7 +44,7 @@ fn error_message(error: &anyhow::Error) -> String {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(args) => commands::run_loop(args),
+        Command::Run(args) => commands::run_loop(*args),
         Command::Generate(args) => commands::generate(args),
         Command::Train(args) => commands::train(args),
         Command::Eval(args) => commands::eval(args),

@@ -4,16 +4,28 @@
 //!
 //! | stage | output |
 //! |---|---|
+//! | `self-exemplars` (round 1 only, with `--exemplars self`): the few-shot exemplars every later stage prompts with ([`crate::self_exemplars`]) | `self-exemplars.jsonl` |
 //! | `eval-before-greedy`, `eval-before-sc` (round 1 only) | `eval-before-greedy.json`, `eval-before-sc.json` |
 //! | `eval-before-matched` (round 1 only): the compute-matched baseline, self-consistency of the starting model with `rounds × paths + eval paths` paths per test question | `eval-before-matched.json` |
 //! | `self-questions` (with `--self-questions N`) | `self-questions.jsonl` |
 //! | `generate` | `paths.jsonl` |
 //! | `vote` | `votes.jsonl` |
-//! | `build` | `train.jsonl` |
+//! | `build` | `train.jsonl` (`sft`, `weighted`) or `pairs.jsonl` (`scpo`) |
 //! | `train` | `model/` (a Hugging Face model directory) |
+//! | `ttrl` (instead of generate, vote, build and train, with `--objective ttrl`) | `model/` with `ttrl_log.jsonl`, `signals.svg`; `paths.jsonl` (every path it sampled) |
 //! | `eval-after-greedy`, `eval-after-sc` | `eval-after-greedy.json`, `eval-after-sc.json` |
 //!
+//! With `--probe FILE`, stage `round-1/probe-before` and, after each round, `round-r/probe`: the
+//! greedy accuracy of the starting and the trained model on that small labelled set.
+//!
 //! then `report.json`, `report.md`, `accuracy.svg` and `calibration.svg` at the top.
+//!
+//! The stop rule ([`crate::stop_rule`]): after each round, with a probe, the loop stops when the
+//! probe's accuracy fell below its best so far, keeping the best model; without one, from round 2
+//! on, when the collapse rule fires on the round's paths (sampled by the previous round's model)
+//! compared with round 1's, keeping the model before the collapsed one. `ttrl` also applies it
+//! inside its online loop. The report's `after` is the kept model's accuracy, and `stopped` says
+//! where and why.
 //!
 //! Every output is written atomically, and `manifest.json` records each finished stage (with its time)
 //! after its output is in place. Run again with the same options in the same directory and finished
@@ -30,21 +42,26 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use lmsi_data::{
-    BadLines, PathRecord, PromptFormat, Question, TrainExample, VoteRecord, read_jsonl, read_paths,
-    read_questions, read_votes, write_atomic, write_jsonl_atomic,
+    BadLines, ExemplarSet, PathRecord, PreferencePair, PromptFormat, Question, TrainExample,
+    VoteRecord, read_jsonl, read_paths, read_questions, read_votes, write_atomic,
+    write_jsonl_atomic,
 };
 use lmsi_transformer::{Backend, Model, Storage, Tokenizer};
 use lmsi_voter::Extractor;
 use serde::{Deserialize, Serialize};
 
-use crate::build_data::build_examples;
+use crate::build_data::{build_examples, build_pairs, build_weighted_examples};
 use crate::eval::{EvalMode, EvalReport, evaluate};
 use crate::fingerprint::{input_hashes, reads};
 use crate::generate::{GenerateOptions, PromptKind, generate_paths, generate_paths_by_question};
+use crate::objective::Objective;
 use crate::outputs::{Named, check_output};
 use crate::plot::{Series, line_chart};
+use crate::self_exemplars::{candidates, select_exemplars};
 use crate::signals::Signals;
-use crate::train::{TrainOptions, train};
+use crate::stop_rule::{ProbeWatch, Stopped, collapsed};
+use crate::train::{TrainOptions, train, train_pairs};
+use crate::ttrl::{TtrlOptions, TtrlReport, collapse_reason, train_online};
 use crate::vote::{VoteControl, VoteOptions, vote_paths};
 use crate::{Error, check_option, read_json};
 
@@ -73,6 +90,19 @@ pub struct RunConfig {
     pub self_questions: usize,
     /// Self-written questions are kept only when their vote is at least this confident.
     pub self_question_confidence: f64,
+    /// What each round trains toward ([`crate::objective`]).
+    #[serde(default)]
+    pub objective: Objective,
+    /// The online loop's settings (`ttrl` only).
+    #[serde(default)]
+    pub ttrl: TtrlOptions,
+    /// A small labelled set whose greedy accuracy the stop rule watches (never trained on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<PathBuf>,
+    /// `--exemplars self`: this many few-shot exemplars written by the model itself replace
+    /// `generate.exemplars`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_exemplars: Option<usize>,
 }
 
 impl RunConfig {
@@ -91,12 +121,49 @@ impl RunConfig {
             non_negative,
         )?;
         self.vote.check()?;
+        self.check_objective()?;
         self.generate.check()?;
         self.generate
             .sampling
             .validate()
             .map_err(|e| Error::Input(e.to_string()))?;
         self.train.check()
+    }
+}
+
+impl RunConfig {
+    /// Refuses the combinations an objective cannot run.
+    fn check_objective(&self) -> Result<(), Error> {
+        let refuse = |why: &'static str| {
+            Err(Error::InvalidOption {
+                option: "--objective",
+                value: self.objective.to_string(),
+                expected: why,
+            })
+        };
+        match self.objective {
+            Objective::Weighted if self.vote.control == VoteControl::RandomVote => refuse(
+                "sft, scpo or ttrl with --control random-vote (weighted reads every answer's vote \
+                 share, not the kept answer)",
+            ),
+            Objective::Ttrl if self.student.is_some() => refuse(
+                "sft, weighted or scpo with --student (ttrl samples from the model it trains)",
+            ),
+            Objective::Ttrl => self.ttrl.check(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Paths the loop samples per pool question over all its rounds.
+    fn loop_paths_per_question(&self, pool: usize) -> usize {
+        match self.objective {
+            Objective::Ttrl => {
+                let t = &self.ttrl;
+                let per_round = t.steps as usize * t.questions * t.paths;
+                (self.rounds * per_round).div_ceil(pool.max(1))
+            }
+            _ => self.rounds * self.generate.paths,
+        }
     }
 }
 
@@ -121,6 +188,12 @@ pub struct RunReport {
     /// test question as the loop sampled per question.
     pub compute_matched: ComputeMatched,
     pub rounds: Vec<RoundReport>,
+    /// The starting model's greedy accuracy on the probe set, with `--probe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_before: Option<f64>,
+    /// Where the stop rule stopped the loop, and the model it kept (whose accuracy `after` is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Stopped>,
 }
 
 /// The starting model's self-consistency accuracy with `paths` paths per test question.
@@ -156,6 +229,27 @@ pub struct RoundReport {
     /// Label-free signals of the round's sampled paths.
     #[serde(default)]
     pub signals: Signals,
+    /// The trained model's greedy accuracy on the probe set, with `--probe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_accuracy: Option<f64>,
+    /// Where `ttrl`'s stop rule stopped its online loop, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Stopped>,
+}
+
+/// A round's training data: examples (`sft`, `weighted`) or preference pairs (`scpo`).
+enum RoundData {
+    Examples(Vec<TrainExample>),
+    Pairs(Vec<PreferencePair>),
+}
+
+impl RoundData {
+    fn len(&self) -> usize {
+        match self {
+            RoundData::Examples(e) => e.len(),
+            RoundData::Pairs(p) => p.len(),
+        }
+    }
 }
 
 /// Progress of a run, for the command line.
@@ -243,6 +337,7 @@ pub fn run<B: Backend>(
     write_json(&manifest_path, &manifest)?;
     let mut runner = Runner {
         config,
+        generate: config.generate.clone(),
         work_dir,
         load,
         manifest,
@@ -269,10 +364,13 @@ fn changed_inputs(saved: &BTreeMap<String, String>, now: &BTreeMap<String, Strin
 /// Forgets the finished stages that read a changed input, and the paths a redone generation
 /// had kept, so that they run again.
 fn redo_stages(manifest: &mut Manifest, changed: &[String], work_dir: &Path) -> Result<(), Error> {
+    // Self-written exemplars come from the pool and go into every prompt.
+    let prompts_changed = manifest.stages.contains_key(SELF_EXEMPLARS_STAGE)
+        && changed.iter().any(|input| input == "questions");
     let redo: Vec<String> = manifest
         .stages
         .keys()
-        .filter(|stage| changed.iter().any(|input| reads(stage, input)))
+        .filter(|stage| prompts_changed || changed.iter().any(|input| reads(stage, input)))
         .cloned()
         .collect();
     for stage in &redo {
@@ -301,6 +399,7 @@ fn check_outputs(config: &RunConfig, work_dir: &Path) -> Result<(), Error> {
             .as_deref()
             .map(|s| Named::dir("--student", s)),
     );
+    inputs.extend(config.probe.as_deref().map(|p| Named::file("--probe", p)));
     let output = "the run's output";
     for r in 1..=config.rounds {
         check_output(
@@ -325,6 +424,9 @@ const REPORT_FILES: [&str; 5] = [
 
 struct Runner<'a, B: Backend> {
     config: &'a RunConfig,
+    /// The generation options in force: the config's, with the self-written exemplars once
+    /// `--exemplars self` has written them.
+    generate: GenerateOptions,
     work_dir: &'a Path,
     load: Loader<'a, B>,
     manifest: Manifest,
@@ -362,21 +464,17 @@ impl<B: Backend> Runner<'_, B> {
     fn rounds(&mut self) -> Step<RunReport> {
         let c = self.config;
         let pool = load_questions(&c.questions)?;
-        let test = load_questions(&c.eval)?;
-        if test.iter().any(|q| q.gold().is_none()) {
-            return Err(Error::Input(format!(
-                "{}: every test question needs a gold answer",
-                c.eval.display()
-            ))
-            .into());
-        }
+        let test = load_labelled(&c.eval)?;
         let trainee = c.student.clone().unwrap_or_else(|| c.model.clone());
         self.round_dir(1)?;
+        if let Some(count) = c.self_exemplars {
+            self.generate.exemplars = self.self_exemplars_stage(&pool, count)?;
+        }
         let temperature = c.generate.sampling.temperature;
         let before = self.accuracy("round-1/eval-before", &trainee, &test, temperature)?;
         // The starting model given the samples the loop draws per question: each round's paths
         // and the final self-consistency evaluation's.
-        let paths = c.rounds * c.generate.paths + c.eval_paths;
+        let paths = c.loop_paths_per_question(pool.len()) + c.eval_paths;
         let spec = (EvalMode::Sc, temperature, paths);
         let matched = self.eval_stage("round-1/eval-before-matched", &trainee, &test, spec)?;
         let compute_matched = ComputeMatched {
@@ -384,13 +482,49 @@ impl<B: Backend> Runner<'_, B> {
             sc_accuracy: matched.accuracy,
             ci95: matched.ci95,
         };
-        let mut rounds = Vec::new();
+        let probe = match &c.probe {
+            Some(path) => Some(load_labelled(path)?),
+            None => None,
+        };
+        let probe_before = match &probe {
+            Some(questions) => {
+                Some(self.probe_stage("round-1/probe-before", &trainee, questions)?)
+            }
+            None => None,
+        };
+        let mut watch = probe_before.map(ProbeWatch::new);
+        // The round whose model is best so far (0: the starting model).
+        let mut best_round = 0;
+        let mut rounds: Vec<RoundReport> = Vec::new();
+        let mut stopped = None;
         for r in 1..=c.rounds {
-            rounds.push(self.round(r, &pool, &test, &trainee)?);
+            let probe = probe.as_deref().zip(watch.map(|w| w.best()));
+            let round = self.round(r, &pool, &test, &trainee, probe)?;
+            stopped = round.stopped.clone().or_else(|| {
+                let fell = watch.as_mut().zip(round.probe_accuracy);
+                match fell {
+                    Some((watch, accuracy)) => probe_fell(watch, accuracy, r, best_round),
+                    None => collapse(&rounds, &round),
+                }
+            });
+            if stopped.is_none() || round.stopped.is_some() {
+                best_round = r;
+            }
+            rounds.push(round);
+            if stopped.is_some() {
+                break;
+            }
         }
+        let kept_round = match &stopped {
+            Some(s) if s.step.is_none() => kept_round_of(&s.kept),
+            _ => rounds.len(),
+        };
         let report = RunReport {
             before,
-            after: rounds.last().expect("at least one round").after,
+            after: match kept_round {
+                0 => before,
+                k => rounds[k - 1].after,
+            },
             vote_accuracy: rounds[0].vote_accuracy,
             questions: rounds[0].questions,
             paths: rounds.iter().map(|r| r.paths).sum(),
@@ -399,9 +533,18 @@ impl<B: Backend> Runner<'_, B> {
             seconds: self.manifest.stages.clone(),
             compute_matched,
             rounds,
+            probe_before,
+            stopped,
         };
         self.write_report(&report)?;
         Ok(report)
+    }
+
+    /// Greedy accuracy of `model` on the probe set: stage `name`.
+    fn probe_stage(&mut self, name: &str, model: &Path, probe: &[Question]) -> Step<f64> {
+        let temperature = self.config.generate.sampling.temperature;
+        let spec = (EvalMode::Greedy, temperature, 1);
+        Ok(self.eval_stage(name, model, probe, spec)?.accuracy)
     }
 
     /// `round-r/`, created.
@@ -418,6 +561,7 @@ impl<B: Backend> Runner<'_, B> {
         pool: &[Question],
         test: &[Question],
         trainee: &Path,
+        probe: Option<(&[Question], f64)>,
     ) -> Step<RoundReport> {
         let c = self.config;
         let dir = self.round_dir(r)?;
@@ -437,11 +581,14 @@ impl<B: Backend> Runner<'_, B> {
             let name = format!("round-{r}/self-questions");
             questions.extend(self.self_questions_stage(&name, &teacher, pool)?);
         }
+        if c.objective.is_online() {
+            return self.online_round(r, &questions, test, &start, probe);
+        }
         let paths = self.generate_stage(&format!("round-{r}/generate"), &teacher, &questions)?;
         let votes = self.vote_stage(&format!("round-{r}/vote"), &paths)?;
-        let examples = self.build_stage(&format!("round-{r}/build"), &votes, &paths)?;
+        let data = self.build_stage(&format!("round-{r}/build"), &votes, &paths)?;
         let trained = dir.join("model");
-        let loss = self.train_stage(&format!("round-{r}/train"), &start, &trained, &examples)?;
+        let loss = self.train_stage(&format!("round-{r}/train"), &start, &trained, &data)?;
         let after = self.accuracy(
             &format!("round-{r}/eval-after"),
             &trained,
@@ -450,6 +597,12 @@ impl<B: Backend> Runner<'_, B> {
         )?;
         let extractor = Extractor::new(c.vote.kind);
         let summary = vote_summary(&votes, &extractor);
+        let probe_accuracy = match probe {
+            Some((questions, _)) => {
+                Some(self.probe_stage(&format!("round-{r}/probe"), &trained, questions)?)
+            }
+            None => None,
+        };
         Ok(RoundReport {
             round: r,
             after,
@@ -463,11 +616,121 @@ impl<B: Backend> Runner<'_, B> {
                 .filter(|v| v.answer.is_some())
                 .map(|v| v.paths.len())
                 .sum(),
-            train_examples: examples.len(),
+            train_examples: data.len(),
             first_loss: loss.0,
             last_loss: loss.1,
             signals: Signals::of(&paths, &extractor),
+            probe_accuracy,
+            stopped: None,
         })
+    }
+
+    /// Round `r` of `ttrl`: the online loop from `start` over `questions`, then the trained model's
+    /// accuracy.
+    fn online_round(
+        &mut self,
+        r: usize,
+        questions: &[Question],
+        test: &[Question],
+        start: &Path,
+        probe: Option<(&[Question], f64)>,
+    ) -> Step<RoundReport> {
+        let c = self.config;
+        let trained = self.round_dir(r)?.join("model");
+        let name = format!("round-{r}/ttrl");
+        let report = self.ttrl_stage(&name, start, &trained, questions, probe)?;
+        let after = self.accuracy(
+            &format!("round-{r}/eval-after"),
+            &trained,
+            test,
+            c.eval_temperature,
+        )?;
+        let probe_accuracy = match probe {
+            Some((questions, _)) => {
+                Some(self.probe_stage(&format!("round-{r}/probe"), &trained, questions)?)
+            }
+            None => None,
+        };
+        Ok(RoundReport {
+            round: r,
+            after,
+            questions: questions.len(),
+            paths: report.paths,
+            voted: report.voted,
+            mean_confidence: report.mean_confidence,
+            vote_accuracy: report.vote_accuracy,
+            kept_paths: report.trained_paths,
+            train_examples: report.trained_paths,
+            first_loss: report.first_loss,
+            last_loss: report.last_loss,
+            signals: report.signals,
+            probe_accuracy,
+            stopped: report.stopped.map(|(step, reason, kept)| Stopped {
+                round: r,
+                step: Some(step),
+                reason,
+                kept: match kept {
+                    0 => format!("round-{r}/model (the weights it started the round with)"),
+                    k => format!("round-{r}/model (the weights after step {k})"),
+                },
+            }),
+        })
+    }
+
+    fn ttrl_stage(
+        &mut self,
+        name: &str,
+        start: &Path,
+        out: &Path,
+        questions: &[Question],
+        probe: Option<(&[Question], f64)>,
+    ) -> Step<TtrlReport> {
+        let c = self.config;
+        let load = self.load;
+        let generate = self.generate.clone();
+        let report_path = out.join("ttrl_report.json");
+        let paths_out = out.with_file_name("paths.jsonl");
+        let steps = c.ttrl.steps as usize;
+        self.stage(
+            name,
+            steps,
+            || read_json(&report_path),
+            |events| {
+                // A model of a run killed before the manifest recorded this stage is redone.
+                if out.exists() {
+                    std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
+                }
+                let (mut model, tokenizer) = load(start, Storage::Training)?;
+                let reference = match c.ttrl.kl > 0.0 {
+                    true => Some(load(start, Storage::Inference)?.0),
+                    false => None,
+                };
+                let (report, paths) = train_online(
+                    &mut model,
+                    reference.as_ref(),
+                    &tokenizer,
+                    start,
+                    questions,
+                    &generate,
+                    &c.vote,
+                    &c.train,
+                    &c.ttrl,
+                    probe,
+                    out,
+                    &mut |_, _| events(Event::Progress),
+                )?;
+                write_jsonl_atomic(&paths_out, &paths)?;
+                let line = format!(
+                    "{} steps, {} paths ({} trained on), reward {:.3} -> {:.3}",
+                    report.steps,
+                    report.paths,
+                    report.trained_paths,
+                    report.first_reward,
+                    report.last_reward
+                );
+                Ok((report, line))
+            },
+        )
     }
 
     /// Greedy and self-consistency accuracy of `model` on `test`: stages `{prefix}-greedy` and
@@ -543,7 +806,7 @@ impl<B: Backend> Runner<'_, B> {
         (mode, temperature, paths): (EvalMode, f32, usize),
     ) -> Step<EvalReport> {
         let out = self.work_dir.join(format!("{name}.json"));
-        let mut options = self.config.generate.clone();
+        let mut options = self.generate.clone();
         options.paths = paths;
         options.sampling.temperature = temperature;
         let load = self.load;
@@ -566,6 +829,38 @@ impl<B: Backend> Runner<'_, B> {
                 Ok((report, summary))
             },
         )
+    }
+
+    /// `--exemplars self`: zero-shot paths of the model on some pool questions, voted, and the
+    /// most consistent `count` as the few-shot exemplars.
+    fn self_exemplars_stage(&mut self, pool: &[Question], count: usize) -> Step<ExemplarSet> {
+        let name = SELF_EXEMPLARS_STAGE;
+        let out = self.work_dir.join("round-1/self-exemplars.jsonl");
+        let c = self.config;
+        let load = self.load;
+        let mut options = c.generate.clone();
+        options.prompt = PromptKind::Format(PromptFormat::CotZeroshot);
+        let candidates = candidates(pool, count, c.generate.sampling.seed);
+        let vote = VoteOptions {
+            control: VoteControl::Majority,
+            ..c.vote.clone()
+        };
+        let units = candidates.len() * options.paths;
+        let read = || Ok(ExemplarSet::load(&out)?);
+        self.stage(name, units, read, |events| {
+            let (model, tokenizer) = load(&c.model, Storage::Inference)?;
+            let on_path = &mut |_: &PathRecord| events(Event::Progress);
+            let (paths, _) = generate_paths(&model, &tokenizer, &candidates, &options, on_path)?;
+            let (votes, _) = vote_paths(&paths, &vote)?;
+            let set = select_exemplars(&paths, &votes, count)?;
+            write_jsonl_atomic(&out, set.exemplars())?;
+            let line = format!(
+                "{} exemplars from zero-shot paths of {} pool questions",
+                set.exemplars().len(),
+                candidates.len()
+            );
+            Ok((set, line))
+        })
     }
 
     fn self_questions_stage(
@@ -607,7 +902,7 @@ impl<B: Backend> Runner<'_, B> {
             .join(format!("{name}.jsonl"))
             .with_file_name("paths.jsonl");
         let partial = out.with_file_name("paths.jsonl.partial");
-        let options = self.config.generate.clone();
+        let options = self.generate.clone();
         let load = self.load;
         let units = questions.len() * options.paths;
         self.stage(
@@ -720,26 +1015,54 @@ impl<B: Backend> Runner<'_, B> {
         name: &str,
         votes: &[VoteRecord],
         paths: &[PathRecord],
-    ) -> Step<Vec<TrainExample>> {
-        let out = self.work_dir.join(name).with_file_name("train.jsonl");
+    ) -> Step<RoundData> {
         let c = self.config;
-        self.stage(
-            name,
-            0,
-            || Ok(read_jsonl(&out, BadLines::Error)?.items),
-            |_| {
-                let (examples, summary) =
-                    build_examples(votes, paths, &c.formats, &c.generate.exemplars)?;
-                write_jsonl_atomic(&out, &examples)?;
-                let line = format!(
-                    "{} examples from {} paths of {} questions",
-                    summary.examples(),
-                    summary.kept_paths,
-                    summary.questions
-                );
-                Ok((examples, line))
-            },
-        )
+        let exemplars = self.generate.exemplars.clone();
+        let file = match c.objective {
+            Objective::Scpo => "pairs.jsonl",
+            _ => "train.jsonl",
+        };
+        let out = self.work_dir.join(name).with_file_name(file);
+        let read = || -> Result<RoundData, Error> {
+            Ok(match c.objective {
+                Objective::Scpo => RoundData::Pairs(read_jsonl(&out, BadLines::Error)?.items),
+                _ => RoundData::Examples(read_jsonl(&out, BadLines::Error)?.items),
+            })
+        };
+        self.stage(name, 0, read, |_| {
+            let (formats, exemplars) = (&c.formats, &exemplars);
+            let extractor = Extractor::new(c.vote.kind);
+            let (data, summary) = match c.objective {
+                Objective::Weighted => {
+                    let (examples, summary) =
+                        build_weighted_examples(votes, paths, formats, exemplars, &extractor)?;
+                    write_jsonl_atomic(&out, &examples)?;
+                    (RoundData::Examples(examples), summary)
+                }
+                Objective::Scpo => {
+                    let (pairs, summary) =
+                        build_pairs(votes, paths, formats, exemplars, &extractor)?;
+                    write_jsonl_atomic(&out, &pairs)?;
+                    (RoundData::Pairs(pairs), summary)
+                }
+                Objective::Sft | Objective::Ttrl => {
+                    let (examples, summary) = build_examples(votes, paths, formats, exemplars)?;
+                    write_jsonl_atomic(&out, &examples)?;
+                    (RoundData::Examples(examples), summary)
+                }
+            };
+            let what = match &data {
+                RoundData::Pairs(_) => "preference pairs",
+                RoundData::Examples(_) => "examples",
+            };
+            let line = format!(
+                "{} {what} from {} paths of {} questions",
+                summary.examples(),
+                summary.kept_paths,
+                summary.questions
+            );
+            Ok((data, line))
+        })
     }
 
     fn train_stage(
@@ -747,7 +1070,7 @@ impl<B: Backend> Runner<'_, B> {
         name: &str,
         start: &Path,
         out: &Path,
-        examples: &[TrainExample],
+        data: &RoundData,
     ) -> Step<(f64, f64)> {
         let c = self.config;
         let load = self.load;
@@ -768,15 +1091,15 @@ impl<B: Backend> Runner<'_, B> {
                 std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
             }
             let (mut model, tokenizer) = load(start, Storage::Training)?;
-            let report = train(
-                &mut model,
-                &tokenizer,
-                start,
-                examples,
-                &c.train,
-                out,
-                &mut |_, _| events(Event::Progress),
-            )?;
+            let on_step = &mut |_: &_, _| events(Event::Progress);
+            let report = match data {
+                RoundData::Examples(examples) => train(
+                    &mut model, &tokenizer, start, examples, &c.train, out, on_step,
+                )?,
+                RoundData::Pairs(pairs) => {
+                    train_pairs(&mut model, &tokenizer, start, pairs, &c.train, out, on_step)?
+                }
+            };
             let line = format!(
                 "{} steps, loss {:.4} -> {:.4}, {:.0} tokens/s",
                 report.step, report.first_loss, report.last_loss, report.tokens_per_second
@@ -795,6 +1118,11 @@ impl<B: Backend> Runner<'_, B> {
             &self.work_dir.join("accuracy.svg"),
             accuracy_chart(report).as_bytes(),
         )?;
+        // The calibration of round 1's votes; ttrl votes at every step instead, and its
+        // ttrl_log.jsonl has each step's confidence.
+        if self.config.objective.is_online() {
+            return Ok(());
+        }
         let votes = read_votes(&self.work_dir.join("round-1/votes.jsonl"), BadLines::Error)?.items;
         write_atomic(
             &self.work_dir.join("calibration.svg"),
@@ -803,6 +1131,8 @@ impl<B: Backend> Runner<'_, B> {
         Ok(())
     }
 }
+
+const SELF_EXEMPLARS_STAGE: &str = "round-1/self-exemplars";
 
 /// Ids of self-written questions start with this.
 pub const SELF_QUESTION_PREFIX: &str = "self-";
@@ -865,6 +1195,71 @@ fn load_questions(path: &Path) -> Result<Vec<Question>, Error> {
         )));
     }
     Ok(loaded.items)
+}
+
+/// Questions that must all carry a gold answer (a test or probe set).
+fn load_labelled(path: &Path) -> Result<Vec<Question>, Error> {
+    let questions = load_questions(path)?;
+    if questions.iter().any(|q| q.gold().is_none()) {
+        return Err(Error::Input(format!(
+            "{}: every question needs a gold answer (it is a test or probe set)",
+            path.display()
+        )));
+    }
+    Ok(questions)
+}
+
+/// The stop after round `r` when the probe's `accuracy` fell below its best (reached by round
+/// `best_round`, 0 for the starting model).
+fn probe_fell(
+    watch: &mut ProbeWatch,
+    accuracy: f64,
+    r: usize,
+    best_round: usize,
+) -> Option<Stopped> {
+    let best = watch.best();
+    watch.fell(accuracy).then(|| Stopped {
+        round: r,
+        step: None,
+        reason: format!(
+            "the probe's accuracy fell from {:.1}% to {:.1}%",
+            100.0 * best,
+            100.0 * accuracy
+        ),
+        kept: kept_name(best_round),
+    })
+}
+
+/// The stop after `round` (round 2 or later) when its paths, sampled by the previous round's model,
+/// show the collapse rule against round 1's: the model before that one is kept.
+fn collapse(earlier: &[RoundReport], round: &RoundReport) -> Option<Stopped> {
+    let first = &earlier.first()?.signals;
+    collapsed(first, &round.signals).then(|| Stopped {
+        round: round.round,
+        step: None,
+        reason: format!(
+            "{}, in the paths of round {}'s model",
+            collapse_reason(first, &round.signals),
+            round.round - 1
+        ),
+        kept: kept_name(round.round - 2),
+    })
+}
+
+fn kept_name(round: usize) -> String {
+    match round {
+        0 => KEPT_START.to_string(),
+        r => format!("round-{r}/model"),
+    }
+}
+
+const KEPT_START: &str = "the starting model";
+
+/// The round whose model `kept` names (0: the starting model).
+fn kept_round_of(kept: &str) -> usize {
+    kept.strip_prefix("round-")
+        .and_then(|rest| rest.split('/').next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 fn load_questions_or_empty(path: &Path) -> Result<Vec<Question>, Error> {
@@ -946,6 +1341,34 @@ fn markdown(r: &RunReport) -> String {
             pct(v)
         );
     }
+    if let Some(before) = r.probe_before {
+        let after: Vec<String> = r
+            .rounds
+            .iter()
+            .filter_map(|round| {
+                Some(format!(
+                    "round {} {}",
+                    round.round,
+                    pct(round.probe_accuracy?)
+                ))
+            })
+            .collect();
+        s += &format!(
+            "Probe accuracy (greedy): before {}, {}.\n",
+            pct(before),
+            after.join(", ")
+        );
+    }
+    if let Some(stop) = &r.stopped {
+        let at = match stop.step {
+            Some(step) => format!("round {}, step {step}", stop.round),
+            None => format!("round {}", stop.round),
+        };
+        s += &format!(
+            "\n**Stopped early** after {at}: {}. Kept {}; \"after\" is its accuracy.\n",
+            stop.reason, stop.kept
+        );
+    }
     s += "\nLabel-free signals of each round's sampled paths (means per question):\n\n";
     s += "| round | majority share | distinct answers | answer entropy (bits) | answered | tokens per path | log-prob per token |\n";
     s += "|---|---|---|---|---|---|---|\n";
@@ -974,17 +1397,21 @@ fn markdown(r: &RunReport) -> String {
 
 /// Where `stage` (`round-N/name`) comes in a run: by round, then in the order the stages run.
 fn run_order(stage: &str) -> (usize, usize) {
-    const ORDER: [&str; 10] = [
+    const ORDER: [&str; 14] = [
+        "self-exemplars",
         "eval-before-greedy",
         "eval-before-sc",
         "eval-before-matched",
+        "probe-before",
         "self-questions",
         "generate",
         "vote",
         "build",
         "train",
+        "ttrl",
         "eval-after-greedy",
         "eval-after-sc",
+        "probe",
     ];
     let (round, name) = stage.split_once('/').unwrap_or(("", stage));
     let round = round

@@ -77,13 +77,15 @@ impl Signals {
 
 fn entropy_bits(counts: &HashMap<String, usize>) -> f64 {
     let n = counts.values().sum::<usize>() as f64;
-    -counts
+    let sum = counts
         .values()
         .map(|&k| {
             let p = k as f64 / n;
             p * p.log2()
         })
-        .sum::<f64>()
+        .sum::<f64>();
+    // 0 - sum, not -sum: one answer gives 0, not -0.
+    0.0 - sum
 }
 
 #[cfg(test)]
@@ -95,7 +97,10 @@ mod tests {
         let counts = |pairs: &[(&str, usize)]| -> HashMap<String, usize> {
             pairs.iter().map(|(a, k)| (a.to_string(), *k)).collect()
         };
-        assert_eq!(entropy_bits(&counts(&[("5", 4)])), 0.0);
+        assert_eq!(
+            entropy_bits(&counts(&[("5", 4)])).to_bits(),
+            0.0f64.to_bits()
+        );
         assert!((entropy_bits(&counts(&[("5", 2), ("6", 2)])) - 1.0).abs() < 1e-12);
     }
 

@@ -13,7 +13,10 @@
 //!   so the examples of any step follow from `(seed, step)` alone — a resumed run sees the same batches
 //!   as an uninterrupted one.
 //! - The loss is the mean cross-entropy over the completion tokens of the batch (the completion ends
-//!   with the tokenizer's EOS token, so the model learns to stop).
+//!   with the tokenizer's EOS token, so the model learns to stop), each example's tokens weighted by
+//!   its `weight` (1 unless the data says otherwise: the `weighted` objective's vote shares).
+//!   [`train_pairs`] trains on preference pairs with the DPO loss instead (the `scpo` objective):
+//!   [`crate::losses`] has both losses.
 //! - Parameter groups: weight decay on matrices only, not on norms, biases and embeddings (or on all
 //!   with `decay_all`).
 //! - A non-finite loss or gradient norm stops training with an error naming the step; the output
@@ -26,11 +29,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use lmsi_adamw::{AdamWConfig, AdamWError, LrSchedule, ScheduleKind, Trainer, TrainerConfig};
-use lmsi_data::TrainExample;
+use lmsi_data::{PreferencePair, TrainExample};
 use lmsi_transformer::checkpoint::save_model;
 use lmsi_transformer::{Backend, MemoryPlan, Model, Tokenizer, TrainSequence};
 use serde::{Deserialize, Serialize};
 
+use crate::losses::{TokenPair, TrainItem, WeightedSequence, check_weights, reference_logprobs};
 use crate::plot::{Series, line_chart};
 use crate::{Error, check_option, read_json};
 
@@ -62,6 +66,12 @@ pub struct TrainOptions {
     pub decay_all: bool,
     /// Examples longer than this many tokens are left out (and counted).
     pub max_tokens: usize,
+    /// DPO's β for preference pairs (`scpo`): how far the policy may move from the reference.
+    #[serde(default = "default_beta")]
+    pub beta: f64,
+    /// The weight of the chosen completion's length-normalised likelihood in the pairs' loss.
+    #[serde(default = "default_nll")]
+    pub nll: f64,
     #[serde(skip)]
     pub save_every: Option<u64>,
     #[serde(skip)]
@@ -102,6 +112,8 @@ impl TrainOptions {
         })?;
         check_option("--eval-every", self.eval_every, COUNT, count)?;
         check_option("--max-tokens", self.max_tokens, COUNT, |n| *n >= 1)?;
+        check_option("--beta", self.beta, POSITIVE, |x| x.is_finite() && *x > 0.0)?;
+        check_option("--nll", self.nll, NON_NEGATIVE, non_negative)?;
         if let Some(every) = self.save_every {
             check_option("--save-every", every, COUNT, count)?;
         }
@@ -140,6 +152,8 @@ impl Default for TrainOptions {
             recompute: false,
             decay_all: false,
             max_tokens: 2048,
+            beta: default_beta(),
+            nll: default_nll(),
             save_every: None,
             stop_after: None,
             resume: false,
@@ -147,11 +161,19 @@ impl Default for TrainOptions {
     }
 }
 
+fn default_beta() -> f64 {
+    0.1
+}
+
+fn default_nll() -> f64 {
+    1.0
+}
+
 /// One line of `train_log.jsonl`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepLog {
     pub step: u64,
-    /// Mean loss per completion token of the step's batch.
+    /// The step's loss: per completion token (weighted), or per preference pair.
     pub loss: f64,
     pub lr: f32,
     /// Global gradient norm before clipping.
@@ -203,44 +225,169 @@ pub fn train<B: Backend>(
     on_step: &mut dyn FnMut(&StepLog, u64),
 ) -> Result<TrainReport, Error> {
     options.check()?;
-    let (sequences, too_long) = tokenize(tokenizer, examples, options.max_tokens)?;
+    check_weights(examples.iter().map(|e| e.weight))?;
+    let (sequences, kept) = tokenize(tokenizer, examples, options.max_tokens)?;
+    let too_long = examples.len() - kept.len();
     if sequences.is_empty() {
-        return Err(Error::Input(format!(
-            "no training examples left ({} examples, {too_long} longer than {} tokens)",
-            examples.len(),
-            options.max_tokens
-        )));
+        return Err(no_examples_left(examples.len(), too_long, options));
     }
-    let mut report = train_sequences(
+    let items = sequences
+        .into_iter()
+        .zip(kept)
+        .map(|(seq, i)| WeightedSequence {
+            seq,
+            weight: examples[i].weight as f32,
+        })
+        .collect();
+    let data = fingerprint(examples);
+    let mut report = train_items(model, source, items, &data, options, out, on_step, None)?;
+    report.too_long = too_long;
+    Ok(report)
+}
+
+fn no_examples_left(examples: usize, too_long: usize, options: &TrainOptions) -> Error {
+    Error::Input(format!(
+        "no training examples left ({examples} examples, {too_long} longer than {} tokens)",
+        options.max_tokens
+    ))
+}
+
+/// The reference log-probabilities of [`train_pairs`], kept in the checkpoint so that a resumed
+/// run compares with the same reference.
+const REFERENCE_FILE: &str = "reference_logprobs.json";
+
+/// Fine-tunes `model` on preference pairs with the DPO loss ([`crate::losses::TokenPair`], β
+/// `options.beta`), the reference being `model` as it is before the first step (its
+/// log-probabilities of every pair are computed once, before training, and saved in the
+/// checkpoint as `reference_logprobs.json`). A pair either of whose sequences is longer than
+/// `max_tokens` is left out. Otherwise as [`train`].
+pub fn train_pairs<B: Backend>(
+    model: &mut Model<B>,
+    tokenizer: &Tokenizer,
+    source: &Path,
+    pairs: &[PreferencePair],
+    options: &TrainOptions,
+    out: &Path,
+    on_step: &mut dyn FnMut(&StepLog, u64),
+) -> Result<TrainReport, Error> {
+    options.check()?;
+    check_weights(pairs.iter().map(|p| p.weight))?;
+    let kept = tokenize_pairs(tokenizer, pairs, options.max_tokens)?;
+    let too_long = pairs.len() - kept.len();
+    if kept.is_empty() {
+        return Err(no_examples_left(pairs.len(), too_long, options));
+    }
+    let sequences: Vec<SequencePair> = kept.iter().map(|(_, s)| s.clone()).collect();
+    let reference = reference_for(model, &sequences, options, out)?;
+    let items = kept
+        .iter()
+        .zip(sequences)
+        .zip(&reference)
+        .map(|(((i, _), (chosen, rejected)), &reference)| TokenPair {
+            chosen,
+            rejected,
+            weight: pairs[*i].weight,
+            beta: options.beta,
+            nll: options.nll,
+            reference,
+        })
+        .collect();
+    let extra = (
+        REFERENCE_FILE,
+        serde_json::to_vec(&reference).expect("numbers serialise"),
+    );
+    let data = pair_fingerprint(pairs);
+    let mut report = train_items(
         model,
         source,
-        sequences,
-        &fingerprint(examples),
+        items,
+        &data,
         options,
         out,
         on_step,
+        Some(extra),
     )?;
     report.too_long = too_long;
     Ok(report)
 }
 
-/// Refuses a run whose largest micro-batch (the `micro` longest sequences together) would not fit
-/// the backend's memory beside the model, its gradients and AdamW moments.
-fn check_memory<B: Backend>(
+/// A preference pair's chosen and rejected sequences.
+type SequencePair = (TrainSequence, TrainSequence);
+
+/// Each pair's index and its chosen and rejected sequences, leaving out the pairs with a
+/// sequence longer than `max_tokens`.
+fn tokenize_pairs(
+    tokenizer: &Tokenizer,
+    pairs: &[PreferencePair],
+    max_tokens: usize,
+) -> Result<Vec<(usize, SequencePair)>, Error> {
+    let halves = |pick: fn(&PreferencePair) -> &str| -> Vec<TrainExample> {
+        pairs
+            .iter()
+            .map(|p| TrainExample {
+                prompt: p.prompt.clone(),
+                completion: pick(p).to_string(),
+                format: p.format,
+                weight: 1.0,
+            })
+            .collect()
+    };
+    let (chosen, indices) = tokenize(tokenizer, &halves(|p| &p.chosen), usize::MAX)?;
+    let (rejected, _) = tokenize(tokenizer, &halves(|p| &p.rejected), usize::MAX)?;
+    let fits = |s: &TrainSequence| s.tokens.len() <= max_tokens;
+    Ok(indices
+        .into_iter()
+        .zip(chosen.into_iter().zip(rejected))
+        .filter(|(_, (c, r))| fits(c) && fits(r))
+        .collect())
+}
+
+/// DPO's reference log-probabilities of `pairs`: computed with `model` for a new run, read from
+/// the checkpoint for a resumed one.
+fn reference_for<B: Backend>(
     model: &Model<B>,
-    sequences: &[TrainSequence],
+    pairs: &[SequencePair],
+    options: &TrainOptions,
+    out: &Path,
+) -> Result<Vec<(f64, f64)>, Error> {
+    let path = out.join(REFERENCE_FILE);
+    let reference = if options.resume {
+        read_json::<Vec<(f64, f64)>>(&path)?
+    } else {
+        let micro = options.micro_batch_size.unwrap_or(options.batch_size);
+        reference_logprobs(model, pairs, micro)?
+    };
+    if reference.len() != pairs.len() {
+        return Err(Error::Format {
+            path,
+            line: None,
+            message: format!(
+                "{} reference pairs for {} training pairs",
+                reference.len(),
+                pairs.len()
+            ),
+        });
+    }
+    Ok(reference)
+}
+
+/// Refuses a run whose largest micro-batch (the `micro` longest items together) would not fit
+/// the backend's memory beside the model, its gradients and AdamW moments.
+fn check_memory<B: Backend, I: TrainItem>(
+    model: &Model<B>,
+    items: &[I],
     micro: usize,
     recompute: bool,
 ) -> Result<(), Error> {
-    let mut lens: Vec<usize> = sequences.iter().map(|s| s.tokens.len()).collect();
+    let mut lens: Vec<usize> = items.iter().map(|s| s.tokens() + 1).collect();
     lens.sort_unstable_by(|a, b| b.cmp(a));
     let tokens = lens.iter().take(micro).sum();
     let plan = MemoryPlan::training(model.config(), model.backend().dtype(), tokens, recompute);
     Ok(model.backend().check_memory(&plan)?)
 }
 
-/// [`train`] on sequences that are already tokens. `data` identifies the data (a resumed run must
-/// have the same).
+/// [`train`] on sequences that are already tokens, each of weight 1. `data` identifies the data (a
+/// resumed run must have the same).
 pub fn train_sequences<B: Backend>(
     model: &mut Model<B>,
     source: &Path,
@@ -250,12 +397,31 @@ pub fn train_sequences<B: Backend>(
     out: &Path,
     on_step: &mut dyn FnMut(&StepLog, u64),
 ) -> Result<TrainReport, Error> {
+    let items = sequences
+        .into_iter()
+        .map(|seq| WeightedSequence { seq, weight: 1.0 })
+        .collect();
+    train_items(model, source, items, data, options, out, on_step, None)
+}
+
+/// The training loop over any objective's items; `extra` is one more file the checkpoint keeps.
+#[allow(clippy::too_many_arguments)]
+fn train_items<B: Backend, I: TrainItem>(
+    model: &mut Model<B>,
+    source: &Path,
+    items: Vec<I>,
+    data: &str,
+    options: &TrainOptions,
+    out: &Path,
+    on_step: &mut dyn FnMut(&StepLog, u64),
+    extra: Option<(&str, Vec<u8>)>,
+) -> Result<TrainReport, Error> {
     options.check()?;
     if !options.resume {
         check_fresh_out(out)?;
     }
     let started = Instant::now();
-    let (train_set, eval_set, total_steps) = split_and_count(sequences, options)?;
+    let (train_set, eval_set, total_steps) = split_and_count(items, options)?;
     let config = trainer_config(options, total_steps)?;
     let state = |step| TrainerState {
         step,
@@ -278,22 +444,18 @@ pub fn train_sequences<B: Backend>(
         let step_started = Instant::now();
         let step = trainer.step_count() + 1;
         let batch = batch_for_step(&train_set, step, options.batch_size, options.seed);
-        let target_tokens: usize = batch.iter().map(|s| s.target_count()).sum();
+        let norm = I::normaliser(&batch);
         let stats = trainer
             .step(model, batch.chunks(micro), |model, micro, grads| {
-                let micro: Vec<TrainSequence> = micro.iter().map(|s| (*s).clone()).collect();
-                let scale = 1.0 / target_tokens as f32;
-                Ok(model
-                    .loss_and_grads(&micro, grads, scale, options.recompute)?
-                    .loss)
+                I::loss_and_grads(model, micro, grads, norm, options.recompute)
             })
             .map_err(|e| at_step(step, out, e))?;
-        let tokens: usize = batch.iter().map(|s| s.tokens.len() - 1).sum();
+        let tokens: usize = batch.iter().map(|s| s.tokens()).sum();
         let seconds = step_started.elapsed().as_secs_f64();
         (run_tokens, run_seconds) = (run_tokens + tokens, run_seconds + seconds);
         let mut entry = StepLog {
             step,
-            loss: stats.loss / target_tokens as f64,
+            loss: stats.loss / norm,
             lr: stats.lr,
             grad_norm: stats.grad_norm,
             tokens,
@@ -307,7 +469,10 @@ pub fn train_sequences<B: Backend>(
         on_step(&entry, total_steps);
         log.push(entry);
         if options.save_every.is_some_and(|n| step % n == 0) || step == stop_at {
-            write_checkpoint(model, &trainer, source, out, &state(step), &log)?;
+            let extra = extra
+                .as_ref()
+                .map(|(name, bytes)| (*name, bytes.as_slice()));
+            write_checkpoint(model, &trainer, source, out, &state(step), &log, extra)?;
         }
     }
     let step = trainer.step_count();
@@ -331,11 +496,11 @@ pub fn train_sequences<B: Backend>(
     })
 }
 
-/// The training and held-out sequences, and the steps to take.
-fn split_and_count(
-    sequences: Vec<TrainSequence>,
+/// The training and held-out items, and the steps to take.
+fn split_and_count<I>(
+    sequences: Vec<I>,
     options: &TrainOptions,
-) -> Result<(Vec<TrainSequence>, Vec<TrainSequence>, u64), Error> {
+) -> Result<(Vec<I>, Vec<I>, u64), Error> {
     let (train_set, eval_set) = split(sequences, options.eval_fraction, options.seed);
     if train_set.is_empty() {
         return Err(Error::Input(format!(
@@ -351,7 +516,10 @@ fn split_and_count(
 }
 
 /// The trainer's configuration the options give over `total_steps`, checked.
-fn trainer_config(options: &TrainOptions, total_steps: u64) -> Result<TrainerConfig, Error> {
+pub(crate) fn trainer_config(
+    options: &TrainOptions,
+    total_steps: u64,
+) -> Result<TrainerConfig, Error> {
     let config = TrainerConfig {
         adamw: AdamWConfig {
             weight_decay: options.weight_decay,
@@ -372,7 +540,7 @@ fn trainer_config(options: &TrainOptions, total_steps: u64) -> Result<TrainerCon
 
 /// A new run's output directory may not exist yet or be empty of checkpoint files: writing
 /// would replace a checkpoint that `--resume` could continue.
-fn check_fresh_out(out: &Path) -> Result<(), Error> {
+pub(crate) fn check_fresh_out(out: &Path) -> Result<(), Error> {
     let refuse = |why: &str| Error::Output {
         output: out.to_path_buf(),
         message: format!("--out {} {why}", out.display()),
@@ -448,7 +616,7 @@ fn resume<B: Backend>(
 }
 
 /// `e` of step `step`, as a divergence where it is one.
-fn at_step(step: u64, out: &Path, e: lmsi_transformer::Error) -> Error {
+pub(crate) fn at_step(step: u64, out: &Path, e: lmsi_transformer::Error) -> Error {
     let what = match e {
         lmsi_transformer::Error::NonFinite(what) => format!("{what} is not finite"),
         lmsi_transformer::Error::Optimizer(AdamWError::NonFiniteGradient { norm, .. }) => {
@@ -463,16 +631,16 @@ fn at_step(step: u64, out: &Path, e: lmsi_transformer::Error) -> Error {
     }
 }
 
-/// Tokenizes examples as prompt tokens followed by completion tokens and EOS; drops (and counts)
-/// those longer than `max_tokens`.
+/// Tokenizes examples as prompt tokens followed by completion tokens and EOS; drops those longer
+/// than `max_tokens`. Also gives the index of the example each sequence came from.
 pub fn tokenize(
     tokenizer: &Tokenizer,
     examples: &[TrainExample],
     max_tokens: usize,
-) -> Result<(Vec<TrainSequence>, usize), Error> {
+) -> Result<(Vec<TrainSequence>, Vec<usize>), Error> {
     let eos = tokenizer.eos_ids().first().copied();
     let mut out = Vec::with_capacity(examples.len());
-    let mut too_long = 0;
+    let mut kept = Vec::with_capacity(examples.len());
     for (i, ex) in examples.iter().enumerate() {
         let mut tokens = tokenizer.encode(&ex.prompt, true)?;
         let loss_from = tokens.len();
@@ -485,12 +653,12 @@ pub fn tokenize(
             )));
         }
         if tokens.len() > max_tokens {
-            too_long += 1;
             continue;
         }
         out.push(TrainSequence::completion(tokens, loss_from));
+        kept.push(i);
     }
-    Ok((out, too_long))
+    Ok((out, kept))
 }
 
 /// A deterministic permutation of `0..n` for `(seed, stream)` (Fisher-Yates on counter-based draws).
@@ -504,12 +672,8 @@ pub fn permutation(n: usize, seed: u64, stream: u64) -> Vec<usize> {
     order
 }
 
-/// Holds out `fraction` of the sequences (chosen by the seed) for evaluation.
-fn split(
-    sequences: Vec<TrainSequence>,
-    fraction: f64,
-    seed: u64,
-) -> (Vec<TrainSequence>, Vec<TrainSequence>) {
+/// Holds out `fraction` of the items (chosen by the seed) for evaluation.
+fn split<I>(sequences: Vec<I>, fraction: f64, seed: u64) -> (Vec<I>, Vec<I>) {
     let held = ((sequences.len() as f64) * fraction.clamp(0.0, 1.0)).round() as usize;
     let order = permutation(sequences.len(), seed, u64::MAX);
     let held_out: std::collections::HashSet<usize> = order[..held].iter().copied().collect();
@@ -525,12 +689,7 @@ fn split(
 }
 
 /// The examples of step `step` (1-based): epochs follow each other, each in its own shuffled order.
-fn batch_for_step(
-    train: &[TrainSequence],
-    step: u64,
-    batch_size: usize,
-    seed: u64,
-) -> Vec<&TrainSequence> {
+pub(crate) fn batch_for_step<I>(train: &[I], step: u64, batch_size: usize, seed: u64) -> Vec<&I> {
     let per_epoch = train.len().div_ceil(batch_size) as u64;
     let (epoch, index) = ((step - 1) / per_epoch, ((step - 1) % per_epoch) as usize);
     let order = permutation(train.len(), seed, epoch);
@@ -541,34 +700,65 @@ fn batch_for_step(
         .collect()
 }
 
-fn eval_loss<B: Backend>(
+/// The held-out loss, normalised as the training loss is.
+fn eval_loss<B: Backend, I: TrainItem>(
     model: &Model<B>,
-    eval: &[TrainSequence],
+    eval: &[I],
     options: &TrainOptions,
 ) -> Result<f64, lmsi_transformer::Error> {
-    let mut total = lmsi_transformer::LossSum::default();
+    let (mut loss, mut norm) = (0.0, 0.0);
     for chunk in eval.chunks(options.micro_batch_size.unwrap_or(options.batch_size)) {
-        let loss = model.loss(chunk)?;
-        total.loss += loss.loss;
-        total.tokens += loss.tokens;
+        let chunk: Vec<&I> = chunk.iter().collect();
+        loss += I::loss(model, &chunk)?;
+        norm += I::normaliser(&chunk);
     }
-    Ok(total.mean())
+    Ok(loss / norm.max(1e-300))
 }
 
+/// FNV-1a over the examples' texts (and weights other than 1), so that resuming on other data
+/// is refused.
 fn fingerprint(examples: &[TrainExample]) -> String {
+    let weight = |w: f64| {
+        if w == 1.0 {
+            String::new()
+        } else {
+            w.to_string()
+        }
+    };
+    let texts = examples
+        .iter()
+        .map(|ex| [ex.prompt.clone(), ex.completion.clone(), weight(ex.weight)]);
+    fnv1a(texts, examples.len())
+}
+
+fn pair_fingerprint(pairs: &[PreferencePair]) -> String {
+    let texts = pairs.iter().map(|p| {
+        let weight = p.weight.to_string();
+        [
+            p.prompt.clone(),
+            p.chosen.clone(),
+            p.rejected.clone(),
+            weight,
+        ]
+    });
+    fnv1a(texts, pairs.len())
+}
+
+fn fnv1a<const N: usize>(items: impl Iterator<Item = [String; N]>, count: usize) -> String {
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
-    for ex in examples {
-        for byte in ex
-            .prompt
-            .bytes()
-            .chain([0xff])
-            .chain(ex.completion.bytes())
-            .chain([0xfe])
-        {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+    let mut eat = |byte: u8| hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+    for texts in items {
+        // The separators of the first two texts are those of the format before weights existed,
+        // so a checkpoint of unweighted data resumes across the change.
+        for (text, sep) in texts.iter().zip([0xff, 0xfe, 0xfd, 0xfc]) {
+            if text.is_empty() && sep < 0xfe {
+                continue;
+            }
+            text.bytes().for_each(&mut eat);
+            eat(sep);
         }
     }
-    format!("fnv1a64:{hash:016x}:{}", examples.len())
+    format!("fnv1a64:{hash:016x}:{count}")
 }
 
 fn write_checkpoint<B: Backend>(
@@ -578,12 +768,13 @@ fn write_checkpoint<B: Backend>(
     out: &Path,
     state: &TrainerState,
     log: &[StepLog],
+    extra: Option<(&str, &[u8])>,
 ) -> Result<(), Error> {
     let log_lines: String = log
         .iter()
         .map(|l| serde_json::to_string(l).expect("log serialises") + "\n")
         .collect();
-    let extra = [
+    let mut files = vec![
         ("optimizer.safetensors", trainer.save_state(model)?),
         (
             "trainer_state.json",
@@ -592,7 +783,8 @@ fn write_checkpoint<B: Backend>(
         ("train_log.jsonl", log_lines.into_bytes()),
         ("loss.svg", loss_curve(log).into_bytes()),
     ];
-    save_model(model, source, out, &extra)?;
+    files.extend(extra.map(|(name, bytes)| (name, bytes.to_vec())));
+    save_model(model, source, out, &files)?;
     Ok(())
 }
 

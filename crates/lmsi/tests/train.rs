@@ -17,6 +17,7 @@ fn examples(n: usize) -> Vec<TrainExample> {
                 prompt: format!("Q: {a} + {b}?\nA:"),
                 completion: format!(" {a} + {b} = {}. The answer is {}.", a + b, a + b),
                 format: PromptFormat::DirectZeroshot,
+                weight: 1.0,
             }
         })
         .collect()
