@@ -18,7 +18,8 @@
 //! With `--probe FILE`, stage `round-1/probe-before` and, after each round, `round-r/probe`: the
 //! greedy accuracy of the starting and the trained model on that small labelled set.
 //!
-//! then `report.json`, `report.md`, `accuracy.svg` and `calibration.svg` at the top.
+//! then `report.json`, `report.md`, `accuracy.svg`, `signals.svg` (each round's label-free signals)
+//! and `calibration.svg` at the top.
 //!
 //! The stop rule ([`crate::stop_rule`]): after each round, with a probe, the loop stops when the
 //! probe's accuracy fell below its best so far, keeping the best model; without one, from round 2
@@ -414,11 +415,12 @@ fn check_outputs(config: &RunConfig, work_dir: &Path) -> Result<(), Error> {
 }
 
 /// The files a run writes at the top of its directory.
-const REPORT_FILES: [&str; 5] = [
+const REPORT_FILES: [&str; 6] = [
     "manifest.json",
     "report.json",
     "report.md",
     "accuracy.svg",
+    "signals.svg",
     "calibration.svg",
 ];
 
@@ -589,20 +591,9 @@ impl<B: Backend> Runner<'_, B> {
         let data = self.build_stage(&format!("round-{r}/build"), &votes, &paths)?;
         let trained = dir.join("model");
         let loss = self.train_stage(&format!("round-{r}/train"), &start, &trained, &data)?;
-        let after = self.accuracy(
-            &format!("round-{r}/eval-after"),
-            &trained,
-            test,
-            c.eval_temperature,
-        )?;
+        let (after, probe_accuracy) = self.evaluate_trained(r, &trained, test, probe)?;
         let extractor = Extractor::new(c.vote.kind);
         let summary = vote_summary(&votes, &extractor);
-        let probe_accuracy = match probe {
-            Some((questions, _)) => {
-                Some(self.probe_stage(&format!("round-{r}/probe"), &trained, questions)?)
-            }
-            None => None,
-        };
         Ok(RoundReport {
             round: r,
             after,
@@ -625,6 +616,25 @@ impl<B: Backend> Runner<'_, B> {
         })
     }
 
+    /// The accuracy of round `r`'s trained model, and its probe accuracy with a probe.
+    fn evaluate_trained(
+        &mut self,
+        r: usize,
+        trained: &Path,
+        test: &[Question],
+        probe: Option<(&[Question], f64)>,
+    ) -> Step<(Accuracy, Option<f64>)> {
+        let temperature = self.config.eval_temperature;
+        let after = self.accuracy(&format!("round-{r}/eval-after"), trained, test, temperature)?;
+        let probe_accuracy = match probe {
+            Some((questions, _)) => {
+                Some(self.probe_stage(&format!("round-{r}/probe"), trained, questions)?)
+            }
+            None => None,
+        };
+        Ok((after, probe_accuracy))
+    }
+
     /// Round `r` of `ttrl`: the online loop from `start` over `questions`, then the trained model's
     /// accuracy.
     fn online_round(
@@ -635,22 +645,10 @@ impl<B: Backend> Runner<'_, B> {
         start: &Path,
         probe: Option<(&[Question], f64)>,
     ) -> Step<RoundReport> {
-        let c = self.config;
         let trained = self.round_dir(r)?.join("model");
         let name = format!("round-{r}/ttrl");
         let report = self.ttrl_stage(&name, start, &trained, questions, probe)?;
-        let after = self.accuracy(
-            &format!("round-{r}/eval-after"),
-            &trained,
-            test,
-            c.eval_temperature,
-        )?;
-        let probe_accuracy = match probe {
-            Some((questions, _)) => {
-                Some(self.probe_stage(&format!("round-{r}/probe"), &trained, questions)?)
-            }
-            None => None,
-        };
+        let (after, probe_accuracy) = self.evaluate_trained(r, &trained, test, probe)?;
         Ok(RoundReport {
             round: r,
             after,
@@ -1118,6 +1116,10 @@ impl<B: Backend> Runner<'_, B> {
             &self.work_dir.join("accuracy.svg"),
             accuracy_chart(report).as_bytes(),
         )?;
+        write_atomic(
+            &self.work_dir.join("signals.svg"),
+            signals_chart(report).as_bytes(),
+        )?;
         // The calibration of round 1's votes; ttrl votes at every step instead, and its
         // ttrl_log.jsonl has each step's confidence.
         if self.config.objective.is_online() {
@@ -1444,6 +1446,29 @@ fn accuracy_chart(r: &RunReport) -> String {
                 points: sc,
                 markers: true,
             },
+        ],
+    )
+}
+
+/// The label-free signals of each round's paths (shares, so they share one axis).
+fn signals_chart(r: &RunReport) -> String {
+    let series = |name, f: fn(&Signals) -> f64| Series {
+        name,
+        points: r
+            .rounds
+            .iter()
+            .map(|round| (round.round as f64, f(&round.signals)))
+            .collect(),
+        markers: true,
+    };
+    line_chart(
+        "label-free signals of each round's sampled paths",
+        "round",
+        "share (entropy: bits)",
+        &[
+            series("majority share", |s| s.majority_share),
+            series("answered", |s| s.answered),
+            series("answer entropy (bits)", |s| s.answer_entropy),
         ],
     )
 }
