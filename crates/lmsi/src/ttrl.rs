@@ -513,43 +513,89 @@ fn update<B: Backend>(
             (Some(_), _) => Some(token_losses(model, &batch.seqs, micro)?),
             (None, _) => None,
         };
-        let mut weights = Vec::with_capacity(advantages.len());
-        let (mut loss, mut kl) = (0.0, 0.0);
-        for (t, &a) in advantages.iter().enumerate() {
-            // Token losses are -log p: ρ = e^(old_loss - current_loss).
-            let ratio = match (&old, &current) {
-                (Some(o), Some(c)) => f64::from(o[t] - c[t]).exp(),
-                _ => 1.0,
-            };
-            let clip =
-                (a > 0.0 && ratio > 1.0 + options.clip) || (a < 0.0 && ratio < 1.0 - options.clip);
-            clipped += usize::from(clip);
-            let bounded = ratio.clamp(1.0 - options.clip, 1.0 + options.clip);
-            loss -= (ratio * a).min(bounded * a);
-            // d(-ρA)/d(loss_t) = ρA, as d(log p)/d(loss_t) = -1.
-            let mut w = if clip { 0.0 } else { ratio * a };
-            if let (Some(r), Some(c)) = (&reference, &current) {
-                let d = f64::from(c[t] - r[t]); // ref_logp - logp
-                kl += d.exp() - d - 1.0;
-                w += options.kl * (d.exp() - 1.0);
-            }
-            weights.push((w / tokens) as f32);
-        }
-        let micro_batches = batch
-            .seqs
-            .chunks(micro)
-            .zip(chunk_like(&weights, &batch.seqs, micro));
+        let losses = old
+            .as_deref()
+            .zip(current.as_deref())
+            .map(|(old, current)| UpdateLosses {
+                old,
+                current,
+                reference: reference.as_deref(),
+            });
+        let step = surrogate(&advantages, losses.as_ref(), options.clip, options.kl);
+        let micro_batches =
+            batch
+                .seqs
+                .chunks(micro)
+                .zip(chunk_like(&step.weights, &batch.seqs, micro));
         let stats = trainer.step(model, micro_batches, |model, (seqs, w), grads| {
             model.weighted_loss_and_grads(seqs, grads, w, train.recompute)?;
             Ok(0.0)
         })?;
-        entry.loss = (loss + options.kl * kl) / tokens;
-        entry.kl = reference.is_some().then(|| kl / tokens);
+        clipped += step.clipped;
+        entry.loss = step.loss;
+        entry.kl = reference.is_some().then_some(step.kl);
         entry.grad_norm = stats.grad_norm;
         entry.lr = stats.lr;
     }
     entry.clipped = clipped as f64 / (tokens * options.updates as f64);
     Ok(())
+}
+
+/// The token losses one update compares: the sampling model's, the current model's and, for the
+/// KL penalty, the reference's.
+pub struct UpdateLosses<'a> {
+    pub old: &'a [f32],
+    pub current: &'a [f32],
+    pub reference: Option<&'a [f32]>,
+}
+
+/// One update's clipped surrogate, per predicted token of the step.
+#[derive(Debug)]
+pub struct Surrogate {
+    /// The weight of each token's loss in the gradient (the surrogate's derivative with respect to
+    /// it), over the step's tokens.
+    pub weights: Vec<f32>,
+    /// The surrogate with the KL penalty, per token.
+    pub loss: f64,
+    /// The k3 estimate of the KL to the reference, per token (0 without one).
+    pub kl: f64,
+    /// Tokens whose ratio the clip held.
+    pub clipped: usize,
+}
+
+/// The module's surrogate for per-token `advantages`, given the models' token losses (`None`: the
+/// current model is the sampling model, ρ = 1, and there is no reference).
+pub fn surrogate(
+    advantages: &[f64],
+    losses: Option<&UpdateLosses<'_>>,
+    clip: f64,
+    kl_weight: f64,
+) -> Surrogate {
+    let tokens = advantages.len().max(1) as f64;
+    let mut out = Surrogate {
+        weights: Vec::with_capacity(advantages.len()),
+        loss: 0.0,
+        kl: 0.0,
+        clipped: 0,
+    };
+    for (t, &a) in advantages.iter().enumerate() {
+        // Token losses are -log p: ρ = e^(old_loss - current_loss).
+        let ratio = losses.map_or(1.0, |l| f64::from(l.old[t] - l.current[t]).exp());
+        let clipped = (a > 0.0 && ratio > 1.0 + clip) || (a < 0.0 && ratio < 1.0 - clip);
+        out.clipped += usize::from(clipped);
+        out.loss -= (ratio * a).min(ratio.clamp(1.0 - clip, 1.0 + clip) * a);
+        // d(-ρA)/d(loss_t) = ρA, as d(log p)/d(loss_t) = -1; the clip holds ρ constant.
+        let mut w = if clipped { 0.0 } else { ratio * a };
+        if let Some((current, reference)) = losses.and_then(|l| Some((l.current, l.reference?))) {
+            let d = f64::from(current[t] - reference[t]); // log π_ref - log π
+            out.kl += d.exp() - d - 1.0;
+            w += kl_weight * (d.exp() - 1.0);
+        }
+        out.weights.push((w / tokens) as f32);
+    }
+    out.loss = (out.loss + kl_weight * out.kl) / tokens;
+    out.kl /= tokens;
+    out
 }
 
 /// `values` (one per predicted token) cut as `seqs.chunks(micro)` cuts the sequences.
@@ -605,28 +651,122 @@ fn last_signals(log: &[TtrlStepLog], entry: &TtrlStepLog, n: usize) -> Vec<Signa
     earlier.chain([entry.signals]).collect()
 }
 
-/// Reward and majority share per step, the signals that show a collapse onto one answer.
+/// Majority share, answered share and answer entropy per step: a collapse onto one answer shows
+/// as the share climbing to 1 while the entropy falls to 0 (the reward, agreement with the vote,
+/// is the majority share when every path answers). The probe's accuracy where measured.
 fn signals_chart(log: &[TtrlStepLog]) -> String {
     let series = |name, f: fn(&TtrlStepLog) -> f64| Series {
         name,
         points: log.iter().map(|l| (l.step as f64, f(l))).collect(),
         markers: false,
     };
+    let mut all = vec![
+        series("majority share", |l| l.signals.majority_share),
+        series("answered", |l| l.signals.answered),
+        series("answer entropy (bits)", |l| l.signals.answer_entropy),
+    ];
+    let probe: Vec<(f64, f64)> = log
+        .iter()
+        .filter_map(|l| Some((l.step as f64, l.probe_accuracy?)))
+        .collect();
+    if !probe.is_empty() {
+        all.push(Series {
+            name: "probe accuracy",
+            points: probe,
+            markers: true,
+        });
+    }
     line_chart(
         "ttrl: label-free signals per step",
         "step",
-        "share",
-        &[
-            series("reward (agreement with the vote)", |l| l.reward),
-            series("majority share", |l| l.signals.majority_share),
-            series("answered", |l| l.signals.answered),
-        ],
+        "share (entropy: bits)",
+        &all,
     )
 }
 
 #[cfg(test)]
 mod tests {
+    use lmsi_transformer::testing::TinyModel;
+    use lmsi_transformer::{Config, CpuBackend};
+
     use super::*;
+
+    fn tiny(seed: u64) -> (Params<Vec<f32>>, Config) {
+        let spec = TinyModel {
+            hidden_size: 16,
+            intermediate_size: 24,
+            seed,
+            ..TinyModel::default()
+        };
+        let config = Config::from_json(&spec.config_json().to_string()).unwrap();
+        (spec.params(), config)
+    }
+
+    #[test]
+    fn the_surrogate_gradient_matches_finite_differences() {
+        // Old and reference token losses from other models, so that ratios differ from 1, some
+        // are clipped and the KL term is not zero.
+        let (host, config) = tiny(21);
+        let model = |p: &Params<Vec<f32>>| Model::from_host(config.clone(), p, CpuBackend).unwrap();
+        let seqs = vec![
+            TrainSequence::completion(vec![256, 72, 105, 32, 116, 104], 3),
+            TrainSequence::completion(vec![256, 50, 43, 50, 61, 52, 10], 4),
+        ];
+        let advantages: Vec<f64> = seqs
+            .iter()
+            .zip([1.3, -0.8])
+            .flat_map(|(s, a)| std::iter::repeat_n(a, s.target_count()))
+            .collect();
+        let old = model(&tiny(22).0).token_losses(&seqs).unwrap();
+        let reference = model(&tiny(23).0).token_losses(&seqs).unwrap();
+        let (clip, kl) = (0.02, 0.3);
+        let objective = |p: &Params<Vec<f32>>| {
+            let current = model(p).token_losses(&seqs).unwrap();
+            let losses = UpdateLosses {
+                old: &old,
+                current: &current,
+                reference: Some(&reference),
+            };
+            surrogate(&advantages, Some(&losses), clip, kl)
+        };
+        let at = objective(&host);
+        assert!(at.clipped > 0 && at.clipped < advantages.len(), "{at:?}");
+        let m = model(&host);
+        let mut grads = m.zero_grads().unwrap();
+        m.weighted_loss_and_grads(&seqs, &mut grads, &at.weights, false)
+            .unwrap();
+        let eps = 1e-3f32;
+        for (t, (spec, grad)) in m
+            .layout()
+            .tensors()
+            .into_iter()
+            .zip(grads.tensors())
+            .enumerate()
+        {
+            for i in (0..4).map(|i| (i * 7919 + 5) % spec.numel()) {
+                let shifted = |delta: f32| {
+                    let mut p = host.clone();
+                    p.tensors_mut()[t][i] += delta;
+                    objective(&p).loss
+                };
+                let numeric = (shifted(eps) - shifted(-eps)) / (2.0 * eps as f64);
+                let analytic = grad[i] as f64;
+                assert!(
+                    (numeric - analytic).abs() <= 1e-3 + 3e-2 * numeric.abs(),
+                    "{} [{i}]: analytic {analytic:.6} numeric {numeric:.6}",
+                    spec.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn on_policy_the_ratio_is_one_and_nothing_is_clipped() {
+        let s = surrogate(&[0.5, 0.5, -2.0], None, 0.2, 0.0);
+        assert_eq!(s.clipped, 0);
+        assert_eq!(s.weights, vec![0.5 / 3.0, 0.5 / 3.0, -2.0 / 3.0]);
+        assert!((s.loss - 1.0 / 3.0).abs() < 1e-12);
+    }
 
     #[test]
     fn advantages_are_normalised_within_each_group() {
