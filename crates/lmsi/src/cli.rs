@@ -144,7 +144,9 @@ pub struct RunArgs {
     /// ttrl: weight of the KL penalty to the round's starting model (0: none).
     #[arg(long, default_value_t = TtrlOptions::default().kl, value_parser = non_negative::<f64>, allow_negative_numbers = true)]
     pub kl: f64,
-    /// Learning rate [default: 5e-5, the paper's; 1e-4 for the embedded default].
+    /// Learning rate [default: 5e-5, the paper's; 1e-4 for the embedded default; for ttrl, whose
+    /// policy-gradient steps push probability away from paths as well as toward them, 1e-5 and
+    /// 2e-5].
     #[arg(long, value_parser = positive::<f32>, allow_negative_numbers = true)]
     pub lr: Option<f32>,
     /// Examples per optimizer step [default: 32].
@@ -227,7 +229,10 @@ impl RunArgs {
             early_stop: None,
         };
         let train = TrainOptions {
-            lr: self.lr.unwrap_or(defaults.train.lr),
+            lr: self.lr.unwrap_or(match self.objective {
+                Objective::Ttrl => defaults.ttrl_lr,
+                _ => defaults.train.lr,
+            }),
             batch_size: self.batch_size.unwrap_or(defaults.train.batch_size),
             steps: self.steps.or(defaults.train.steps),
             epochs: self.epochs.unwrap_or(defaults.train.epochs),
