@@ -238,6 +238,15 @@ pub struct RoundReport {
     pub stopped: Option<Stopped>,
 }
 
+/// What the rounds of a run gave: their reports, the probe's accuracy before the first, where and
+/// why the stop rule stopped the loop, and the round whose model it kept (0: the starting model).
+struct Rounds {
+    rounds: Vec<RoundReport>,
+    probe_before: Option<f64>,
+    stopped: Option<Stopped>,
+    kept_round: usize,
+}
+
 /// A round's training data: examples (`sft`, `weighted`) or preference pairs (`scpo`).
 enum RoundData {
     Examples(Vec<TrainExample>),
@@ -484,43 +493,12 @@ impl<B: Backend> Runner<'_, B> {
             sc_accuracy: matched.accuracy,
             ci95: matched.ci95,
         };
-        let probe = match &c.probe {
-            Some(path) => Some(load_labelled(path)?),
-            None => None,
-        };
-        let probe_before = match &probe {
-            Some(questions) => {
-                Some(self.probe_stage("round-1/probe-before", &trainee, questions)?)
-            }
-            None => None,
-        };
-        let mut watch = probe_before.map(ProbeWatch::new);
-        // The round whose model is best so far (0: the starting model).
-        let mut best_round = 0;
-        let mut rounds: Vec<RoundReport> = Vec::new();
-        let mut stopped = None;
-        for r in 1..=c.rounds {
-            let probe = probe.as_deref().zip(watch.map(|w| w.best()));
-            let round = self.round(r, &pool, &test, &trainee, probe)?;
-            stopped = round.stopped.clone().or_else(|| {
-                let fell = watch.as_mut().zip(round.probe_accuracy);
-                match fell {
-                    Some((watch, accuracy)) => probe_fell(watch, accuracy, r, best_round),
-                    None => collapse(&rounds, &round),
-                }
-            });
-            if stopped.is_none() || round.stopped.is_some() {
-                best_round = r;
-            }
-            rounds.push(round);
-            if stopped.is_some() {
-                break;
-            }
-        }
-        let kept_round = match &stopped {
-            Some(s) if s.step.is_none() => kept_round_of(&s.kept),
-            _ => rounds.len(),
-        };
+        let Rounds {
+            rounds,
+            probe_before,
+            stopped,
+            kept_round,
+        } = self.rounds_until_stopped(&pool, &test, &trainee)?;
         let report = RunReport {
             before,
             after: match kept_round {
@@ -540,6 +518,58 @@ impl<B: Backend> Runner<'_, B> {
         };
         self.write_report(&report)?;
         Ok(report)
+    }
+
+    /// Every round, or those until the stop rule fires.
+    fn rounds_until_stopped(
+        &mut self,
+        pool: &[Question],
+        test: &[Question],
+        trainee: &Path,
+    ) -> Step<Rounds> {
+        let probe = match &self.config.probe {
+            Some(path) => Some(load_labelled(path)?),
+            None => None,
+        };
+        let probe_before = match &probe {
+            Some(questions) => {
+                Some(self.probe_stage("round-1/probe-before", trainee, questions)?)
+            }
+            None => None,
+        };
+        let mut watch = probe_before.map(ProbeWatch::new);
+        // The round whose model is best so far (0: the starting model).
+        let mut best_round = 0;
+        let (mut rounds, mut stopped) = (Vec::<RoundReport>::new(), None);
+        for r in 1..=self.config.rounds {
+            let probe = probe.as_deref().zip(watch.map(|w| w.best()));
+            let round = self.round(r, pool, test, trainee, probe)?;
+            stopped =
+                round
+                    .stopped
+                    .clone()
+                    .or_else(|| match watch.as_mut().zip(round.probe_accuracy) {
+                        Some((watch, accuracy)) => probe_fell(watch, accuracy, r, best_round),
+                        None => collapse(&rounds, &round),
+                    });
+            if stopped.is_none() || round.stopped.is_some() {
+                best_round = r;
+            }
+            rounds.push(round);
+            if stopped.is_some() {
+                break;
+            }
+        }
+        let kept_round = match &stopped {
+            Some(s) if s.step.is_none() => kept_round_of(&s.kept),
+            _ => rounds.len(),
+        };
+        Ok(Rounds {
+            rounds,
+            probe_before,
+            stopped,
+            kept_round,
+        })
     }
 
     /// Greedy accuracy of `model` on the probe set: stage `name`.
