@@ -286,45 +286,23 @@ pub fn train_online<B: Backend>(
         (false, _) => None,
     };
     let started = Instant::now();
-    let extractor = Extractor::new(vote.kind);
-    let mut trainer = Trainer::new(
-        &*model,
-        trainer_config(train, options.steps * options.updates)?,
-    )?;
+    let run = Online {
+        tokenizer,
+        pool,
+        generate,
+        vote,
+        train,
+        options,
+        extractor: Extractor::new(vote.kind),
+    };
+    let total_steps = options.steps * options.updates;
+    let mut trainer = Trainer::new(&*model, trainer_config(train, total_steps)?)?;
     let (mut log, mut all_paths) = (Vec::new(), Vec::new());
     let mut watch = Watch::new(model, probe)?;
     let mut stopped = None;
     for step in 1..=options.steps {
         let step_started = Instant::now();
-        let questions: Vec<Question> = batch_for_step(pool, step, options.questions, train.seed)
-            .into_iter()
-            .cloned()
-            .collect();
-        let mut sampling = generate.clone();
-        sampling.paths = options.paths;
-        sampling.early_stop = None;
-        sampling.sampling.seed = lmsi_sampler::random_u64(generate.sampling.seed, step, 0);
-        let (paths, stats) = generate_paths(model, tokenizer, &questions, &sampling, &mut |_| {})?;
-        let (votes, summary) = vote_paths(&paths, vote)?;
-        let rewards = rewards(&paths, &votes, &extractor);
-        let batch = training_batch(tokenizer, &questions, &sampling, &paths, &rewards, train)?;
-        let mut entry = TtrlStepLog {
-            step,
-            reward: rewards.iter().sum::<f64>() / rewards.len().max(1) as f64,
-            signals: Signals::of(&paths, &extractor),
-            voted: summary.voted,
-            mean_confidence: summary.mean_confidence,
-            vote_accuracy: summary.accuracy(),
-            trained_paths: batch.seqs.len(),
-            loss: 0.0,
-            kl: None,
-            clipped: 0.0,
-            probe_accuracy: None,
-            grad_norm: 0.0,
-            lr: 0.0,
-            sampled_tokens: stats.sampled_tokens,
-            seconds: 0.0,
-        };
+        let (paths, batch, mut entry) = run.sample(model, step)?;
         if !batch.seqs.is_empty() {
             update(
                 model,
@@ -352,27 +330,95 @@ pub fn train_online<B: Backend>(
             break;
         }
     }
-    let mut report = summarise(
-        &log,
-        &all_paths,
-        &extractor,
-        started.elapsed().as_secs_f64(),
-    );
+    let extractor = &run.extractor;
+    let mut report = summarise(&log, &all_paths, extractor, started.elapsed().as_secs_f64());
     report.stopped = stopped;
+    write_model(model, source, out, &log, &report)?;
+    Ok((report, all_paths))
+}
+
+/// The trained model in Hugging Face layout, with the loop's log, report and signals plot.
+fn write_model<B: Backend>(
+    model: &Model<B>,
+    source: &Path,
+    out: &Path,
+    log: &[TtrlStepLog],
+    report: &TtrlReport,
+) -> Result<(), Error> {
     let lines: String = log
         .iter()
         .map(|l| serde_json::to_string(l).expect("log serialises") + "\n")
         .collect();
+    let report = serde_json::to_vec_pretty(report).expect("report serialises");
     let files = [
         ("ttrl_log.jsonl", lines.into_bytes()),
-        (
-            "ttrl_report.json",
-            serde_json::to_vec_pretty(&report).expect("report serialises"),
-        ),
-        ("signals.svg", signals_chart(&log).into_bytes()),
+        ("ttrl_report.json", report),
+        ("signals.svg", signals_chart(log).into_bytes()),
     ];
     save_model(model, source, out, &files)?;
-    Ok((report, all_paths))
+    Ok(())
+}
+
+/// What every step of one online loop reads.
+struct Online<'a> {
+    tokenizer: &'a Tokenizer,
+    pool: &'a [Question],
+    generate: &'a GenerateOptions,
+    vote: &'a VoteOptions,
+    train: &'a TrainOptions,
+    options: &'a TtrlOptions,
+    extractor: Extractor,
+}
+
+impl Online<'_> {
+    /// Step `step`'s sampling: its questions' paths, the votes and rewards, the paths to train on,
+    /// and the step's log line so far.
+    fn sample<B: Backend>(
+        &self,
+        model: &Model<B>,
+        step: u64,
+    ) -> Result<(Vec<PathRecord>, Batch, TtrlStepLog), Error> {
+        let (options, train) = (self.options, self.train);
+        let questions: Vec<Question> =
+            batch_for_step(self.pool, step, options.questions, train.seed)
+                .into_iter()
+                .cloned()
+                .collect();
+        let mut sampling = self.generate.clone();
+        sampling.paths = options.paths;
+        sampling.early_stop = None;
+        sampling.sampling.seed = lmsi_sampler::random_u64(self.generate.sampling.seed, step, 0);
+        let (paths, stats) =
+            generate_paths(model, self.tokenizer, &questions, &sampling, &mut |_| {})?;
+        let (votes, summary) = vote_paths(&paths, self.vote)?;
+        let rewards = rewards(&paths, &votes, &self.extractor);
+        let batch = training_batch(
+            self.tokenizer,
+            &questions,
+            &sampling,
+            &paths,
+            &rewards,
+            train,
+        )?;
+        let entry = TtrlStepLog {
+            step,
+            reward: rewards.iter().sum::<f64>() / rewards.len().max(1) as f64,
+            signals: Signals::of(&paths, &self.extractor),
+            voted: summary.voted,
+            mean_confidence: summary.mean_confidence,
+            vote_accuracy: summary.accuracy(),
+            trained_paths: batch.seqs.len(),
+            loss: 0.0,
+            kl: None,
+            clipped: 0.0,
+            probe_accuracy: None,
+            grad_norm: 0.0,
+            lr: 0.0,
+            sampled_tokens: stats.sampled_tokens,
+            seconds: 0.0,
+        };
+        Ok((paths, batch, entry))
+    }
 }
 
 /// 1 for each path whose answer is its question's vote, 0 otherwise (no answer, another answer,
