@@ -11,6 +11,8 @@ use lmsi_data::{
 use lmsi_voter::Extractor;
 
 use crate::Error;
+use crate::objective::Objective;
+use crate::train::TrainData;
 
 /// How many examples of each format one build made.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -72,6 +74,39 @@ pub fn build_examples(
         ));
     }
     Ok((examples, summary))
+}
+
+/// The training data of `objective`: [`build_examples`] (`sft`), [`build_weighted_examples`]
+/// (`weighted`) or [`build_pairs`] (`scpo`); `ttrl` has none, it samples as it trains.
+pub fn build_for(
+    objective: Objective,
+    votes: &[VoteRecord],
+    paths: &[PathRecord],
+    formats: &[PromptFormat],
+    exemplars: &ExemplarSet,
+    extractor: &Extractor,
+) -> Result<(TrainData, BuildSummary), Error> {
+    Ok(match objective {
+        Objective::Sft => {
+            let (examples, summary) = build_examples(votes, paths, formats, exemplars)?;
+            (TrainData::Examples(examples), summary)
+        }
+        Objective::Weighted => {
+            let (examples, summary) =
+                build_weighted_examples(votes, paths, formats, exemplars, extractor)?;
+            (TrainData::Examples(examples), summary)
+        }
+        Objective::Scpo => {
+            let (pairs, summary) = build_pairs(votes, paths, formats, exemplars, extractor)?;
+            (TrainData::Pairs(pairs), summary)
+        }
+        Objective::Ttrl => {
+            return Err(Error::Input(
+                "--objective ttrl has no offline data: it samples as it trains (lmsi run --objective ttrl)"
+                    .into(),
+            ));
+        }
+    })
 }
 
 /// One question's sampled paths with the answers read from them, and each answer's count.

@@ -5,16 +5,15 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use lmsi::build_data::{build_examples, build_pairs, build_weighted_examples};
+use lmsi::build_data::build_for;
 use lmsi::eval::{EvalMode, evaluate};
 use lmsi::generate::generate_paths;
-use lmsi::objective::Objective;
 use lmsi::outputs::{Named, check_output};
-use lmsi::train::TrainOptions;
+use lmsi::train::{TrainData, TrainOptions, train_data};
 use lmsi::vote::vote_paths;
 use lmsi_data::{
-    BadLines, DataError, ExemplarSet, Loaded, PreferencePair, TrainExample, parse_formats,
-    read_jsonl, read_paths, read_questions, read_votes, write_atomic, write_jsonl_atomic,
+    BadLines, DataError, ExemplarSet, Loaded, parse_formats, read_jsonl, read_paths,
+    read_questions, read_votes, write_atomic, write_jsonl_atomic,
 };
 use lmsi_transformer::{Backend, Model, Storage, Tokenizer};
 use lmsi_voter::{AnswerKind, Extractor};
@@ -239,21 +238,6 @@ pub fn train(args: TrainArgs) -> Result<()> {
     })
 }
 
-/// What `lmsi train` reads: examples (`--data`) or preference pairs (`--pairs`).
-enum TrainData {
-    Examples(Vec<TrainExample>),
-    Pairs(Vec<PreferencePair>),
-}
-
-impl TrainData {
-    fn is_empty(&self) -> bool {
-        match self {
-            TrainData::Examples(e) => e.is_empty(),
-            TrainData::Pairs(p) => p.is_empty(),
-        }
-    }
-}
-
 fn train_on<B: Backend>(
     model_args: &ModelArgs,
     data: &TrainData,
@@ -279,14 +263,7 @@ fn train_on<B: Backend>(
         ));
     };
     let source = &model_args.model;
-    let report = match data {
-        TrainData::Examples(examples) => lmsi::train::train(
-            &mut model, &tokenizer, source, examples, options, out, on_step,
-        )?,
-        TrainData::Pairs(pairs) => {
-            lmsi::train::train_pairs(&mut model, &tokenizer, source, pairs, options, out, on_step)?
-        }
-    };
+    let report = train_data(&mut model, &tokenizer, source, data, options, out, on_step)?;
     bar.finish_and_clear();
     let mut line = format!(
         "step {}/{}: loss {:.4} -> {:.4}",
@@ -401,31 +378,17 @@ pub fn build_data(args: BuildDataArgs) -> Result<()> {
     let votes = load(&args.votes, &args.input, read_votes)?;
     let paths = load(&args.paths, &args.input, read_paths)?;
     let extractor = Extractor::new(AnswerKind::Number);
-    let context = || format!("building data from {}", args.votes.display());
-    let (summary, what) = match args.objective {
-        Objective::Sft => {
-            let (examples, summary) =
-                build_examples(&votes, &paths, &formats, &exemplars).with_context(context)?;
-            write_jsonl_atomic(&args.out, &examples)?;
-            (summary, "examples")
-        }
-        Objective::Weighted => {
-            let (examples, summary) =
-                build_weighted_examples(&votes, &paths, &formats, &exemplars, &extractor)
-                    .with_context(context)?;
-            write_jsonl_atomic(&args.out, &examples)?;
-            (summary, "weighted examples")
-        }
-        Objective::Scpo => {
-            let (pairs, summary) = build_pairs(&votes, &paths, &formats, &exemplars, &extractor)
-                .with_context(context)?;
-            write_jsonl_atomic(&args.out, &pairs)?;
-            (summary, "preference pairs")
-        }
-        Objective::Ttrl => bail!(
-            "--objective ttrl has no offline data: it samples as it trains (lmsi run --objective ttrl)"
-        ),
-    };
+    let (data, summary) = build_for(
+        args.objective,
+        &votes,
+        &paths,
+        &formats,
+        &exemplars,
+        &extractor,
+    )
+    .with_context(|| format!("building data from {}", args.votes.display()))?;
+    data.write(&args.out)?;
+    let what = data.items_name();
     let per_format: Vec<String> = summary
         .per_format
         .iter()

@@ -202,7 +202,9 @@ fn sequence_logprobs(seqs: &[TrainSequence], token_losses: &[f32]) -> Vec<f64> {
 }
 
 /// One weight per predicted token: each sequence's weight repeated over its predicted tokens.
-fn per_token<'a>(seqs: impl IntoIterator<Item = (&'a TrainSequence, f32)>) -> Vec<f32> {
+pub(crate) fn per_token<'a, T: Copy>(
+    seqs: impl IntoIterator<Item = (&'a TrainSequence, T)>,
+) -> Vec<T> {
     seqs.into_iter()
         .flat_map(|(s, w)| std::iter::repeat_n(w, s.target_count()))
         .collect()

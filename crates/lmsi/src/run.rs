@@ -43,15 +43,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use lmsi_data::{
-    BadLines, ExemplarSet, PathRecord, PreferencePair, PromptFormat, Question, TrainExample,
-    VoteRecord, read_jsonl, read_paths, read_questions, read_votes, write_atomic,
-    write_jsonl_atomic,
+    BadLines, ExemplarSet, PathRecord, PromptFormat, Question, VoteRecord, read_jsonl, read_paths,
+    read_questions, read_votes, write_atomic, write_jsonl_atomic,
 };
 use lmsi_transformer::{Backend, Model, Storage, Tokenizer};
 use lmsi_voter::Extractor;
 use serde::{Deserialize, Serialize};
 
-use crate::build_data::{build_examples, build_pairs, build_weighted_examples};
+use crate::build_data::build_for;
 use crate::eval::{EvalMode, EvalReport, evaluate};
 use crate::fingerprint::{input_hashes, reads};
 use crate::generate::{GenerateOptions, PromptKind, generate_paths, generate_paths_by_question};
@@ -61,7 +60,7 @@ use crate::plot::{Series, line_chart};
 use crate::self_exemplars::{candidates, select_exemplars};
 use crate::signals::Signals;
 use crate::stop_rule::{ProbeWatch, Stopped, collapsed};
-use crate::train::{TrainOptions, train, train_pairs};
+use crate::train::{TrainData, TrainOptions, train_data};
 use crate::ttrl::{TtrlOptions, TtrlReport, collapse_reason, train_online};
 use crate::vote::{VoteControl, VoteOptions, vote_paths};
 use crate::{Error, check_option, read_json};
@@ -245,21 +244,6 @@ struct Rounds {
     probe_before: Option<f64>,
     stopped: Option<Stopped>,
     kept_round: usize,
-}
-
-/// A round's training data: examples (`sft`, `weighted`) or preference pairs (`scpo`).
-enum RoundData {
-    Examples(Vec<TrainExample>),
-    Pairs(Vec<PreferencePair>),
-}
-
-impl RoundData {
-    fn len(&self) -> usize {
-        match self {
-            RoundData::Examples(e) => e.len(),
-            RoundData::Pairs(p) => p.len(),
-        }
-    }
 }
 
 /// Progress of a run, for the command line.
@@ -1043,7 +1027,7 @@ impl<B: Backend> Runner<'_, B> {
         name: &str,
         votes: &[VoteRecord],
         paths: &[PathRecord],
-    ) -> Step<RoundData> {
+    ) -> Step<TrainData> {
         let c = self.config;
         let exemplars = self.generate.exemplars.clone();
         let file = match c.objective {
@@ -1051,38 +1035,24 @@ impl<B: Backend> Runner<'_, B> {
             _ => "train.jsonl",
         };
         let out = self.work_dir.join(name).with_file_name(file);
-        let read = || -> Result<RoundData, Error> {
+        let read = || -> Result<TrainData, Error> {
             Ok(match c.objective {
-                Objective::Scpo => RoundData::Pairs(read_jsonl(&out, BadLines::Error)?.items),
-                _ => RoundData::Examples(read_jsonl(&out, BadLines::Error)?.items),
+                Objective::Scpo => TrainData::Pairs(read_jsonl(&out, BadLines::Error)?.items),
+                _ => TrainData::Examples(read_jsonl(&out, BadLines::Error)?.items),
             })
         };
         self.stage(name, 0, read, |_| {
-            let (formats, exemplars) = (&c.formats, &exemplars);
             let extractor = Extractor::new(c.vote.kind);
-            let (data, summary) = match c.objective {
-                Objective::Weighted => {
-                    let (examples, summary) =
-                        build_weighted_examples(votes, paths, formats, exemplars, &extractor)?;
-                    write_jsonl_atomic(&out, &examples)?;
-                    (RoundData::Examples(examples), summary)
-                }
-                Objective::Scpo => {
-                    let (pairs, summary) =
-                        build_pairs(votes, paths, formats, exemplars, &extractor)?;
-                    write_jsonl_atomic(&out, &pairs)?;
-                    (RoundData::Pairs(pairs), summary)
-                }
-                Objective::Sft | Objective::Ttrl => {
-                    let (examples, summary) = build_examples(votes, paths, formats, exemplars)?;
-                    write_jsonl_atomic(&out, &examples)?;
-                    (RoundData::Examples(examples), summary)
-                }
-            };
-            let what = match &data {
-                RoundData::Pairs(_) => "preference pairs",
-                RoundData::Examples(_) => "examples",
-            };
+            let (data, summary) = build_for(
+                c.objective,
+                votes,
+                paths,
+                &c.formats,
+                &exemplars,
+                &extractor,
+            )?;
+            data.write(&out)?;
+            let what = data.items_name();
             let line = format!(
                 "{} {what} from {} paths of {} questions",
                 summary.examples(),
@@ -1098,7 +1068,7 @@ impl<B: Backend> Runner<'_, B> {
         name: &str,
         start: &Path,
         out: &Path,
-        data: &RoundData,
+        data: &TrainData,
     ) -> Step<(f64, f64)> {
         let c = self.config;
         let load = self.load;
@@ -1120,14 +1090,7 @@ impl<B: Backend> Runner<'_, B> {
             }
             let (mut model, tokenizer) = load(start, Storage::Training)?;
             let on_step = &mut |_: &_, _| events(Event::Progress);
-            let report = match data {
-                RoundData::Examples(examples) => train(
-                    &mut model, &tokenizer, start, examples, &c.train, out, on_step,
-                )?,
-                RoundData::Pairs(pairs) => {
-                    train_pairs(&mut model, &tokenizer, start, pairs, &c.train, out, on_step)?
-                }
-            };
+            let report = train_data(&mut model, &tokenizer, start, data, &c.train, out, on_step)?;
             let line = format!(
                 "{} steps, loss {:.4} -> {:.4}, {:.0} tokens/s",
                 report.step, report.first_loss, report.last_loss, report.tokens_per_second

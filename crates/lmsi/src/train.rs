@@ -29,7 +29,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use lmsi_adamw::{AdamWConfig, AdamWError, LrSchedule, ScheduleKind, Trainer, TrainerConfig};
-use lmsi_data::{PreferencePair, TrainExample};
+use lmsi_data::{PreferencePair, TrainExample, write_jsonl_atomic};
 use lmsi_transformer::checkpoint::save_model;
 use lmsi_transformer::{Backend, MemoryPlan, Model, Tokenizer, TrainSequence};
 use serde::{Deserialize, Serialize};
@@ -245,6 +245,63 @@ pub fn train<B: Backend>(
     Ok(report)
 }
 
+/// What a training run reads: examples (`sft`, `weighted`) or preference pairs (`scpo`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrainData {
+    Examples(Vec<TrainExample>),
+    Pairs(Vec<PreferencePair>),
+}
+
+impl TrainData {
+    pub fn len(&self) -> usize {
+        match self {
+            TrainData::Examples(e) => e.len(),
+            TrainData::Pairs(p) => p.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What its items are, for a summary line.
+    pub fn items_name(&self) -> &'static str {
+        match self {
+            TrainData::Examples(_) => "examples",
+            TrainData::Pairs(_) => "preference pairs",
+        }
+    }
+
+    /// Writes it as JSONL, atomically.
+    pub fn write(&self, path: &Path) -> Result<(), Error> {
+        match self {
+            TrainData::Examples(e) => write_jsonl_atomic(path, e)?,
+            TrainData::Pairs(p) => write_jsonl_atomic(path, p)?,
+        }
+        Ok(())
+    }
+}
+
+/// [`train`] on examples or [`train_pairs`] on pairs, as `data` is.
+pub fn train_data<B: Backend>(
+    model: &mut Model<B>,
+    tokenizer: &Tokenizer,
+    source: &Path,
+    data: &TrainData,
+    options: &TrainOptions,
+    out: &Path,
+    on_step: &mut dyn FnMut(&StepLog, u64),
+) -> Result<TrainReport, Error> {
+    match data {
+        TrainData::Examples(examples) => {
+            train(model, tokenizer, source, examples, options, out, on_step)
+        }
+        TrainData::Pairs(pairs) => {
+            train_pairs(model, tokenizer, source, pairs, options, out, on_step)
+        }
+    }
+}
+
 fn no_examples_left(examples: usize, too_long: usize, options: &TrainOptions) -> Error {
     Error::Input(format!(
         "no training examples left ({examples} examples, {too_long} longer than {} tokens)",
@@ -379,7 +436,10 @@ fn check_memory<B: Backend, I: TrainItem>(
     micro: usize,
     recompute: bool,
 ) -> Result<(), Error> {
-    let mut lens: Vec<usize> = items.iter().map(|s| s.tokens() + 1).collect();
+    let mut lens: Vec<usize> = items
+        .iter()
+        .map(|item| item.sequences().iter().map(|s| s.tokens.len()).sum())
+        .collect();
     lens.sort_unstable_by(|a, b| b.cmp(a));
     let tokens = lens.iter().take(micro).sum();
     let plan = MemoryPlan::training(model.config(), model.backend().dtype(), tokens, recompute);

@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::eval::{EvalMode, evaluate};
 use crate::generate::{GenerateOptions, generate_paths, prompt_texts};
+use crate::losses::per_token;
 use crate::plot::{Series, line_chart};
 use crate::signals::Signals;
 use crate::stop_rule::{ProbeWatch, collapsed, mean_signals};
@@ -534,12 +535,7 @@ fn update<B: Backend>(
     entry: &mut TtrlStepLog,
 ) -> Result<(), lmsi_transformer::Error> {
     let micro = train.micro_batch_size.unwrap_or(train.batch_size).max(1);
-    let advantages: Vec<f64> = batch
-        .seqs
-        .iter()
-        .zip(&batch.advantages)
-        .flat_map(|(s, &a)| std::iter::repeat_n(a, s.target_count()))
-        .collect();
+    let advantages = per_token(batch.seqs.iter().zip(batch.advantages.iter().copied()));
     let tokens = advantages.len() as f64;
     let reference = match reference {
         Some(r) => Some(token_losses(r, &batch.seqs, micro)?),
