@@ -16,7 +16,7 @@ use crate::backend::{Backend, BatchLayout, SeqLayout};
 use crate::config::Config;
 use crate::generate::Request;
 use crate::model::{Model, Storage};
-use crate::params::Params;
+use crate::params::{Params, TensorSpec};
 use crate::tokenizer::Tokenizer;
 use crate::train::TrainSequence;
 use crate::weights::safetensors_bytes;
@@ -308,4 +308,46 @@ pub fn byte_tokenizer_json() -> serde_json::Value {
                   "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
                   "ignore_merges": false, "vocab": vocab, "merges": []}
     })
+}
+
+/// How [`assert_gradient`] probes a gradient: `picks` entries of every tensor, spread over it
+/// (entry `(k · 7919 + offset) mod numel` for `k < picks`), central differences of step `eps`, and
+/// an analytic value within `abs + rel · |numeric|` of the numeric one.
+#[derive(Clone, Copy, Debug)]
+pub struct GradientCheck {
+    pub eps: f32,
+    pub picks: usize,
+    pub offset: usize,
+    pub abs: f64,
+    pub rel: f64,
+}
+
+/// Asserts that `grads` is the gradient of `objective` at the parameters `host` (laid out as
+/// `layout`), against central finite differences of `objective` as `check` says; a failure names
+/// `what`, the tensor and the entry.
+pub fn assert_gradient(
+    what: &str,
+    layout: &Params<TensorSpec>,
+    host: &Params<Vec<f32>>,
+    grads: &Params<Vec<f32>>,
+    objective: impl Fn(&Params<Vec<f32>>) -> f64,
+    check: GradientCheck,
+) {
+    let tensors = layout.tensors().into_iter().zip(grads.tensors());
+    for (t, (spec, grad)) in tensors.enumerate() {
+        for i in (0..check.picks).map(|k| (k * 7919 + check.offset) % spec.numel()) {
+            let shifted = |delta: f32| {
+                let mut p = host.clone();
+                p.tensors_mut()[t][i] += delta;
+                objective(&p)
+            };
+            let numeric = (shifted(check.eps) - shifted(-check.eps)) / (2.0 * check.eps as f64);
+            let analytic = f64::from(grad[i]);
+            assert!(
+                (numeric - analytic).abs() <= check.abs + check.rel * numeric.abs(),
+                "{what}: {} [{i}]: analytic {analytic:.6} numeric {numeric:.6}",
+                spec.name
+            );
+        }
+    }
 }

@@ -5,8 +5,8 @@ use lmsi_transformer::backend::{
     AttentionDims, AttentionSaved, Backend, BatchLayout, Linear, LinearGrad, RmsNormGrad, Rotation,
     SeqLayout,
 };
-use lmsi_transformer::testing::TinyModel;
-use lmsi_transformer::{CpuBackend, Model, TrainSequence};
+use lmsi_transformer::testing::{GradientCheck, TinyModel, assert_gradient};
+use lmsi_transformer::{CpuBackend, Model, Params, TrainSequence};
 
 const BE: CpuBackend = CpuBackend;
 
@@ -302,37 +302,25 @@ fn whole_model_gradient_matches_finite_differences() {
             "recomputing activations changes nothing"
         );
 
-        let eps = 2e-3f32;
-        for (t, (spec_t, grad)) in model
-            .layout()
-            .tensors()
-            .into_iter()
-            .zip(grads.tensors())
-            .enumerate()
-        {
-            // A handful of entries of every tensor, spread over it.
-            let picks: Vec<usize> = (0..6).map(|i| (i * 7919 + 13) % spec_t.numel()).collect();
-            for &i in &picks {
-                let mean_loss = |delta: f32| {
-                    let mut p = host.clone();
-                    p.tensors_mut()[t][i] += delta;
-                    Model::from_host(config.clone(), &p, CpuBackend)
-                        .unwrap()
-                        .loss(&batch)
-                        .unwrap()
-                        .mean()
-                };
-                let numeric = (mean_loss(eps) - mean_loss(-eps)) / (2.0 * eps as f64);
-                let analytic = grad[i] as f64;
-                assert!(
-                    (numeric - analytic).abs() <= 2e-3 + 2e-2 * numeric.abs(),
-                    "{} [{}] ({}): analytic {analytic:.6} numeric {numeric:.6}",
-                    spec_t.name,
-                    i,
-                    spec.model_type
-                );
-            }
-        }
+        let mean_loss = |p: &Params<Vec<f32>>| {
+            let model = Model::from_host(config.clone(), p, CpuBackend).unwrap();
+            model.loss(&batch).unwrap().mean()
+        };
+        let check = GradientCheck {
+            eps: 2e-3,
+            picks: 6,
+            offset: 13,
+            abs: 2e-3,
+            rel: 2e-2,
+        };
+        assert_gradient(
+            spec.model_type,
+            model.layout(),
+            &host,
+            &grads,
+            mean_loss,
+            check,
+        );
     }
 }
 
@@ -377,35 +365,28 @@ fn weighted_loss_gradient_matches_finite_differences() {
     model
         .weighted_loss_and_grads(&batch, &mut grads, &weights, true)
         .unwrap();
-    let eps = 2e-3f32;
-    for (t, (spec_t, grad)) in model
-        .layout()
-        .tensors()
-        .into_iter()
-        .zip(grads.tensors())
-        .enumerate()
-    {
-        for i in (0..4).map(|i| (i * 7919 + 29) % spec_t.numel()) {
-            let weighted = |delta: f32| {
-                let mut p = host.clone();
-                p.tensors_mut()[t][i] += delta;
-                let losses = Model::from_host(config.clone(), &p, CpuBackend)
-                    .unwrap()
-                    .token_losses(&batch)
-                    .unwrap();
-                losses
-                    .iter()
-                    .zip(&weights)
-                    .map(|(l, w)| f64::from(l * w))
-                    .sum::<f64>()
-            };
-            let numeric = (weighted(eps) - weighted(-eps)) / (2.0 * eps as f64);
-            let analytic = grad[i] as f64;
-            assert!(
-                (numeric - analytic).abs() <= 2e-3 + 2e-2 * numeric.abs(),
-                "{} [{i}]: analytic {analytic:.6} numeric {numeric:.6}",
-                spec_t.name
-            );
-        }
-    }
+    let weighted = |p: &Params<Vec<f32>>| {
+        let model = Model::from_host(config.clone(), p, CpuBackend).unwrap();
+        let losses = model.token_losses(&batch).unwrap();
+        losses
+            .iter()
+            .zip(&weights)
+            .map(|(l, w)| f64::from(l * w))
+            .sum::<f64>()
+    };
+    let check = GradientCheck {
+        eps: 2e-3,
+        picks: 4,
+        offset: 29,
+        abs: 2e-3,
+        rel: 2e-2,
+    };
+    assert_gradient(
+        "weighted loss",
+        model.layout(),
+        &host,
+        &grads,
+        weighted,
+        check,
+    );
 }

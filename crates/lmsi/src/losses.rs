@@ -255,7 +255,7 @@ pub fn check_weights(weights: impl IntoIterator<Item = f64>) -> Result<(), Error
 
 #[cfg(test)]
 mod tests {
-    use lmsi_transformer::testing::TinyModel;
+    use lmsi_transformer::testing::{GradientCheck, TinyModel, assert_gradient};
     use lmsi_transformer::{Config, CpuBackend};
 
     use super::*;
@@ -306,29 +306,16 @@ mod tests {
         let mut grads = m.zero_grads().unwrap();
         let loss = TokenPair::loss_and_grads(&m, &batch, &mut grads, 2.0, false).unwrap();
         assert!((loss - TokenPair::loss(&m, &batch).unwrap()).abs() < 1e-9);
-        let eps = 2e-3f32;
-        for (t, (spec_t, grad)) in m
-            .layout()
-            .tensors()
-            .into_iter()
-            .zip(grads.tensors())
-            .enumerate()
-        {
-            for i in (0..4).map(|i| (i * 7919 + 17) % spec_t.numel()) {
-                let mean_loss = |delta: f32| {
-                    let mut p = host.clone();
-                    p.tensors_mut()[t][i] += delta;
-                    TokenPair::loss(&model(&p, &spec), &batch).unwrap() / 2.0
-                };
-                let numeric = (mean_loss(eps) - mean_loss(-eps)) / (2.0 * eps as f64);
-                let analytic = grad[i] as f64;
-                assert!(
-                    (numeric - analytic).abs() <= 1e-3 + 2e-2 * numeric.abs(),
-                    "{} [{i}]: analytic {analytic:.6} numeric {numeric:.6}",
-                    spec_t.name
-                );
-            }
-        }
+        let mean_loss =
+            |p: &Params<Vec<f32>>| TokenPair::loss(&model(p, &spec), &batch).unwrap() / 2.0;
+        let check = GradientCheck {
+            eps: 2e-3,
+            picks: 4,
+            offset: 17,
+            abs: 1e-3,
+            rel: 2e-2,
+        };
+        assert_gradient("pair loss", m.layout(), &host, &grads, mean_loss, check);
     }
 
     #[test]

@@ -728,7 +728,7 @@ fn signals_chart(log: &[TtrlStepLog]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use lmsi_transformer::testing::TinyModel;
+    use lmsi_transformer::testing::{GradientCheck, TinyModel, assert_gradient};
     use lmsi_transformer::{Config, CpuBackend};
 
     use super::*;
@@ -777,29 +777,15 @@ mod tests {
         let mut grads = m.zero_grads().unwrap();
         m.weighted_loss_and_grads(&seqs, &mut grads, &at.weights, false)
             .unwrap();
-        let eps = 1e-3f32;
-        for (t, (spec, grad)) in m
-            .layout()
-            .tensors()
-            .into_iter()
-            .zip(grads.tensors())
-            .enumerate()
-        {
-            for i in (0..4).map(|i| (i * 7919 + 5) % spec.numel()) {
-                let shifted = |delta: f32| {
-                    let mut p = host.clone();
-                    p.tensors_mut()[t][i] += delta;
-                    objective(&p).loss
-                };
-                let numeric = (shifted(eps) - shifted(-eps)) / (2.0 * eps as f64);
-                let analytic = grad[i] as f64;
-                assert!(
-                    (numeric - analytic).abs() <= 1e-3 + 3e-2 * numeric.abs(),
-                    "{} [{i}]: analytic {analytic:.6} numeric {numeric:.6}",
-                    spec.name
-                );
-            }
-        }
+        let check = GradientCheck {
+            eps: 1e-3,
+            picks: 4,
+            offset: 5,
+            abs: 1e-3,
+            rel: 3e-2,
+        };
+        let loss = |p: &Params<Vec<f32>>| objective(p).loss;
+        assert_gradient("surrogate", m.layout(), &host, &grads, loss, check);
     }
 
     #[test]
