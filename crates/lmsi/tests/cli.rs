@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use lmsi_transformer::testing::TinyModel;
 
 mod common;
-use common::{Scratch, lmsi, stderr};
+use common::{Scratch, lmsi, seed_model, stderr};
 
 /// A scratch directory with a tiny random model (`model/`) and two questions (`questions.jsonl`).
 type Fixture = Scratch;
@@ -234,8 +234,7 @@ fn a_run_stopped_after_a_stage_resumes_at_the_next() {
     let f = fixture();
     let run = |stop_after: Option<&str>, extra: &[&str]| {
         // The seed model answers these questions, so its votes make training data.
-        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/seed-model");
-        let model = model.to_string_lossy().into_owned();
+        let model = seed_model();
         let (questions, work) = (f.path("questions.jsonl"), f.path("work"));
         // The first two built-in exemplars, as the embedded default uses: all eight do not fit the
         // seed model's context.

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 mod common;
-use common::{Scratch, lmsi, stderr};
+use common::{Scratch, lmsi, seed_model, stderr};
 
 /// A scratch directory with the first `pool` pool questions and `test` test questions of the
 /// embedded task, and the first two built-in exemplars (what the embedded default uses).
@@ -25,11 +25,6 @@ fn slice(pool: usize, test: usize) -> Scratch {
     let two: String = builtin.lines().take(2).map(|l| format!("{l}\n")).collect();
     std::fs::write(f.dir.join("exemplars.jsonl"), two).unwrap();
     f
-}
-
-fn seed_model() -> String {
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/seed-model");
-    model.to_string_lossy().into_owned()
 }
 
 /// `lmsi run` on the slice in `work`, with `extra` flags (which replace the same flags of the

@@ -7,7 +7,7 @@ use std::path::Path;
 use lmsi_transformer::testing::TinyModel;
 
 mod common;
-use common::{Scratch, lmsi, stderr};
+use common::{Scratch, lmsi, seed_model, stderr};
 
 /// Runs `args`, expects a failure whose message contains `expected`, and returns the message.
 fn refused<S: AsRef<str>>(args: &[S], expected: &str) -> String {
@@ -280,12 +280,7 @@ fn a_resumed_run_notices_a_changed_input() {
         "{\"question\": \"Cy has 2 hats and gets 5 more. How many hats does Cy have?\", \"reasoning\": \"Cy has 2 + 5 = 7 hats.\", \"answer\": \"7\"}\n",
     )
     .unwrap();
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/seed-model");
-    let (model, questions, work) = (
-        model.to_string_lossy().into_owned(),
-        f.path("questions.jsonl"),
-        f.path("work"),
-    );
+    let (model, questions, work) = (seed_model(), f.path("questions.jsonl"), f.path("work"));
     let exemplars = f.path("exemplars.jsonl");
     let run = |extra: &[&str]| {
         let mut args = vec![

@@ -34,3 +34,10 @@ impl Scratch {
         self.dir.join(name).to_string_lossy().into_owned()
     }
 }
+
+/// The embedded seed model's directory, as an argument.
+pub fn seed_model() -> String {
+    lmsi_transformer::testing::seed_model_dir()
+        .to_string_lossy()
+        .into_owned()
+}
