@@ -170,14 +170,23 @@ pub fn reference_logprobs<B: Backend>(
     pairs: &[(TrainSequence, TrainSequence)],
     micro: usize,
 ) -> Result<Vec<(f64, f64)>, lmsi_transformer::Error> {
-    let mut out = Vec::with_capacity(pairs.len());
-    for chunk in pairs.chunks(micro.max(1)) {
-        let seqs: Vec<TrainSequence> = chunk
-            .iter()
-            .flat_map(|(c, r)| [c.clone(), r.clone()])
-            .collect();
-        let lp = sequence_logprobs(&seqs, &model.token_losses(&seqs)?);
-        out.extend(lp.chunks(2).map(|p| (p[0], p[1])));
+    let seqs: Vec<TrainSequence> = pairs
+        .iter()
+        .flat_map(|(c, r)| [c.clone(), r.clone()])
+        .collect();
+    let logprobs = sequence_logprobs(&seqs, &token_losses(model, &seqs, 2 * micro.max(1))?);
+    Ok(logprobs.chunks(2).map(|p| (p[0], p[1])).collect())
+}
+
+/// Each predicted token's loss under `model`, `micro` sequences per forward pass.
+pub(crate) fn token_losses<B: Backend>(
+    model: &Model<B>,
+    seqs: &[TrainSequence],
+    micro: usize,
+) -> Result<Vec<f32>, lmsi_transformer::Error> {
+    let mut out = Vec::new();
+    for chunk in seqs.chunks(micro) {
+        out.extend(model.token_losses(chunk)?);
     }
     Ok(out)
 }

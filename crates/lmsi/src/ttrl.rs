@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::eval::{EvalMode, evaluate};
 use crate::generate::{GenerateOptions, generate_paths, prompt_texts};
-use crate::losses::per_token;
+use crate::losses::{per_token, token_losses};
 use crate::plot::{Series, line_chart};
 use crate::signals::Signals;
 use crate::stop_rule::{ProbeWatch, collapsed, mean_signals};
@@ -508,19 +508,6 @@ fn training_batch(
         batch.advantages.push(advantage);
     }
     Ok(batch)
-}
-
-/// Each predicted token's loss under `model`, `micro` sequences at a time.
-fn token_losses<B: Backend>(
-    model: &Model<B>,
-    seqs: &[TrainSequence],
-    micro: usize,
-) -> Result<Vec<f32>, lmsi_transformer::Error> {
-    let mut out = Vec::new();
-    for chunk in seqs.chunks(micro) {
-        out.extend(model.token_losses(chunk)?);
-    }
-    Ok(out)
 }
 
 /// The `updates` policy updates of one step, recording the loss, KL, clipped share, gradient norm
