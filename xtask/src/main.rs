@@ -13,6 +13,8 @@
 //!   when it is absent) and runs each for SECONDS (default 60); fails when any finds a crash; see
 //!   [`fuzz`].
 //! - `cargo xtask seed-model`: trains the embedded seed model and writes it to `assets/seed-model`.
+//! - `cargo xtask experiment NAME`: reproduces one of the paper's claims that needs more than one
+//!   `lmsi run` (`mixed-formats`); see [`experiment`].
 //! - `cargo xtask bench [NAME...]`: the benchmarks in `benches/` (all, or the named ones), with the
 //!   real model fetched the same way.
 //! - `cargo xtask gpu-bundle [--out DIR] [--no-nvrtc]`: the `lmsi` program, the CUDA tests and the GPU
@@ -25,6 +27,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod experiment;
 mod fuzz;
 mod gpu_bundle;
 mod kernels;
@@ -53,6 +56,12 @@ enum Task {
     },
     /// Train the embedded seed model (deterministic) and write it to assets/seed-model.
     SeedModel,
+    /// Reproduce one of the paper's claims that needs more than one `lmsi run` (mixed-formats),
+    /// under target/experiments/NAME.
+    Experiment {
+        /// The experiment: mixed-formats.
+        name: String,
+    },
     /// Compile the CUDA kernels with nvcc (sm_80, sm_90), print their registers, shared memory and
     /// spills, and regenerate the Rust bindings of the kernel headers.
     Kernels {
@@ -81,6 +90,7 @@ fn main() -> Result<()> {
         Task::Bench { names } => bench(&names),
         Task::Kernels { check } => kernels::run(check),
         Task::SeedModel => seed_model(),
+        Task::Experiment { name } => experiment::run(&workspace_root(), &name),
         Task::GpuBundle { out, no_nvrtc } => gpu_bundle::run(out, !no_nvrtc),
     }
 }

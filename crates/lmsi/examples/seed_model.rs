@@ -37,6 +37,9 @@ struct Args {
     /// Share of training problems worked column by column.
     #[arg(long)]
     column_share: Option<f64>,
+    /// Share of training documents in the paper's other three prompt formats.
+    #[arg(long)]
+    other_formats: Option<f64>,
     #[arg(long)]
     seed: Option<u64>,
     #[arg(long)]
@@ -86,6 +89,9 @@ fn main() -> Result<()> {
     }
     if let Some(v) = args.seed {
         recipe.task.seed = v;
+    }
+    if let Some(v) = args.other_formats {
+        recipe.other_formats_share = v;
     }
     if args.varied_reasoning {
         recipe.varied_reasoning = true;

@@ -170,6 +170,11 @@ pub struct RunArgs {
     /// The model also writes this many new questions of its own (kept when their vote is confident).
     #[arg(long, default_value_t = 0)]
     pub self_questions: usize,
+    /// Which defaults fill the options not given: paper (the paper's settings; the default with
+    /// --model) or embedded (sized for the seed model on a laptop, as the values in brackets say;
+    /// the default without --model), e.g. for a seed model built with other recipe knobs.
+    #[arg(long, value_enum)]
+    pub settings: Option<SettingsKind>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Stop after this stage (e.g. round-1/generate); run again to continue.
@@ -181,6 +186,13 @@ pub struct RunArgs {
     pub redo_changed: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+/// The defaults of `lmsi run --settings`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SettingsKind {
+    Paper,
+    Embedded,
 }
 
 impl RunArgs {
@@ -201,10 +213,11 @@ impl RunArgs {
                 (q.clone().unwrap_or(pool), e.clone().unwrap_or(test))
             }
         };
-        let defaults = if embedded {
-            lmsi::embedded::settings()
-        } else {
-            lmsi::embedded::Settings::paper()
+        let defaults = match self.settings {
+            Some(SettingsKind::Embedded) => lmsi::embedded::settings(),
+            Some(SettingsKind::Paper) => lmsi::embedded::Settings::paper(),
+            None if embedded => lmsi::embedded::settings(),
+            None => lmsi::embedded::Settings::paper(),
         };
         let self_written = self.exemplars.as_deref() == Some(std::path::Path::new("self"));
         let exemplars = match &self.exemplars {

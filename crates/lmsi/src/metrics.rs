@@ -19,7 +19,7 @@ use lmsi_voter::{Ballot, Weighting, vote};
 use serde::{Deserialize, Serialize};
 
 use crate::eval::wilson_interval;
-use crate::plot::{Series, line_chart};
+use crate::plot::{Axes, Series, line_chart};
 
 /// One question's sampled paths, in path order: each path's answer key and whether it is correct.
 pub struct Samples {
@@ -47,6 +47,9 @@ pub struct ConfidenceBin {
     pub questions: usize,
     /// Accuracy in the bin (0 when it is empty).
     pub accuracy: f64,
+    /// Wilson score interval of the accuracy at 95% ([0, 1] when the bin is empty).
+    #[serde(default)]
+    pub ci95: [f64; 2],
 }
 
 /// The metrics of a set of samples.
@@ -74,7 +77,7 @@ impl SampleMetrics {
         SampleMetrics {
             at_k,
             mean_sample_accuracy: right as f64 / sampled.max(1) as f64,
-            calibration: calibration(confidence, correct),
+            calibration: calibration(confidence, correct, 5),
         }
     }
 }
@@ -88,31 +91,22 @@ pub fn chart(metrics: &SampleMetrics) -> String {
             .map(|a| (a.k as f64, 100.0 * f(a)))
             .collect()
     };
-    line_chart(
+    let maj_ci95 = metrics
+        .at_k
+        .iter()
+        .map(|a| a.maj_ci95.map(|p| 100.0 * p))
+        .collect();
+    let axes = Axes::new(
         "accuracy from k sampled paths per question",
         "k (paths per question)",
         "accuracy (%)",
+    );
+    line_chart(
+        &axes.whole_x(),
         &[
-            Series {
-                name: "maj@k",
-                points: points(&|a| a.maj),
-                markers: true,
-            },
-            Series {
-                name: "maj@k 95% low",
-                points: points(&|a| a.maj_ci95[0]),
-                markers: false,
-            },
-            Series {
-                name: "maj@k 95% high",
-                points: points(&|a| a.maj_ci95[1]),
-                markers: false,
-            },
-            Series {
-                name: "pass@k",
-                points: points(&|a| a.pass),
-                markers: true,
-            },
+            Series::line_and_markers("maj@k (95% interval)", points(&|a| a.maj))
+                .with_intervals(maj_ci95),
+            Series::line_and_markers("pass@k", points(&|a| a.pass)),
         ],
     )
 }
@@ -151,23 +145,23 @@ pub fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {
         .product::<f64>()
 }
 
-fn calibration(confidence: &[f64], correct: &[bool]) -> Vec<ConfidenceBin> {
-    (0..5)
-        .map(|b| {
-            let (low, high) = (b as f64 * 0.2, (b + 1) as f64 * 0.2);
-            let in_bin = |x: f64| x >= low && (x < high || (b == 4 && x <= 1.0));
-            let members: Vec<bool> = confidence
-                .iter()
-                .zip(correct)
-                .filter(|(x, _)| in_bin(**x))
-                .map(|(_, &c)| c)
-                .collect();
-            let right = members.iter().filter(|&&c| c).count();
-            ConfidenceBin {
-                range: [low, high],
-                questions: members.len(),
-                accuracy: right as f64 / members.len().max(1) as f64,
-            }
+/// Accuracy per bin of confidence: `bins` equal bins of [0, 1] (the last includes 1), each with
+/// its count and the Wilson interval of its accuracy.
+pub fn calibration(confidence: &[f64], correct: &[bool], bins: usize) -> Vec<ConfidenceBin> {
+    let mut counts = vec![(0usize, 0usize); bins];
+    for (&x, &right) in confidence.iter().zip(correct) {
+        let bin = ((x * bins as f64) as usize).min(bins - 1);
+        counts[bin].0 += 1;
+        counts[bin].1 += usize::from(right);
+    }
+    counts
+        .into_iter()
+        .enumerate()
+        .map(|(b, (n, right))| ConfidenceBin {
+            range: [b as f64 / bins as f64, (b + 1) as f64 / bins as f64],
+            questions: n,
+            accuracy: right as f64 / n.max(1) as f64,
+            ci95: wilson_interval(right, n),
         })
         .collect()
 }

@@ -51,12 +51,13 @@ use lmsi_voter::Extractor;
 use serde::{Deserialize, Serialize};
 
 use crate::build_data::build_for;
-use crate::eval::{EvalMode, EvalReport, evaluate};
+use crate::eval::{EvalMode, EvalReport, PairedDifference, evaluate, paired_difference};
 use crate::fingerprint::{input_hashes, reads};
 use crate::generate::{GenerateOptions, PromptKind, generate_paths, generate_paths_by_question};
+use crate::metrics::{ConfidenceBin, calibration};
 use crate::objective::Objective;
 use crate::outputs::{Named, check_output};
-use crate::plot::{Series, line_chart};
+use crate::plot::{Axes, Series, line_chart};
 use crate::self_exemplars::{candidates, select_exemplars};
 use crate::signals::Signals;
 use crate::stop_rule::{ProbeWatch, Stopped, collapsed};
@@ -194,6 +195,15 @@ pub struct RunReport {
     /// Where the stop rule stopped the loop, and the model it kept (whose accuracy `after` is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<Stopped>,
+    /// `after` less `before`, question by question on the same test set, with paired intervals.
+    #[serde(default)]
+    pub greedy_gain: PairedDifference,
+    #[serde(default)]
+    pub sc_gain: PairedDifference,
+    /// Round 1's votes on the pool: accuracy per tenth of vote confidence, with counts (only when
+    /// the pool has gold answers; empty for `ttrl`, which votes at every step instead).
+    #[serde(default)]
+    pub calibration: Vec<ConfidenceBin>,
 }
 
 /// The starting model's self-consistency accuracy with `paths` paths per test question.
@@ -210,6 +220,11 @@ pub struct ComputeMatched {
 pub struct Accuracy {
     pub greedy_accuracy: f64,
     pub sc_accuracy: f64,
+    /// Wilson score intervals at 95%.
+    #[serde(default)]
+    pub greedy_ci95: [f64; 2],
+    #[serde(default)]
+    pub sc_ci95: [f64; 2],
 }
 
 /// One round's numbers.
@@ -483,6 +498,10 @@ impl<B: Backend> Runner<'_, B> {
             stopped,
             kept_round,
         } = self.rounds_until_stopped(&pool, &test, &trainee)?;
+        let (greedy_gain, sc_gain) = (
+            self.gain("greedy", kept_round)?,
+            self.gain("sc", kept_round)?,
+        );
         let report = RunReport {
             before,
             after: match kept_round {
@@ -499,9 +518,43 @@ impl<B: Backend> Runner<'_, B> {
             rounds,
             probe_before,
             stopped,
+            greedy_gain,
+            sc_gain,
+            calibration: self.pool_calibration()?,
         };
         self.write_report(&report)?;
         Ok(report)
+    }
+
+    /// The kept model's accuracy (round `kept_round`'s; 0: the starting model's) less the starting
+    /// model's, in evaluation `mode` (`greedy` or `sc`), question by question.
+    fn gain(&self, mode: &str, kept_round: usize) -> Result<PairedDifference, Error> {
+        let report = |stage: String| -> Result<EvalReport, Error> {
+            read_json(&self.work_dir.join(format!("{stage}.json")))
+        };
+        let before = report(format!("round-1/eval-before-{mode}"))?;
+        let after = match kept_round {
+            0 => before.clone(),
+            k => report(format!("round-{k}/eval-after-{mode}"))?,
+        };
+        Ok(paired_difference(&before, &after))
+    }
+
+    /// Round 1's vote accuracy per tenth of vote confidence, over the votes with gold answers.
+    fn pool_calibration(&self) -> Result<Vec<ConfidenceBin>, Error> {
+        if self.config.objective.is_online() {
+            return Ok(Vec::new());
+        }
+        let votes = read_votes(&self.work_dir.join("round-1/votes.jsonl"), BadLines::Error)?.items;
+        let extractor = Extractor::new(self.config.vote.kind);
+        let (confidence, correct): (Vec<f64>, Vec<bool>) = votes
+            .iter()
+            .filter_map(|v| Some((v.confidence, gold_matches(v, &extractor)?)))
+            .unzip();
+        if correct.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(calibration(&confidence, &correct, 10))
     }
 
     /// Every round, or those until the stop rule fires.
@@ -770,6 +823,8 @@ impl<B: Backend> Runner<'_, B> {
         Ok(Accuracy {
             greedy_accuracy: greedy.accuracy,
             sc_accuracy: sc.accuracy,
+            greedy_ci95: greedy.ci95,
+            sc_ci95: sc.ci95,
         })
     }
 
@@ -1113,16 +1168,13 @@ impl<B: Backend> Runner<'_, B> {
             &self.work_dir.join("signals.svg"),
             signals_chart(report).as_bytes(),
         )?;
-        // The calibration of round 1's votes; ttrl votes at every step instead, and its
-        // ttrl_log.jsonl has each step's confidence.
-        if self.config.objective.is_online() {
-            return Ok(());
+        // ttrl votes at every step instead, and its ttrl_log.jsonl has each step's confidence.
+        if !report.calibration.is_empty() {
+            write_atomic(
+                &self.work_dir.join("calibration.svg"),
+                calibration_chart(&report.calibration).as_bytes(),
+            )?;
         }
-        let votes = read_votes(&self.work_dir.join("round-1/votes.jsonl"), BadLines::Error)?.items;
-        write_atomic(
-            &self.work_dir.join("calibration.svg"),
-            calibration_chart(&votes, &Extractor::new(self.config.vote.kind)).as_bytes(),
-        )?;
         Ok(())
     }
 }
@@ -1304,27 +1356,42 @@ fn gold_matches(v: &VoteRecord, extractor: &Extractor) -> Option<bool> {
 
 fn markdown(r: &RunReport) -> String {
     let pct = |x: f64| format!("{:.1}%", 100.0 * x);
-    let mut s = String::from("# lmsi run\n\n| | greedy | self-consistency |\n|---|---|---|\n");
-    s += &format!(
-        "| before | {} | {} |\n",
-        pct(r.before.greedy_accuracy),
-        pct(r.before.sc_accuracy)
+    let with_ci =
+        |x: f64, [low, high]: [f64; 2]| format!("{} [{}, {}]", pct(x), pct(low), pct(high));
+    let mut s = String::from(
+        "# lmsi run\n\n| | greedy (95% interval) | self-consistency (95% interval) |\n|---|---|---|\n",
     );
+    let row = |name: String, a: &Accuracy| {
+        format!(
+            "| {name} | {} | {} |\n",
+            with_ci(a.greedy_accuracy, a.greedy_ci95),
+            with_ci(a.sc_accuracy, a.sc_ci95)
+        )
+    };
+    s += &row("before".into(), &r.before);
     for round in &r.rounds {
-        s += &format!(
-            "| after round {} | {} | {} |\n",
-            round.round,
-            pct(round.after.greedy_accuracy),
-            pct(round.after.sc_accuracy)
-        );
+        s += &row(format!("after round {}", round.round), &round.after);
     }
     let m = &r.compute_matched;
     s += &format!(
-        "| before, {} paths (compute-matched) | | {} [{}, {}] |\n",
+        "| before, {} paths (compute-matched) | | {} |\n",
         m.paths,
-        pct(m.sc_accuracy),
-        pct(m.ci95[0]),
-        pct(m.ci95[1])
+        with_ci(m.sc_accuracy, m.ci95)
+    );
+    let gain = |g: &PairedDifference| {
+        format!(
+            "{:+.1} points [{:+.1}, {:+.1}] ({} questions gained, {} lost)",
+            100.0 * g.difference,
+            100.0 * g.ci95[0],
+            100.0 * g.ci95[1],
+            g.gained,
+            g.lost
+        )
+    };
+    s += &format!(
+        "\nGain of the kept model, paired 95% interval: greedy {}; self-consistency {}.\n",
+        gain(&r.greedy_gain),
+        gain(&r.sc_gain)
     );
     s += &format!(
         "\n{} questions, {} paths, {} kept paths, {} training examples.\n",
@@ -1380,6 +1447,19 @@ fn markdown(r: &RunReport) -> String {
             g.mean_token_logprob
         );
     }
+    if !r.calibration.is_empty() {
+        s += "\nCalibration of round 1's votes on the pool (gold answers read for this report only):\n\n";
+        s += "| vote confidence | questions | vote accuracy (95% interval) |\n|---|---|---|\n";
+        for b in r.calibration.iter().filter(|b| b.questions > 0) {
+            s += &format!(
+                "| {:.1}–{:.1} | {} | {} |\n",
+                b.range[0],
+                b.range[1],
+                b.questions,
+                with_ci(b.accuracy, b.ci95)
+            );
+        }
+    }
     s += "\n| stage | seconds |\n|---|---|\n";
     let mut stages: Vec<(&String, &f64)> = r.seconds.iter().collect();
     stages.sort_by_key(|(stage, _)| run_order(stage));
@@ -1418,46 +1498,45 @@ fn run_order(stage: &str) -> (usize, usize) {
 }
 
 fn accuracy_chart(r: &RunReport) -> String {
-    let mut greedy = vec![(0.0, 100.0 * r.before.greedy_accuracy)];
-    let mut sc = vec![(0.0, 100.0 * r.before.sc_accuracy)];
-    for round in &r.rounds {
-        greedy.push((round.round as f64, 100.0 * round.after.greedy_accuracy));
-        sc.push((round.round as f64, 100.0 * round.after.sc_accuracy));
-    }
-    line_chart(
-        "test accuracy before (0) and after each round",
+    let pct = |[low, high]: [f64; 2]| [100.0 * low, 100.0 * high];
+    let rounds =
+        || std::iter::once((0, &r.before)).chain(r.rounds.iter().map(|x| (x.round, &x.after)));
+    let series = |name, value: fn(&Accuracy) -> (f64, [f64; 2])| {
+        let (points, intervals) = rounds()
+            .map(|(round, a)| {
+                let (y, ci95) = value(a);
+                ((round as f64, 100.0 * y), pct(ci95))
+            })
+            .unzip();
+        Series::line_and_markers(name, points).with_intervals(intervals)
+    };
+    let axes = Axes::new(
+        "test accuracy before (round 0) and after each round, with 95% intervals",
         "round",
         "accuracy (%)",
+    );
+    line_chart(
+        &axes.whole_x(),
         &[
-            Series {
-                name: "greedy",
-                points: greedy,
-                markers: true,
-            },
-            Series {
-                name: "self-consistency",
-                points: sc,
-                markers: true,
-            },
+            series("greedy", |a| (a.greedy_accuracy, a.greedy_ci95)),
+            series("self-consistency", |a| (a.sc_accuracy, a.sc_ci95)),
         ],
     )
 }
 
 /// The label-free signals of each round's paths (shares, so they share one axis).
 fn signals_chart(r: &RunReport) -> String {
-    let series = |name, f: fn(&Signals) -> f64| Series {
-        name,
-        points: r
-            .rounds
-            .iter()
-            .map(|round| (round.round as f64, f(&round.signals)))
-            .collect(),
-        markers: true,
+    let series = |name, f: fn(&Signals) -> f64| {
+        let points = r.rounds.iter().map(|x| (x.round as f64, f(&x.signals)));
+        Series::line_and_markers(name, points.collect())
     };
-    line_chart(
+    let axes = Axes::new(
         "label-free signals of each round's sampled paths",
         "round",
         "share (entropy: bits)",
+    );
+    line_chart(
+        &axes.whole_x(),
         &[
             series("majority share", |s| s.majority_share),
             series("answered", |s| s.answered),
@@ -1466,37 +1545,34 @@ fn signals_chart(r: &RunReport) -> String {
     )
 }
 
-/// Vote accuracy against vote confidence, in tenths of confidence (only votes with gold answers).
-fn calibration_chart(votes: &[VoteRecord], extractor: &Extractor) -> String {
-    let mut bins = [(0usize, 0usize); 10];
-    for v in votes {
-        if let Some(correct) = gold_matches(v, extractor) {
-            let bin = ((v.confidence * 10.0) as usize).min(9);
-            bins[bin].0 += 1;
-            bins[bin].1 += usize::from(correct);
-        }
-    }
-    let points: Vec<(f64, f64)> = bins
-        .iter()
-        .enumerate()
-        .filter(|(_, (n, _))| *n > 0)
-        .map(|(i, (n, c))| ((i as f64 + 0.5) / 10.0, *c as f64 / *n as f64))
-        .collect();
-    line_chart(
+/// Vote accuracy against vote confidence: each non-empty bin at its middle, with its 95% interval
+/// and its count of questions.
+fn calibration_chart(bins: &[ConfidenceBin]) -> String {
+    let filled: Vec<&ConfidenceBin> = bins.iter().filter(|b| b.questions > 0).collect();
+    let votes = Series::markers(
+        "votes (95% interval, questions)",
+        filled
+            .iter()
+            .map(|b| ((b.range[0] + b.range[1]) / 2.0, b.accuracy))
+            .collect(),
+    )
+    .with_intervals(filled.iter().map(|b| b.ci95).collect())
+    .with_labels(
+        filled
+            .iter()
+            .map(|b| format!("n={}", b.questions))
+            .collect(),
+    );
+    let axes = Axes::new(
         "vote confidence against vote accuracy (pool, round 1)",
         "confidence (votes / valid paths)",
         "accuracy of the vote",
+    );
+    line_chart(
+        &axes,
         &[
-            Series {
-                name: "votes",
-                points,
-                markers: true,
-            },
-            Series {
-                name: "calibrated",
-                points: vec![(0.0, 0.0), (1.0, 1.0)],
-                markers: false,
-            },
+            votes,
+            Series::line("calibrated", vec![(0.0, 0.0), (1.0, 1.0)]),
         ],
     )
 }

@@ -48,6 +48,12 @@ pub struct SeedRecipe {
     /// [`FACTS_PER_DRILL`] each) added to the training documents: the drill that makes working in
     /// columns reliable, while two-digit sums written at once stay error-prone.
     pub drill_documents: usize,
+    /// The share of training documents written in one of the paper's other three formats (few-shot
+    /// direct answers, zero-shot "Let's think step by step.", the question alone), drawn per
+    /// document; the rest are few-shot chain of thought. 0 for the embedded seed model, which has
+    /// only ever seen few-shot chain of thought; a seed model that has seen all four is the fair
+    /// test of training on the paper's mixed formats (`--formats all`).
+    pub other_formats_share: f64,
     /// How many of the built-in exemplars the few-shot prompt uses.
     pub exemplars: usize,
     pub vocab_size: usize,
@@ -74,6 +80,7 @@ impl Default for SeedRecipe {
             varied_reasoning: false,
             column_share: 0.5,
             drill_documents: 400,
+            other_formats_share: 0.0,
             exemplars: 2,
             vocab_size: 384,
             hidden_size: 128,
@@ -246,42 +253,72 @@ fn init_params(config: &Config, seed: u64) -> Params<Vec<f32>> {
 }
 
 /// The text pieces of the seed model's training documents: each document is `problems_per_document`
-/// worked problems in the few-shot chain-of-thought format (so every problem is the few-shot context
-/// of the ones after it), as (text, carries loss) pieces. Answers carry loss, the blank line after
-/// them included (that is how the model learns to stop); questions do not.
+/// worked problems in one prompt format (so that every problem is the few-shot context of the ones
+/// after it; a zero-shot format's problems are a document each), as (text, carries loss) pieces.
+/// Answers carry loss, the blank line after them included (that is how the model learns to stop);
+/// questions do not.
 pub fn training_documents(recipe: &SeedRecipe) -> Result<Vec<Vec<(String, bool)>>, Error> {
-    let format = PromptFormat::CotFewshot;
     let problems = recipe.training_problems()?;
-    Ok(problems
-        .chunks(recipe.problems_per_document)
-        .enumerate()
-        .map(|(d, doc)| {
-            let mut pieces = Vec::new();
-            for (i, p) in doc.iter().enumerate() {
-                pieces.push((format.question_part(&p.question), false));
-                let seed = recipe.task.seed
-                    ^ ((d * recipe.problems_per_document + i) as u64)
-                        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                let mut reasoning = if recipe.varied_reasoning {
-                    lmsi_data::vary_reasoning(&p.reasoning, seed)
-                } else {
-                    p.reasoning.clone()
-                };
-                // The top 53 bits of a second mix of the seed, as a fraction in [0, 1).
-                let draw = (mix(seed) >> 11) as f64 / (1u64 << 53) as f64;
-                if draw < recipe.column_share {
-                    reasoning = lmsi_data::write_in_columns(&reasoning);
-                }
-                let mut answer = format.completion(&reasoning, &p.answer.to_string());
-                if i + 1 < doc.len() {
-                    answer.push_str("\n\n");
-                }
-                pieces.push((answer, true));
+    let mut documents = Vec::new();
+    for (d, doc) in problems.chunks(recipe.problems_per_document).enumerate() {
+        let format = document_format(recipe, d);
+        let mut pieces = Vec::new();
+        for (i, p) in doc.iter().enumerate() {
+            pieces.push((format.question_part(&p.question), false));
+            let seed = recipe.task.seed
+                ^ ((d * recipe.problems_per_document + i) as u64)
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let reasoning = problem_reasoning(recipe, p, seed);
+            let mut answer = format.completion(&reasoning, &p.answer.to_string());
+            if format.is_few_shot() && i + 1 < doc.len() {
+                answer.push_str("\n\n");
             }
-            pieces
-        })
-        .chain(drill_documents(recipe))
-        .collect())
+            pieces.push((answer, true));
+            if !format.is_few_shot() {
+                documents.push(std::mem::take(&mut pieces));
+            }
+        }
+        if !pieces.is_empty() {
+            documents.push(pieces);
+        }
+    }
+    documents.extend(drill_documents(recipe));
+    Ok(documents)
+}
+
+/// The prompt format of training document `d`: few-shot chain of thought, or with the recipe's
+/// `other_formats_share` one of the other three.
+fn document_format(recipe: &SeedRecipe, d: usize) -> PromptFormat {
+    let draw = mix(recipe.task.seed ^ 0x5851_F42D_4C95_7F2D ^ d as u64);
+    if unit_fraction(draw) >= recipe.other_formats_share {
+        return PromptFormat::CotFewshot;
+    }
+    let others = [
+        PromptFormat::DirectFewshot,
+        PromptFormat::CotZeroshot,
+        PromptFormat::DirectZeroshot,
+    ];
+    others[(mix(draw) % 3) as usize]
+}
+
+/// A training problem's reasoning: varied with the recipe's `varied_reasoning`, and worked in
+/// columns with probability `column_share`.
+fn problem_reasoning(recipe: &SeedRecipe, p: &SyntheticProblem, seed: u64) -> String {
+    let reasoning = if recipe.varied_reasoning {
+        lmsi_data::vary_reasoning(&p.reasoning, seed)
+    } else {
+        p.reasoning.clone()
+    };
+    if unit_fraction(mix(seed)) < recipe.column_share {
+        lmsi_data::write_in_columns(&reasoning)
+    } else {
+        reasoning
+    }
+}
+
+/// The top 53 bits of `x` as a fraction in [0, 1).
+fn unit_fraction(x: u64) -> f64 {
+    (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// One-digit column facts per drill document.
@@ -394,11 +431,12 @@ pub fn build_seed_model(
         .collect::<Result<Vec<_>, _>>()?;
     // What a resumed run must have been trained on: everything that shapes the documents.
     let data = format!(
-        "seed documents: {} problems, varied {}, column share {}, {} drill documents, task {:?}",
+        "seed documents: {} problems, varied {}, column share {}, {} drill documents, other formats {}, task {:?}",
         recipe.train_problems,
         recipe.varied_reasoning,
         recipe.column_share,
         recipe.drill_documents,
+        recipe.other_formats_share,
         recipe.task
     );
     let (mut model, source) = if recipe.train.resume {
@@ -457,5 +495,42 @@ mod tests {
             assert!(written.iter().all(|f| facts.contains(*f)), "{text}");
         }
         assert_eq!(training_documents(&recipe).unwrap(), documents);
+    }
+
+    #[test]
+    fn other_formats_take_their_share_and_zero_shot_problems_stand_alone() {
+        let recipe = SeedRecipe {
+            train_problems: 600,
+            drill_documents: 0,
+            other_formats_share: 0.5,
+            ..SeedRecipe::default()
+        };
+        let documents = training_documents(&recipe).unwrap();
+        let problems: usize = documents.iter().map(|d| d.len() / 2).sum();
+        assert_eq!(problems, 600);
+        let zero_shot = |d: &&Vec<(String, bool)>| d.len() == 2 && !d[1].0.ends_with("\n\n");
+        let thinking = documents
+            .iter()
+            .filter(|d| d[0].0.ends_with(lmsi_data::LETS_THINK))
+            .count();
+        let direct_few_shot = documents
+            .iter()
+            .filter(|d| d.len() == 6 && !d[1].0.contains('='))
+            .count();
+        // 200 chunks of three; about 100 in other formats, a third of them each (a zero-shot
+        // chunk is three documents).
+        assert!((60..=150).contains(&thinking), "{thinking}");
+        assert!((20..=50).contains(&direct_few_shot), "{direct_few_shot}");
+        assert!(documents.iter().filter(zero_shot).count() >= 2 * 60);
+        let plain = SeedRecipe {
+            other_formats_share: 0.0,
+            ..recipe
+        };
+        let cot = training_documents(&plain).unwrap();
+        assert_eq!(cot.len(), 200);
+        assert!(
+            cot.iter()
+                .all(|d| d.len() == 6 && !d[0].0.contains(lmsi_data::LETS_THINK))
+        );
     }
 }

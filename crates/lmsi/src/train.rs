@@ -35,7 +35,7 @@ use lmsi_transformer::{Backend, MemoryPlan, Model, Tokenizer, TrainSequence};
 use serde::{Deserialize, Serialize};
 
 use crate::losses::{TokenPair, TrainItem, WeightedSequence, check_weights, reference_logprobs};
-use crate::plot::{Series, line_chart};
+use crate::plot::{Axes, Series, line_chart};
 use crate::{Error, check_option, read_json};
 
 /// Settings of a training run. Those that shape the run (everything but `save_every`, `stop_after`
@@ -855,24 +855,12 @@ pub fn loss_curve(log: &[StepLog]) -> String {
         .iter()
         .filter_map(|l| Some((l.step as f64, l.eval_loss?)))
         .collect();
-    let mut series = vec![Series {
-        name: "training loss",
-        points: train,
-        markers: false,
-    }];
+    let mut series = vec![Series::line("training loss", train)];
     if !eval.is_empty() {
-        series.push(Series {
-            name: "held-out loss",
-            points: eval,
-            markers: true,
-        });
+        series.push(Series::markers("held-out loss", eval));
     }
-    line_chart(
-        "loss per completion token",
-        "step",
-        "cross-entropy",
-        &series,
-    )
+    let axes = Axes::new("loss per completion token", "step", "cross-entropy");
+    line_chart(&axes, &series)
 }
 
 fn read_log(path: &Path, step: u64) -> Result<Vec<StepLog>, Error> {

@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use crate::eval::{EvalMode, evaluate};
 use crate::generate::{GenerateOptions, generate_paths, prompt_texts};
 use crate::losses::{per_token, token_losses};
-use crate::plot::{Series, line_chart};
+use crate::plot::{Axes, Series, line_chart};
 use crate::signals::Signals;
 use crate::stop_rule::{ProbeWatch, collapsed, mean_signals};
 use crate::train::{TrainOptions, at_step, batch_for_step, check_fresh_out, trainer_config};
@@ -684,10 +684,8 @@ fn last_signals(log: &[TtrlStepLog], entry: &TtrlStepLog, n: usize) -> Vec<Signa
 /// as the share climbing to 1 while the entropy falls to 0 (the reward, agreement with the vote,
 /// is the majority share when every path answers). The probe's accuracy where measured.
 fn signals_chart(log: &[TtrlStepLog]) -> String {
-    let series = |name, f: fn(&TtrlStepLog) -> f64| Series {
-        name,
-        points: log.iter().map(|l| (l.step as f64, f(l))).collect(),
-        markers: false,
+    let series = |name, f: fn(&TtrlStepLog) -> f64| {
+        Series::line(name, log.iter().map(|l| (l.step as f64, f(l))).collect())
     };
     let mut all = vec![
         series("majority share", |l| l.signals.majority_share),
@@ -699,18 +697,14 @@ fn signals_chart(log: &[TtrlStepLog]) -> String {
         .filter_map(|l| Some((l.step as f64, l.probe_accuracy?)))
         .collect();
     if !probe.is_empty() {
-        all.push(Series {
-            name: "probe accuracy",
-            points: probe,
-            markers: true,
-        });
+        all.push(Series::line_and_markers("probe accuracy", probe));
     }
-    line_chart(
+    let axes = Axes::new(
         "ttrl: label-free signals per step",
         "step",
         "share (entropy: bits)",
-        &all,
-    )
+    );
+    line_chart(&axes.whole_x(), &all)
 }
 
 #[cfg(test)]
