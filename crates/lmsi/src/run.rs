@@ -1169,7 +1169,7 @@ impl<B: Backend> Runner<'_, B> {
             signals_chart(report).as_bytes(),
         )?;
         // ttrl votes at every step instead, and its ttrl_log.jsonl has each step's confidence.
-        if !report.calibration.is_empty() {
+        if !self.config.objective.is_online() {
             write_atomic(
                 &self.work_dir.join("calibration.svg"),
                 calibration_chart(&report.calibration).as_bytes(),
