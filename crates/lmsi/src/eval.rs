@@ -280,7 +280,7 @@ mod tests {
     fn the_paired_difference_counts_changes_and_brackets_them() {
         // 100 questions: 60 right in both, 5 lost, 15 gained, 20 wrong in both.
         let before: Vec<bool> = (0..100).map(|i| i < 65).collect();
-        let after: Vec<bool> = (0..100).map(|i| i < 60 || i >= 65 && i < 80).collect();
+        let after: Vec<bool> = (0..100).map(|i| i < 60 || (65..80).contains(&i)).collect();
         let d = paired_difference(&report(&before), &report(&after));
         assert_eq!((d.gained, d.lost), (15, 5));
         assert!((d.difference - 0.10).abs() < 1e-12);
