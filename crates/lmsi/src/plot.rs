@@ -107,7 +107,8 @@ pub fn line_chart(axes: &Axes<'_>, series: &[Series<'_>]) -> String {
     svg
 }
 
-/// The data's x and y ranges (intervals included), padded by 5% on each side.
+/// The data's x and y ranges (intervals included), padded by 5% on each side and, above, by room
+/// for the legend.
 fn fitted_ranges(series: &[Series<'_>]) -> (std::ops::Range<f64>, std::ops::Range<f64>) {
     let mut xy: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.clone()).collect();
     for s in series {
@@ -125,11 +126,16 @@ fn fitted_ranges(series: &[Series<'_>]) -> (std::ops::Range<f64>, std::ops::Rang
     if x0 > x1 {
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
     }
-    let pad = |lo: f64, hi: f64| {
-        let span = (hi - lo).abs().max(1e-9);
-        lo - 0.05 * span..hi + 0.05 * span
-    };
-    (pad(x0, x1), pad(y0, y1))
+    let span = |lo: f64, hi: f64| (hi - lo).abs().max(1e-9);
+    let (sx, sy) = (span(x0, x1), span(y0, y1));
+    // The legend sits in a band above the data, so it never hides a point: about 7% of the
+    // plot's height per entry plus its border.
+    let legend = (0.07 * series.len() as f64 + 0.04).min(0.5);
+    let headroom = 1.1 * legend / (1.0 - legend);
+    (
+        x0 - 0.05 * sx..x1 + 0.05 * sx,
+        y0 - 0.05 * sy..y1 + (0.05 + headroom) * sy,
+    )
 }
 
 type Ranges = (std::ops::Range<f64>, std::ops::Range<f64>);
@@ -194,6 +200,7 @@ fn draw<DB: DrawingBackend>(
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()?;
@@ -253,5 +260,15 @@ mod tests {
         let (_, ys) = fitted_ranges(std::slice::from_ref(&s));
         assert!(ys.start < 0.1 && ys.end > 0.9, "{ys:?}");
         assert!(line_chart(&Axes::new("c", "x", "y"), &[s]).contains("n=12"));
+    }
+
+    #[test]
+    fn the_legend_has_a_band_above_the_data() {
+        let series: Vec<Series> = (0..3)
+            .map(|i| Series::line("s", vec![(0.0, 0.0), (1.0, 1.0 - 0.1 * i as f64)]))
+            .collect();
+        let (_, ys) = fitted_ranges(&series);
+        let above = (ys.end - 1.0) / (ys.end - ys.start);
+        assert!((0.25..0.4).contains(&above), "{ys:?}");
     }
 }

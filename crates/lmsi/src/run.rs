@@ -1427,7 +1427,7 @@ fn markdown(r: &RunReport) -> String {
             None => format!("round {}", stop.round),
         };
         s += &format!(
-            "\n**Stopped early** after {at}: {}. Kept {}; \"after\" is its accuracy.\n",
+            "\n**The stop rule fired** at {at}: {}. Kept {}; \"after\" is its accuracy.\n",
             stop.reason, stop.kept
         );
     }

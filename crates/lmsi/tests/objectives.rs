@@ -308,7 +308,7 @@ fn a_probe_that_falls_stops_the_loop_and_keeps_the_best_model() {
     );
     assert_eq!(r["after"], r["before"], "the kept model's accuracy");
     let md = std::fs::read_to_string(f.dir.join("sft/report.md")).unwrap();
-    assert!(md.contains("Stopped early"), "{md}");
+    assert!(md.contains("The stop rule fired"), "{md}");
 
     // ttrl looks every step and goes back to the weights of its best check.
     let mut args = wreck.to_vec();
