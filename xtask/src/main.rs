@@ -216,7 +216,8 @@ fn real_model_env() -> Result<Vec<(String, PathBuf)>> {
     }
     let model = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim().to_string());
     let models_root = model.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ok(vec![
+    let mut env = smollm2_gguf_env();
+    env.extend([
         ("LMSI_TEST_MODEL".into(), model.clone()),
         ("LMSI_BENCH_MODEL".into(), model),
         (
@@ -227,7 +228,33 @@ fn real_model_env() -> Result<Vec<(String, PathBuf)>> {
             "LMSI_NP_GENERATE".into(),
             shared.join("tools/realmodel/np_generate.py"),
         ),
-    ])
+    ]);
+    Ok(env)
+}
+
+/// `LMSI_TEST_GGUF`: SmolLM2-135M-Instruct's GGUF file, fetched (cached) by
+/// `scripts/fetch-smollm2-gguf.sh`. Empty, with a warning, when it cannot be fetched: the GGUF test
+/// of the real model then skips.
+fn smollm2_gguf_env() -> Vec<(String, PathBuf)> {
+    let script = workspace_root().join("scripts/fetch-smollm2-gguf.sh");
+    match Command::new("bash").arg(&script).output() {
+        Ok(output) if output.status.success() => {
+            let file = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            vec![("LMSI_TEST_GGUF".into(), PathBuf::from(file))]
+        }
+        Ok(output) => {
+            eprintln!(
+                "xtask: {} failed (the real-model GGUF test will skip):\n{}",
+                script.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            Vec::new()
+        }
+        Err(e) => {
+            eprintln!("xtask: could not run {}: {e}", script.display());
+            Vec::new()
+        }
+    }
 }
 
 /// Runs cargo with `args` (and extra environment) in the workspace root, failing when it fails.

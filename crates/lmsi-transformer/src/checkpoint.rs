@@ -1,7 +1,8 @@
 //! Writing a model as a Hugging Face model directory, atomically.
 //!
 //! The directory gets `config.json`, `model.safetensors` (f32, Hugging Face tensor names, fused tensors
-//! split back into their parts), the tokenizer files of the model it came from, and any extra files the
+//! split back into their parts), the tokenizer files of the model it came from (made from the metadata
+//! when it came from a GGUF file), and any extra files the
 //! caller adds (a trainer's optimizer state and logs). Everything is written into a temporary sibling
 //! directory first, which then takes the target's place in one step (an atomic exchange of the two
 //! directories on Linux), so a reader sees the old checkpoint or the new one, never a mix.
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::Error;
 use crate::backend::Backend;
+use crate::gguf::{GgufModel, is_model_file};
 use crate::model::Model;
 use crate::weights::safetensors_bytes;
 
@@ -45,6 +47,22 @@ pub fn save_model<B: Backend>(
         ("config.json".into(), config),
         ("model.safetensors".into(), weights),
     ];
+    files.extend(tokenizer_files(source)?);
+    files.extend(
+        extra
+            .iter()
+            .map(|(name, bytes)| (name.to_string(), bytes.clone())),
+    );
+    write_dir_atomic(dir, &files)
+}
+
+/// The tokenizer files of the model at `source`: those of a model directory, or those made from a
+/// GGUF file's metadata.
+fn tokenizer_files(source: &Path) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    if is_model_file(source) {
+        return GgufModel::open(source)?.tokenizer_files();
+    }
+    let mut files = Vec::new();
     for name in TOKENIZER_FILES {
         let path = source.join(name);
         if path.exists() {
@@ -52,12 +70,7 @@ pub fn save_model<B: Backend>(
             files.push((name.to_string(), bytes));
         }
     }
-    files.extend(
-        extra
-            .iter()
-            .map(|(name, bytes)| (name.to_string(), bytes.clone())),
-    );
-    write_dir_atomic(dir, &files)
+    Ok(files)
 }
 
 /// Random characters of a staging directory's name, after its prefix.

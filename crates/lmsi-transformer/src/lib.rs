@@ -4,6 +4,9 @@
 //! - [`Config`]: `config.json` of `llama`, `qwen2` and `mistral` models, checked.
 //! - [`WeightFiles`]: safetensors weights (single file or sharded; f32, f16 or bf16), memory-mapped and
 //!   converted to f32, each tensor checked for presence and shape.
+//! - [`gguf`]: GGUF model files (llama.cpp's format), every tensor type dequantised on load, the
+//!   tokenizer built from the file's metadata. [`Model::load`] and [`Tokenizer::load`] read a GGUF
+//!   file wherever they are given a file instead of a directory.
 //! - [`Tokenizer`]: `tokenizer.json` through the `tokenizers` crate, BOS/EOS as the model's files say,
 //!   incremental decoding.
 //! - [`Model`]: the forward pass, written once over a [`Backend`]; [`CpuBackend`] is the f32 reference,
@@ -35,6 +38,8 @@ pub mod backend;
 pub mod checkpoint;
 pub mod config;
 pub mod generate;
+pub mod gguf;
+mod gguf_tokenizer;
 pub mod kv_cache;
 mod layer;
 pub mod memory;

@@ -5,6 +5,7 @@ use std::path::Path;
 use crate::Error;
 use crate::backend::{AttentionDims, Backend, BatchLayout, SeqLayout, check_token_ids};
 use crate::config::Config;
+use crate::gguf::{GgufModel, is_model_file};
 use crate::kv_cache::{KvCache, SeqId};
 use crate::layer::{Attention, Layer, LayerActivations, Scratch};
 use crate::memory::MemoryPlan;
@@ -64,8 +65,8 @@ pub enum Storage {
 }
 
 impl<B: Backend> Model<B> {
-    /// Loads `config.json` and the safetensors weights of a Hugging Face model directory, for
-    /// inference ([`Storage::Inference`]).
+    /// Loads `config.json` and the safetensors weights of a Hugging Face model directory, or a GGUF
+    /// file when `path` is a file ([`crate::gguf`]), for inference ([`Storage::Inference`]).
     pub fn load(dir: &Path, backend: B) -> Result<Self, Error> {
         Self::load_for(dir, backend, Storage::Inference)
     }
@@ -75,15 +76,28 @@ impl<B: Backend> Model<B> {
         Self::load_for(dir, backend, Storage::Training)
     }
 
-    /// Loads a Hugging Face model directory with its parameters stored for `storage`.
-    pub fn load_for(dir: &Path, backend: B, storage: Storage) -> Result<Self, Error> {
-        let config = Config::from_file(&dir.join("config.json"))?;
+    /// Loads a Hugging Face model directory, or a GGUF file, with its parameters stored for `storage`.
+    pub fn load_for(path: &Path, backend: B, storage: Storage) -> Result<Self, Error> {
+        if is_model_file(path) {
+            return Self::load_gguf(path, backend, storage);
+        }
+        let config = Config::from_file(&path.join("config.json"))?;
         backend.check_memory(&MemoryPlan::weights(&config, storage, backend.dtype()))?;
         let layout = Params::layout(&config);
-        let files = WeightFiles::open(dir)?;
+        let files = WeightFiles::open(path)?;
         let params =
             layout.try_map(|spec| upload(&backend, spec, &files.read_param(spec)?, storage))?;
         Self::with_params(config, params, backend)
+    }
+
+    /// Loads a GGUF file, every tensor dequantised to f32 on the host first.
+    fn load_gguf(path: &Path, backend: B, storage: Storage) -> Result<Self, Error> {
+        let file = GgufModel::open(path)?;
+        let config = file.config()?;
+        backend.check_memory(&MemoryPlan::weights(&config, storage, backend.dtype()))?;
+        let layout = Params::layout(&config);
+        let host = file.read_params(&config, &layout)?;
+        Self::from_host_for(config, &host, backend, storage)
     }
 
     /// A model from parameters already on the host, laid out as [`Params::layout`] says, for

@@ -7,6 +7,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
 use serde_json::json;
 
 use lmsi_adamw::{AdamWConfig, LrSchedule, Trainer, TrainerConfig};
@@ -15,11 +18,12 @@ use crate::Error;
 use crate::backend::{Backend, BatchLayout, SeqLayout};
 use crate::config::Config;
 use crate::generate::Request;
+use crate::gguf::ggml_name;
 use crate::model::{Model, Storage};
 use crate::params::{Params, TensorSpec};
 use crate::tokenizer::Tokenizer;
 use crate::train::TrainSequence;
-use crate::weights::safetensors_bytes;
+use crate::weights::{WeightFiles, safetensors_bytes};
 
 /// The embedded seed model's directory: `LMSI_TEST_SEED_MODEL` when set (a test binary run away
 /// from the workspace, as in the GPU bundle), else the workspace's `assets/seed-model`.
@@ -350,4 +354,165 @@ pub fn assert_gradient(
             );
         }
     }
+}
+
+/// llama.cpp's `permute` of q and k rows: Hugging Face row `half * head_dim/2 + d` of each head
+/// becomes row `2 * d + half`.
+fn rope_permute(values: &[f32], heads: usize, cols: usize) -> Vec<f32> {
+    let half_dim = values.len() / cols / heads / 2;
+    let mut out = vec![0.0; values.len()];
+    for h in 0..heads {
+        for half in 0..2 {
+            for d in 0..half_dim {
+                let from = h * 2 * half_dim + half * half_dim + d;
+                let to = h * 2 * half_dim + 2 * d + half;
+                out[to * cols..(to + 1) * cols]
+                    .copy_from_slice(&values[from * cols..(from + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// What goes into a GGUF fixture besides the weights ([`write_gguf`]).
+pub struct GgufFixture {
+    /// The ggml type of the weight matrices (norms stay F32, as llama.cpp writes them).
+    pub matrices: GgmlDType,
+    /// Extra or replaced metadata.
+    pub metadata: Vec<(String, Value)>,
+}
+
+impl GgufFixture {
+    /// Matrices of type `matrices`, the metadata llama.cpp writes.
+    pub fn of(matrices: GgmlDType) -> Self {
+        Self {
+            matrices,
+            metadata: Vec::new(),
+        }
+    }
+}
+
+fn strings(values: &[String]) -> Value {
+    Value::Array(values.iter().map(|s| Value::String(s.clone())).collect())
+}
+
+/// The vocabulary (in id order), merges and control-token ids of a byte-level BPE `tokenizer.json`.
+fn bpe_metadata(dir: &Path) -> (Vec<String>, Vec<String>, Vec<usize>) {
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("tokenizer.json")).unwrap()).unwrap();
+    let mut vocab: Vec<(String, u64)> = json["model"]["vocab"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(t, id)| (t.clone(), id.as_u64().unwrap()))
+        .collect();
+    let mut control = Vec::new();
+    for added in json["added_tokens"].as_array().unwrap() {
+        let id = added["id"].as_u64().unwrap();
+        if !vocab.iter().any(|(_, i)| *i == id) {
+            vocab.push((added["content"].as_str().unwrap().to_string(), id));
+        }
+        control.push(id as usize);
+    }
+    vocab.sort_by_key(|(_, id)| *id);
+    assert!(vocab.iter().enumerate().all(|(i, (_, id))| i as u64 == *id));
+    let merges = json["model"]["merges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| match m {
+            serde_json::Value::String(s) => s.clone(),
+            pair => format!(
+                "{} {}",
+                pair[0].as_str().unwrap(),
+                pair[1].as_str().unwrap()
+            ),
+        })
+        .collect();
+    (vocab.into_iter().map(|(t, _)| t).collect(), merges, control)
+}
+
+/// Writes the model of Hugging Face directory `dir` (byte-level BPE tokenizer) as a GGUF file, as
+/// llama.cpp's converter would: ggml names, q and k permuted for RoPE (`llama`), the tokenizer as
+/// `tokenizer.ggml.*` metadata with pre-tokenizer `smollm`. Panics on a directory it cannot read.
+pub fn write_gguf(dir: &Path, out: &Path, fixture: &GgufFixture) {
+    let config = Config::from_file(&dir.join("config.json")).unwrap();
+    let files = WeightFiles::open(dir).unwrap();
+    let arch = config.architecture.model_type();
+    let (tokens, merges, control) = bpe_metadata(dir);
+    let mut types = vec![Value::I32(1); tokens.len()];
+    for id in control {
+        types[id] = Value::I32(3);
+    }
+    let key = |k: &str| format!("{arch}.{k}");
+    let mut metadata: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String(arch.into())),
+        (
+            key("embedding_length"),
+            Value::U32(config.hidden_size as u32),
+        ),
+        (
+            key("feed_forward_length"),
+            Value::U32(config.intermediate_size as u32),
+        ),
+        (key("block_count"), Value::U32(config.num_layers as u32)),
+        (
+            key("attention.head_count"),
+            Value::U32(config.num_heads as u32),
+        ),
+        (
+            key("attention.head_count_kv"),
+            Value::U32(config.num_kv_heads as u32),
+        ),
+        (
+            key("attention.layer_norm_rms_epsilon"),
+            Value::F32(config.rms_norm_eps),
+        ),
+        (key("rope.freq_base"), Value::F32(config.rope_theta as f32)),
+        (
+            key("context_length"),
+            Value::U32(config.max_position_embeddings as u32),
+        ),
+        (key("vocab_size"), Value::U32(config.vocab_size as u32)),
+        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::String("smollm".into())),
+        ("tokenizer.ggml.tokens".into(), strings(&tokens)),
+        ("tokenizer.ggml.merges".into(), strings(&merges)),
+        ("tokenizer.ggml.token_type".into(), Value::Array(types)),
+        (
+            "tokenizer.ggml.eos_token_id".into(),
+            Value::U32(config.eos_token_ids[0]),
+        ),
+    ];
+    for (k, v) in &fixture.metadata {
+        metadata.retain(|(key, _)| key != k);
+        metadata.push((k.clone(), v.clone()));
+    }
+    let mut tensors = Vec::new();
+    for spec in Params::layout(&config).tensors() {
+        for (hf, rows) in &spec.parts {
+            let shape = spec.part_shape(*rows);
+            let mut values = files.read(hf, &shape).unwrap();
+            let cols: usize = shape.iter().skip(1).product();
+            if arch == "llama" && hf.contains("q_proj") {
+                values = rope_permute(&values, config.num_heads, cols);
+            } else if arch == "llama" && hf.contains("k_proj") {
+                values = rope_permute(&values, config.num_kv_heads, cols);
+            }
+            let dtype = if shape.len() == 2 {
+                fixture.matrices
+            } else {
+                GgmlDType::F32
+            };
+            let tensor = Tensor::from_vec(values, shape, &Device::Cpu).unwrap();
+            tensors.push((
+                ggml_name(hf).expect("a Llama tensor name"),
+                QTensor::quantize(&tensor, dtype).unwrap(),
+            ));
+        }
+    }
+    let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut file = std::fs::File::create(out).unwrap();
+    gguf_file::write(&mut file, &metadata, &tensors).unwrap();
 }

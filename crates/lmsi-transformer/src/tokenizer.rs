@@ -1,10 +1,11 @@
-//! `tokenizer.json` through the `tokenizers` crate, with the BOS and EOS rules of
+//! `tokenizer.json` (or a GGUF file's tokenizer metadata) through the `tokenizers` crate, with the BOS and EOS rules of
 //! `tokenizer_config.json`, and incremental decoding of sampled tokens.
 
 use std::path::{Path, PathBuf};
 
 use crate::Error;
 use crate::config::Config;
+use crate::gguf::{GgufModel, is_model_file};
 
 /// A model's tokenizer.
 pub struct Tokenizer {
@@ -16,12 +17,18 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
-    /// Loads `tokenizer.json` (and `tokenizer_config.json` when present) from a model directory.
+    /// Loads `tokenizer.json` (and `tokenizer_config.json` when present) from a model directory, or
+    /// builds the tokenizer of a GGUF file's metadata when `path` is a file ([`crate::gguf`]).
     ///
     /// BOS: the tokenizer's own post-processor adds special tokens as it was built to; in addition,
     /// when `tokenizer_config.json` says `"add_bos_token": true`, BOS is put first if it is not there.
     /// EOS: the ids of `config.json`'s `eos_token_id` and of `tokenizer_config.json`'s `eos_token`.
-    pub fn load(dir: &Path, config: &Config) -> Result<Self, Error> {
+    pub fn load(path: &Path, config: &Config) -> Result<Self, Error> {
+        if is_model_file(path) {
+            let file = GgufModel::open(path)?;
+            return Self::new(file.tokenizer()?, path, &file.tokenizer_config()?, config);
+        }
+        let dir = path;
         let path = dir.join("tokenizer.json");
         if !path.exists() {
             return Err(Error::Tokenizer {
@@ -34,6 +41,17 @@ impl Tokenizer {
             message: e.to_string(),
         })?;
         let tokenizer_config = read_tokenizer_config(&dir.join("tokenizer_config.json"))?;
+        Self::new(inner, &path, &tokenizer_config, config)
+    }
+
+    /// A tokenizer with the BOS and EOS rules of `tokenizer_config` and `config`; `path` names its
+    /// source in errors.
+    fn new(
+        inner: tokenizers::Tokenizer,
+        path: &Path,
+        tokenizer_config: &serde_json::Value,
+        config: &Config,
+    ) -> Result<Self, Error> {
         let special = |key: &str| -> Option<u32> {
             let value = tokenizer_config.get(key)?;
             let text = value.as_str().or_else(|| value.get("content")?.as_str())?;
@@ -53,7 +71,7 @@ impl Tokenizer {
         let vocab = inner.get_vocab_size(true);
         if vocab > config.vocab_size {
             return Err(Error::Tokenizer {
-                path,
+                path: path.to_path_buf(),
                 message: format!(
                     "has {vocab} tokens but the model's vocab_size is {}",
                     config.vocab_size
@@ -62,7 +80,7 @@ impl Tokenizer {
         }
         Ok(Self {
             inner,
-            path,
+            path: path.to_path_buf(),
             bos_to_add: if add_bos { bos } else { None },
             eos,
         })

@@ -191,19 +191,7 @@ impl WeightFiles {
                 });
             }
         };
-        // Found here, a NaN names its tensor; found later, it would surface as a sampling error.
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            let position = match shape {
-                [_, cols] => format!("[{}, {}]", i / cols, i % cols),
-                _ => format!("[{i}]"),
-            };
-            return Err(Error::NonFiniteWeight {
-                path: path.to_path_buf(),
-                tensor: name.to_string(),
-                position,
-                value: values[i],
-            });
-        }
+        check_finite(path, name, shape, &values)?;
         Ok(values)
     }
 
@@ -251,6 +239,29 @@ impl WeightFiles {
     pub fn read_params(&self, layout: &Params<TensorSpec>) -> Result<Params<Vec<f32>>, Error> {
         layout.try_map(|spec| self.read_param(spec))
     }
+}
+
+/// Checks that every value of tensor `name` (of `shape`, read from `path`) is finite. Found here, a
+/// NaN names its tensor; found later, it would surface as a sampling error.
+pub(crate) fn check_finite(
+    path: &Path,
+    name: &str,
+    shape: &[usize],
+    values: &[f32],
+) -> Result<(), Error> {
+    let Some(i) = values.iter().position(|v| !v.is_finite()) else {
+        return Ok(());
+    };
+    let position = match shape {
+        [_, cols] => format!("[{}, {}]", i / cols, i % cols),
+        _ => format!("[{i}]"),
+    };
+    Err(Error::NonFiniteWeight {
+        path: path.to_path_buf(),
+        tensor: name.to_string(),
+        position,
+        value: values[i],
+    })
 }
 
 /// The distinct shard file names of a `model.safetensors.index.json`, each checked to be a plain

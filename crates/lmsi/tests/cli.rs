@@ -346,3 +346,61 @@ fn vote_with_the_random_vote_control_keeps_a_sampled_answer() {
     // Over sixteen seeds both distinct answers come up, the minority one included.
     assert_eq!(drawn.into_iter().collect::<Vec<_>>(), ["4", "9"]);
 }
+
+#[test]
+fn a_gguf_file_is_a_model_wherever_a_model_is_read() {
+    use candle_core::quantized::GgmlDType;
+    use lmsi_transformer::testing::{GgufFixture, write_gguf};
+    let f = fixture();
+    let gguf = f.dir.join("seed.gguf");
+    write_gguf(
+        &lmsi_transformer::testing::seed_model_dir(),
+        &gguf,
+        &GgufFixture::of(GgmlDType::F32),
+    );
+    let eval = |model: &str, report: &str| {
+        let out = lmsi(&[
+            "eval",
+            "--model",
+            model,
+            "--dataset",
+            &f.path("questions.jsonl"),
+            "--out",
+            &f.path(report),
+            "--mode",
+            "sc",
+            "--paths",
+            "3",
+            "--prompt",
+            "cot-zeroshot",
+            "--max-new-tokens",
+            "24",
+            "--threads",
+            "1",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let mut report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(f.dir.join(report)).unwrap()).unwrap();
+        report.as_object_mut().unwrap().remove("seconds");
+        report
+    };
+    // The same weights and tokenizer: the same paths, votes and report (but for its wall time).
+    assert_eq!(
+        eval(&gguf.to_string_lossy(), "from-file.json"),
+        eval(&seed_model(), "from-dir.json")
+    );
+    let truncated = f.dir.join("truncated.gguf");
+    std::fs::write(&truncated, &std::fs::read(&gguf).unwrap()[..5000]).unwrap();
+    let out = lmsi(&[
+        "eval",
+        "--model",
+        &truncated.to_string_lossy(),
+        "--dataset",
+        &f.path("questions.jsonl"),
+        "--out",
+        &f.path("bad.json"),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("truncated.gguf"), "{}", stderr(&out));
+    assert!(!f.dir.join("bad.json").exists());
+}
