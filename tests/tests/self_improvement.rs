@@ -70,6 +70,7 @@ fn setup() -> Setup {
         ttrl: Default::default(),
         probe: None,
         self_exemplars: None,
+        paths_from: None,
     };
     Setup {
         _root: root_dir,

@@ -10,6 +10,7 @@ use lmsi::eval::EvalMode;
 use lmsi::generate::{GenerateOptions, PromptKind};
 use lmsi::objective::Objective;
 use lmsi::run::RunConfig;
+use lmsi::shard::ShardArg;
 use lmsi::train::TrainOptions;
 use lmsi::ttrl::TtrlOptions;
 use lmsi::vote::{VoteControl, VoteOptions};
@@ -51,11 +52,14 @@ pub enum Command {
     Train(TrainArgs),
     /// Accuracy of a model on a labelled test set (greedy or self-consistency).
     Eval(EvalArgs),
+    /// Join the outputs of `generate --shard` or `eval --shard` into what the unsharded command writes.
+    Merge(MergeArgs),
 }
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// Model to improve (default: the embedded seed model).
+    /// Model to improve: a Hugging Face model directory or a GGUF file (default: the embedded seed
+    /// model).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Unlabelled questions (default: the embedded pool of the seed model's task).
@@ -164,7 +168,11 @@ pub struct RunArgs {
     /// Repeat the loop with the improved model.
     #[arg(long, default_value_t = 1, value_parser = at_least_one::<usize>, allow_negative_numbers = true)]
     pub rounds: usize,
-    /// Distillation: train this (smaller) model on the paths of --model.
+    /// Round 1's paths, already sampled (by `lmsi generate`, or `lmsi merge` of its shards), instead
+    /// of generating them: every pool question must have its paths there, and no other question.
+    #[arg(long)]
+    pub paths_from: Option<PathBuf>,
+    /// Distillation: train this (smaller) model, a directory or a GGUF file, on the paths of --model.
     #[arg(long)]
     pub student: Option<PathBuf>,
     /// The model also writes this many new questions of its own (kept when their vote is confident).
@@ -287,6 +295,7 @@ impl RunArgs {
             },
             probe: self.probe.clone(),
             self_exemplars: self_written.then_some(defaults.exemplars),
+            paths_from: self.paths_from.clone(),
         })
     }
 }
@@ -396,7 +405,8 @@ impl TrainArgs {
 
 #[derive(Args)]
 pub struct ModelArgs {
-    /// Model directory in Hugging Face layout (config.json, model.safetensors, tokenizer.json).
+    /// Model: a directory in Hugging Face layout (config.json, model.safetensors, tokenizer.json) or a
+    /// GGUF file (llama or qwen2; every tensor type dequantised to f32 on load).
     #[arg(long)]
     pub model: PathBuf,
     #[command(flatten)]
@@ -553,6 +563,10 @@ pub struct GenerateArgs {
     /// esc[:WINDOW] (unanimous window) or adaptive[:THRESHOLD] (Beta stopping rule).
     #[arg(long)]
     pub early_stop: Option<EarlyStop>,
+    /// Work on one shard of the questions: I/N (1-based; a split by question id), or auto (from a
+    /// Slurm job array or a Kubernetes Indexed Job). Writes OUT.shard.json beside OUT for `lmsi merge`.
+    #[arg(long)]
+    pub shard: Option<ShardArg>,
     #[command(flatten)]
     pub input: InputArgs,
 }
@@ -575,8 +589,22 @@ pub struct EvalArgs {
     pub paths: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// Work on one shard of the questions: I/N (1-based; a split by question id), or auto (from a
+    /// Slurm job array or a Kubernetes Indexed Job). Writes OUT.shard.json beside OUT for `lmsi merge`.
+    #[arg(long)]
+    pub shard: Option<ShardArg>,
     #[command(flatten)]
     pub input: InputArgs,
+}
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// The merged file to write (paths JSONL, or an eval report).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The shards' outputs, each with its OUT.shard.json beside it, in any order.
+    #[arg(required = true)]
+    pub shards: Vec<PathBuf>,
 }
 
 #[derive(Args)]

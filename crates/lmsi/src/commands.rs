@@ -6,9 +6,10 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use lmsi::build_data::build_for;
-use lmsi::eval::{EvalMode, evaluate};
+use lmsi::eval::{EvalMode, EvalReport, evaluate_with_samples};
 use lmsi::generate::generate_paths;
 use lmsi::outputs::{Named, check_output};
+use lmsi::shard::{self, Shard, ShardArg, ShardManifest};
 use lmsi::train::{TrainData, TrainOptions, train_data};
 use lmsi::vote::vote_paths;
 use lmsi_data::{
@@ -81,13 +82,32 @@ fn generate_on<B: Backend>(args: &GenerateArgs, backend: B) -> Result<()> {
     let questions = load(&args.questions, &args.input, read_questions)?;
     let mut options = args.sampling.options(args.paths)?;
     options.early_stop = args.early_stop;
+    let sharding = Sharding::new("generate", args.shard, questions, &args.out, || {
+        let fingerprinted = (&options, args.input.skip_bad);
+        let inputs = [
+            ("model", args.model.model.as_path()),
+            ("questions", &args.questions),
+        ];
+        shard::fingerprint("generate", &fingerprinted, &inputs)
+    })?;
+    let questions = &sharding.questions;
+    if questions.is_empty() {
+        write_atomic(&args.out, b"")?;
+        sharding.finish(&args.out, Vec::new(), Vec::new())?;
+        println!("no questions in this shard -> {}", args.out.display());
+        return Ok(());
+    }
     let (model, tokenizer) = args.model.load(backend, Storage::Inference)?;
     let bar = progress_bar(questions.len() * args.paths, "paths");
-    let (paths, stats) = generate_paths(&model, &tokenizer, &questions, &options, &mut |_| {
-        bar.inc(1)
-    })?;
+    let (paths, stats) =
+        generate_paths(&model, &tokenizer, questions, &options, &mut |_| bar.inc(1))?;
     bar.finish_and_clear();
     write_jsonl_atomic(&args.out, &paths)?;
+    let lines = questions
+        .iter()
+        .map(|q| paths.iter().filter(|p| p.id == q.id).count())
+        .collect();
+    sharding.finish(&args.out, lines, Vec::new())?;
     let mut line = format!(
         "{} questions, {} paths; prompt {:.0} tokens/s, sampled {:.1} tokens/s ({} tokens in {:.1} s)",
         questions.len(),
@@ -295,27 +315,48 @@ fn eval_on<B: Backend>(args: &EvalArgs, backend: B) -> Result<()> {
     check_sampling_output(&args.out, dataset, &args.model, &args.sampling)?;
     let questions = load(&args.dataset, &args.input, read_questions)?;
     let options = args.sampling.options(args.paths)?;
-    let (model, tokenizer) = args.model.load(backend, Storage::Inference)?;
+    let sharding = Sharding::new("eval", args.shard, questions, &args.out, || {
+        let fingerprinted = (&options, args.mode, args.input.skip_bad);
+        let inputs = [
+            ("model", args.model.model.as_path()),
+            ("dataset", &args.dataset),
+        ];
+        shard::fingerprint("eval", &fingerprinted, &inputs)
+    })?;
+    let questions = &sharding.questions;
     let paths = if args.mode == EvalMode::Greedy {
         1
     } else {
         args.paths
     };
-    let bar = progress_bar(questions.len() * paths, "paths");
-    let report = evaluate(
-        &model,
-        &tokenizer,
-        &questions,
-        args.mode,
-        &options,
-        &mut |_| bar.inc(1),
-    )?;
-    bar.finish_and_clear();
-    let json = serde_json::to_string_pretty(&report)?;
-    write_atomic(&args.out, json.as_bytes())?;
-    println!("{} -> {}", report.summary(), args.out.display());
+    let (report, samples) = if questions.is_empty() {
+        let empty = EvalReport::from_items(args.mode, paths, 0.0, 0.0, Vec::new(), &[]);
+        (empty, Vec::new())
+    } else {
+        let (model, tokenizer) = args.model.load(backend, Storage::Inference)?;
+        let bar = progress_bar(questions.len() * paths, "paths");
+        let evaluated = evaluate_with_samples(
+            &model,
+            &tokenizer,
+            questions,
+            args.mode,
+            &options,
+            &mut |_| bar.inc(1),
+        )?;
+        bar.finish_and_clear();
+        evaluated
+    };
+    write_report(&args.out, &report)?;
+    sharding.finish(&args.out, Vec::new(), samples)
+}
+
+/// Writes an eval report, and in `sc` mode its maj@k chart beside it, and prints its summary.
+fn write_report(out: &Path, report: &EvalReport) -> Result<()> {
+    let json = serde_json::to_string_pretty(report)?;
+    write_atomic(out, json.as_bytes())?;
+    println!("{} -> {}", report.summary(), out.display());
     if let Some(samples) = &report.samples {
-        let chart = args.out.with_extension("maj-at-k.svg");
+        let chart = out.with_extension("maj-at-k.svg");
         write_atomic(&chart, lmsi::metrics::chart(samples).as_bytes())?;
         let last = samples.at_k.last().map_or(0.0, |a| a.pass);
         println!(
@@ -403,4 +444,116 @@ pub fn build_data(args: BuildDataArgs) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// A command's questions, cut to its `--shard` when it has one, and what its manifest records.
+struct Sharding {
+    questions: Vec<lmsi_data::Question>,
+    shard: Option<ShardOf>,
+}
+
+/// The shard a command works on and where its questions stand in the input.
+struct ShardOf {
+    command: &'static str,
+    shard: Shard,
+    fingerprint: String,
+    questions: usize,
+    positions: Vec<usize>,
+}
+
+impl Sharding {
+    /// The questions of `shard` (all of them without one); `fingerprint` is computed only for a
+    /// shard. Refuses an `out` whose manifest would overwrite an input.
+    fn new(
+        command: &'static str,
+        shard: Option<ShardArg>,
+        questions: Vec<lmsi_data::Question>,
+        out: &Path,
+        fingerprint: impl FnOnce() -> Result<String, lmsi::Error>,
+    ) -> Result<Self> {
+        let Some(arg) = shard else {
+            return Ok(Self {
+                questions,
+                shard: None,
+            });
+        };
+        let shard = arg.resolve(&|name| std::env::var(name).ok())?;
+        check_output(
+            Named::file("the shard manifest", &shard::manifest_path(out)),
+            &[Named::file("--out", out)],
+        )?;
+        let total = questions.len();
+        let (questions, positions) = shard.select(questions);
+        eprintln!("shard {shard}: {} of {total} questions", questions.len());
+        Ok(Self {
+            questions,
+            shard: Some(ShardOf {
+                command,
+                shard,
+                fingerprint: fingerprint()?,
+                questions: total,
+                positions,
+            }),
+        })
+    }
+
+    /// Writes the manifest beside `out`, for a shard.
+    fn finish(
+        &self,
+        out: &Path,
+        lines: Vec<usize>,
+        samples: Vec<lmsi::metrics::Samples>,
+    ) -> Result<()> {
+        let Some(of) = &self.shard else {
+            return Ok(());
+        };
+        let manifest = ShardManifest {
+            command: of.command.into(),
+            shard: of.shard.index,
+            shards: of.shard.count,
+            fingerprint: of.fingerprint.clone(),
+            questions: of.questions,
+            positions: of.positions.clone(),
+            lines,
+            samples,
+        };
+        let json = serde_json::to_string_pretty(&manifest)?;
+        write_atomic(&shard::manifest_path(out), json.as_bytes())?;
+        Ok(())
+    }
+}
+
+/// `lmsi merge`: joins shard outputs into the unsharded command's output.
+pub fn merge(args: MergeArgs) -> Result<()> {
+    let manifests: Vec<_> = args
+        .shards
+        .iter()
+        .map(|s| shard::manifest_path(s))
+        .collect();
+    let inputs: Vec<Named<'_>> = args
+        .shards
+        .iter()
+        .map(|s| Named::file("a shard", s))
+        .chain(manifests.iter().map(|m| Named::file("a shard manifest", m)))
+        .collect();
+    check_output(Named::file("--out", &args.out), &inputs)?;
+    let shards = shard::read_shards(&args.shards)?;
+    match shards[0].manifest.command.as_str() {
+        "generate" => {
+            let merged = shard::merge_paths(&shards)?;
+            write_atomic(&args.out, merged.as_bytes())?;
+            println!(
+                "{} shards, {} paths -> {}",
+                shards.len(),
+                merged.lines().count(),
+                args.out.display()
+            );
+            Ok(())
+        }
+        "eval" => write_report(&args.out, &shard::merge_reports(&shards)?),
+        other => bail!(
+            "{}: unknown command {other:?} in its shard manifest",
+            manifests[0].display()
+        ),
+    }
 }

@@ -99,6 +99,18 @@ pub fn evaluate<B: Backend>(
     options: &GenerateOptions,
     on_path: &mut dyn FnMut(&lmsi_data::PathRecord),
 ) -> Result<EvalReport, Error> {
+    evaluate_with_samples(model, tokenizer, questions, mode, options, on_path).map(|(r, _)| r)
+}
+
+/// [`evaluate`], also returning each question's [`Samples`] (what a sharded evaluation's merge needs).
+pub fn evaluate_with_samples<B: Backend>(
+    model: &Model<B>,
+    tokenizer: &Tokenizer,
+    questions: &[Question],
+    mode: EvalMode,
+    options: &GenerateOptions,
+    on_path: &mut dyn FnMut(&lmsi_data::PathRecord),
+) -> Result<(EvalReport, Vec<Samples>), Error> {
     if let Some(q) = questions.iter().find(|q| q.gold().is_none()) {
         return Err(Error::Input(format!(
             "question {:?} has no gold answer to evaluate against",
@@ -150,25 +162,48 @@ pub fn evaluate<B: Backend>(
             texts,
         });
     }
-    let n = items.len();
-    let correct = items.iter().filter(|i| i.correct).count();
-    let sample_metrics = (mode == EvalMode::Sc).then(|| {
-        let confidence: Vec<f64> = items.iter().map(|i| i.confidence).collect();
-        let right: Vec<bool> = items.iter().map(|i| i.correct).collect();
-        SampleMetrics::of(&samples, &confidence, &right)
-    });
-    Ok(EvalReport {
+    let report = EvalReport::from_items(
         mode,
-        n,
-        correct,
-        accuracy: correct as f64 / n.max(1) as f64,
-        ci95: wilson_interval(correct, n),
-        paths: options.paths,
-        temperature: options.sampling.temperature,
-        seconds: started.elapsed().as_secs_f64(),
-        samples: sample_metrics,
+        options.paths,
+        options.sampling.temperature,
+        started.elapsed().as_secs_f64(),
         items,
-    })
+        &samples,
+    );
+    Ok((report, samples))
+}
+
+impl EvalReport {
+    /// The report of questions' `items` with their `samples` (in the same order): accuracy, its
+    /// interval and, in `sc` mode, the sample metrics.
+    pub fn from_items(
+        mode: EvalMode,
+        paths: usize,
+        temperature: f32,
+        seconds: f64,
+        items: Vec<EvalItem>,
+        samples: &[Samples],
+    ) -> Self {
+        let n = items.len();
+        let correct = items.iter().filter(|i| i.correct).count();
+        let sample_metrics = (mode == EvalMode::Sc).then(|| {
+            let confidence: Vec<f64> = items.iter().map(|i| i.confidence).collect();
+            let right: Vec<bool> = items.iter().map(|i| i.correct).collect();
+            SampleMetrics::of(samples, &confidence, &right)
+        });
+        EvalReport {
+            mode,
+            n,
+            correct,
+            accuracy: correct as f64 / n.max(1) as f64,
+            ci95: wilson_interval(correct, n),
+            paths,
+            temperature,
+            seconds,
+            samples: sample_metrics,
+            items,
+        }
+    }
 }
 
 /// The Wilson score interval for `successes` out of `n` at 95% confidence.

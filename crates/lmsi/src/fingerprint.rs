@@ -9,6 +9,7 @@
 //! |---|---|
 //! | `model` (every file lmsi reads from it) | all |
 //! | `questions` (the pool) | all but `eval-before-*` |
+//! | `paths-from` (round 1's given paths) | all but `eval-before-*` |
 //! | `eval` (the test set) | every `eval-*` |
 //! | `student` | every round's `train` and `eval-after-*`, and all of rounds 2 and later |
 //! | `probe` | every `probe*` and `ttrl` stage, and all of rounds 2 and later (the stop rule read it) |
@@ -40,11 +41,14 @@ const NOT_MODEL: [&str; 8] = [
 /// The content hash of each input of `config`, by input name.
 pub fn input_hashes(config: &RunConfig) -> Result<BTreeMap<String, String>, Error> {
     let mut hashes = BTreeMap::new();
-    hashes.insert("model".into(), hash_dir(&config.model)?);
+    hashes.insert("model".into(), hash_input(&config.model)?);
     hashes.insert("questions".into(), hash_file(&config.questions)?);
     hashes.insert("eval".into(), hash_file(&config.eval)?);
     if let Some(student) = &config.student {
-        hashes.insert("student".into(), hash_dir(student)?);
+        hashes.insert("student".into(), hash_input(student)?);
+    }
+    if let Some(paths) = &config.paths_from {
+        hashes.insert("paths-from".into(), hash_file(paths)?);
     }
     if let Some(probe) = &config.probe {
         hashes.insert("probe".into(), hash_file(probe)?);
@@ -57,11 +61,20 @@ pub fn reads(stage: &str, input: &str) -> bool {
     let (round, step) = stage.split_once('/').unwrap_or(("", stage));
     let later_round = round != "round-1";
     match input {
-        "questions" => !step.starts_with("eval-before"),
+        "questions" | "paths-from" => !step.starts_with("eval-before"),
         "eval" => step.starts_with("eval-"),
         "student" => later_round || step == "train" || step.starts_with("eval-after"),
         "probe" => later_round || step.starts_with("probe") || step == "ttrl",
         _ => true,
+    }
+}
+
+/// The hash of an input: of a file (a GGUF model, questions), or of a model directory's model files.
+pub fn hash_input(path: &Path) -> Result<String, Error> {
+    if path.is_file() {
+        hash_file(path)
+    } else {
+        hash_dir(path)
     }
 }
 

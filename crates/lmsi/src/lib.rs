@@ -14,6 +14,8 @@
 //! - [`objective`]: what a round trains toward (`sft`, `weighted`, `scpo`, `ttrl`); [`ttrl`] is the
 //!   online loop; [`stop_rule`] stops a loop that goes wrong (a probe set, or a label-free rule).
 //! - [`eval::evaluate`] (`lmsi eval`): greedy or self-consistency accuracy on a labelled test set.
+//! - [`shard`] (`--shard I/N`, `lmsi merge`): `generate` and `eval` split by question id across jobs,
+//!   and their outputs joined into exactly what one job writes.
 //! - [`run::run`] (`lmsi run`): the whole loop in a resumable run directory, with reports and plots;
 //!   [`embedded`] holds its default (the seed model built by [`seed`] and the task's data).
 //!
@@ -46,6 +48,7 @@ pub mod plot;
 pub mod run;
 pub mod seed;
 pub mod self_exemplars;
+pub mod shard;
 pub mod signals;
 pub mod stop_rule;
 pub mod train;

@@ -48,6 +48,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => commands::generate(args),
         Command::Train(args) => commands::train(args),
         Command::Eval(args) => commands::eval(args),
+        Command::Merge(args) => commands::merge(args),
         Command::Vote(args) => commands::vote(args),
         Command::BuildData(args) => commands::build_data(args),
     }

@@ -22,6 +22,7 @@ use crate::eval::wilson_interval;
 use crate::plot::{Axes, Series, line_chart};
 
 /// One question's sampled paths, in path order: each path's answer key and whether it is correct.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Samples {
     pub answers: Vec<Option<String>>,
     pub correct: Vec<bool>,

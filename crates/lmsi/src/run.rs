@@ -104,6 +104,10 @@ pub struct RunConfig {
     /// `generate.exemplars`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub self_exemplars: Option<usize>,
+    /// Round 1's paths, sampled beforehand (a sharded `lmsi generate` merged), instead of its
+    /// generate stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths_from: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -150,7 +154,17 @@ impl RunConfig {
             Objective::Ttrl if self.student.is_some() => refuse(
                 "sft, weighted or scpo with --student (ttrl samples from the model it trains)",
             ),
+            Objective::Ttrl if self.paths_from.is_some() => {
+                refuse("sft, weighted or scpo with --paths-from (ttrl samples as it trains)")
+            }
             Objective::Ttrl => self.ttrl.check(),
+            _ if self.paths_from.is_some() && self.self_questions > 0 => {
+                Err(Error::InvalidOption {
+                    option: "--paths-from",
+                    value: self.self_questions.to_string(),
+                    expected: "used without --self-questions (the pool would grow by questions the                            given paths cannot have)",
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -653,7 +667,11 @@ impl<B: Backend> Runner<'_, B> {
         if c.objective.is_online() {
             return self.online_round(r, &questions, test, &start, probe);
         }
-        let paths = self.generate_stage(&format!("round-{r}/generate"), &teacher, &questions)?;
+        let stage = format!("round-{r}/generate");
+        let paths = match (&c.paths_from, r) {
+            (Some(file), 1) => self.given_paths_stage(&stage, file, &questions)?,
+            _ => self.generate_stage(&stage, &teacher, &questions)?,
+        };
         let votes = self.vote_stage(&format!("round-{r}/vote"), &paths)?;
         let data = self.build_stage(&format!("round-{r}/build"), &votes, &paths)?;
         let trained = dir.join("model");
@@ -954,6 +972,35 @@ impl<B: Backend> Runner<'_, B> {
                     c.self_questions
                 );
                 Ok((written, summary))
+            },
+        )
+    }
+
+    /// Round 1's generate stage from `--paths-from`: the file's paths, checked to be those of the
+    /// pool's questions, in pool order.
+    fn given_paths_stage(
+        &mut self,
+        name: &str,
+        file: &Path,
+        questions: &[Question],
+    ) -> Step<Vec<PathRecord>> {
+        let out = self.work_dir.join(name).with_file_name("paths.jsonl");
+        let file = file.to_path_buf();
+        self.stage(
+            name,
+            questions.len(),
+            || Ok(read_paths(&out, BadLines::Error)?.items),
+            |_| {
+                let paths =
+                    order_given_paths(&file, read_paths(&file, BadLines::Error)?.items, questions)?;
+                write_jsonl_atomic(&out, &paths)?;
+                let summary = format!(
+                    "{} paths for {} questions, from {}",
+                    paths.len(),
+                    questions.len(),
+                    file.display()
+                );
+                Ok((paths, summary))
             },
         )
     }
@@ -1616,6 +1663,40 @@ fn diff_values(name: &str, a: &serde_json::Value, b: &serde_json::Value, out: &m
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
     let bytes = serde_json::to_vec_pretty(value).expect("reports serialise");
     Ok(write_atomic(path, &bytes)?)
+}
+
+/// The paths of `file` for `questions`, in question order and path order within a question.
+/// Refuses a question without paths and a path of a question that is not in the pool.
+fn order_given_paths(
+    file: &Path,
+    mut paths: Vec<PathRecord>,
+    questions: &[Question],
+) -> Result<Vec<PathRecord>, Error> {
+    let order: std::collections::HashMap<&str, usize> = questions
+        .iter()
+        .enumerate()
+        .map(|(i, q)| (q.id.as_str(), i))
+        .collect();
+    if let Some(p) = paths.iter().find(|p| !order.contains_key(p.id.as_str())) {
+        return Err(Error::Input(format!(
+            "{}: paths of question {:?}, which is not in the pool",
+            file.display(),
+            p.id
+        )));
+    }
+    let with_paths: HashSet<&str> = paths.iter().map(|p| p.id.as_str()).collect();
+    if let Some(q) = questions
+        .iter()
+        .find(|q| !with_paths.contains(q.id.as_str()))
+    {
+        return Err(Error::Input(format!(
+            "{}: no paths for pool question {:?} (--paths-from must hold every pool question's paths)",
+            file.display(),
+            q.id
+        )));
+    }
+    paths.sort_by_key(|p| (order[p.id.as_str()], p.path));
+    Ok(paths)
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ impl Scratch {
 }
 
 /// The embedded seed model's directory, as an argument.
+#[allow(dead_code)] // Not every test binary that shares this module uses it.
 pub fn seed_model() -> String {
     lmsi_transformer::testing::seed_model_dir()
         .to_string_lossy()
