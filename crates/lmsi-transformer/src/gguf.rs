@@ -34,7 +34,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Seek};
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
@@ -42,6 +42,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 
 use crate::Error;
 use crate::config::Config;
+use crate::gguf_header::header_alignment;
 use crate::params::{Params, TensorSpec};
 use crate::weights::check_finite;
 
@@ -64,11 +65,23 @@ impl GgufModel {
             source,
         })?;
         let mut reader = BufReader::new(file);
-        // candle divides by `general.alignment` unchecked; a zero there must be an error, not a panic.
-        let content =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Content::read(&mut reader)))
-                .map_err(|_| weights_error(path, "malformed GGUF header".into()))?
-                .map_err(|e| weights_error(path, format!("not a readable GGUF file: {e}")))?;
+        // candle divides by `general.alignment` unchecked: check it first (llama.cpp requires a
+        // power of two).
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(alignment) = header_alignment(&mut reader).map_err(io)?
+            && !alignment.is_power_of_two()
+        {
+            return Err(weights_error(
+                path,
+                format!("general.alignment is {alignment}; it must be a power of two"),
+            ));
+        }
+        reader.rewind().map_err(io)?;
+        let content = Content::read(&mut reader)
+            .map_err(|e| weights_error(path, format!("not a readable GGUF file: {e}")))?;
         Ok(Self {
             path: path.to_path_buf(),
             content,

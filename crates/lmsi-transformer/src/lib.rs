@@ -39,6 +39,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod generate;
 pub mod gguf;
+mod gguf_header;
 mod gguf_tokenizer;
 pub mod kv_cache;
 mod layer;
