@@ -38,6 +38,19 @@ pub enum DataError {
         /// What is wrong, e.g. `empty "question"`.
         message: String,
     },
+    /// A record of a dataset file (a JSONL line, an element of a JSON array, a parquet row) that
+    /// cannot be used.
+    #[error("{}: {record} {number}: {message}", path.display())]
+    Record {
+        /// The file.
+        path: PathBuf,
+        /// What a record is called in the file's format: `line`, `record` or `row`.
+        record: &'static str,
+        /// 1-based record number.
+        number: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// The file holds no records where at least one is required.
     #[error("{}: no records (the file is empty, or every line was skipped)", path.display())]
     Empty {

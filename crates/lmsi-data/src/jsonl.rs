@@ -179,14 +179,24 @@ fn read_unique<T: DeserializeOwned, K: std::hash::Hash + Eq>(
 
 /// A question line as written, before ids are assigned.
 #[derive(serde::Deserialize)]
-struct RawQuestion {
+pub(crate) struct RawQuestion {
     #[serde(default, deserialize_with = "optional_string_or_number")]
-    id: Option<String>,
-    question: String,
+    pub(crate) id: Option<String>,
+    pub(crate) question: String,
     #[serde(default, deserialize_with = "optional_string_or_number")]
-    answer: Option<String>,
+    pub(crate) answer: Option<String>,
     #[serde(default)]
-    choices: Option<Vec<String>>,
+    pub(crate) choices: Option<Vec<String>>,
+}
+
+/// The non-blank lines of a JSONL file as JSON values, with their line numbers.
+pub(crate) fn read_values(
+    path: &Path,
+    bad: BadLines,
+) -> Result<Loaded<(usize, serde_json::Value)>, DataError> {
+    read_records(path, bad, |line, value: serde_json::Value| {
+        Ok((line, value))
+    })
 }
 
 /// Reads `path` line by line, parsing each non-blank line as `T` and passing it, with its

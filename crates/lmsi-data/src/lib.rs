@@ -8,6 +8,9 @@
 //!   [`TrainExample`]) define the file formats.
 //! - [`PromptFormat`]: chain-of-thought or direct, few-shot or zero-shot; the exact text is in
 //!   the [`prompt`] module docs.
+//! - [`datasets`]: the paper's benchmark datasets (GSM8K, SVAMP, AQuA-RAT, DROP, ARC, OpenBookQA,
+//!   StrategyQA, ANLI, MNLI, RTE, CommonsenseQA) read in their published formats (JSONL, JSON,
+//!   parquet) and field names, each with its answer kind and exemplars ([`read_dataset`]).
 //! - [`ExemplarSet`]: the built-in exemplars, or a JSONL file of them (GSM8K style accepted).
 //! - [`generate`]: deterministic multi-step word problems with GSM8K-style reasoning, over a
 //!   closed vocabulary ([`vocabulary_words`]).
@@ -26,6 +29,7 @@
 //! # Ok::<(), lmsi_data::DataError>(())
 //! ```
 
+pub mod datasets;
 mod error;
 mod exemplars;
 pub mod jsonl;
@@ -37,6 +41,7 @@ mod text;
 #[cfg(test)]
 mod testutil;
 
+pub use datasets::{Dataset, DatasetFile, read_dataset};
 pub use error::DataError;
 pub use exemplars::{Exemplar, ExemplarSet};
 pub use jsonl::{

@@ -16,7 +16,7 @@ use lmsi::ttrl::TtrlOptions;
 use lmsi::vote::{VoteControl, VoteOptions};
 use lmsi_adamw::ScheduleKind;
 use lmsi_cuda::SimConfig;
-use lmsi_data::{BadLines, ExemplarSet, parse_formats};
+use lmsi_data::{BadLines, Dataset, ExemplarSet, parse_formats};
 use lmsi_sampler::SamplingParams;
 use lmsi_transformer::Dtype;
 use lmsi_voter::{AnswerKind, EarlyStop, Weighting};
@@ -62,7 +62,8 @@ pub struct RunArgs {
     /// model).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Unlabelled questions (default: the embedded pool of the seed model's task).
+    /// Unlabelled questions, lmsi's JSONL or a benchmark dataset's file, whose fields tell the
+    /// dataset (default: the embedded pool of the seed model's task).
     #[arg(long)]
     pub questions: Option<PathBuf>,
     /// Labelled test questions (default: the embedded test set).
@@ -228,8 +229,12 @@ impl RunArgs {
             None => lmsi::embedded::Settings::paper(),
         };
         let self_written = self.exemplars.as_deref() == Some(std::path::Path::new("self"));
+        // The pool's dataset gives the answer kind and, for datasets other than arithmetic word
+        // problems, the exemplars.
+        let dataset = lmsi_data::read_dataset(&questions, None, BadLines::Error)?.dataset;
         let exemplars = match &self.exemplars {
             Some(path) if !self_written => ExemplarSet::load(path)?,
+            _ if dataset.answer_kind() != AnswerKind::Number => dataset.exemplars(),
             _ => ExemplarSet::builtin().first(defaults.exemplars)?,
         };
         let paths = self.paths.unwrap_or(defaults.paths);
@@ -246,7 +251,7 @@ impl RunArgs {
             max_new_tokens: self.max_new_tokens.unwrap_or(defaults.max_new_tokens),
             stop: None,
             max_batch: defaults.max_batch,
-            answer: AnswerKind::Number,
+            answer: dataset.answer_kind(),
             early_stop: None,
         };
         let train = TrainOptions {
@@ -264,6 +269,7 @@ impl RunArgs {
             ..defaults.train.clone()
         };
         let vote = VoteOptions {
+            kind: dataset.answer_kind(),
             min_confidence: self.min_confidence,
             control: self.control,
             seed: self.seed,
@@ -515,18 +521,20 @@ pub struct SamplingArgs {
     /// Paths decoded together in one batch.
     #[arg(long, default_value_t = 32, value_parser = at_least_one::<usize>, allow_negative_numbers = true)]
     pub max_batch: usize,
-    /// How to read an answer from a path: number, choice, yesno or text.
-    #[arg(long, default_value = "number")]
-    pub answer: AnswerKind,
+    /// How to read an answer from a path: number, choice, yesno or text (default: the dataset's).
+    #[arg(long)]
+    pub answer: Option<AnswerKind>,
 }
 
 impl SamplingArgs {
-    pub fn options(&self, paths: usize) -> Result<GenerateOptions> {
+    /// The generation options for questions of `dataset`, whose answer kind and exemplars are
+    /// the defaults of --answer and --exemplars.
+    pub fn options(&self, paths: usize, dataset: Dataset) -> Result<GenerateOptions> {
         Ok(GenerateOptions {
             prompt: self.prompt,
             exemplars: match &self.exemplars {
                 Some(path) => ExemplarSet::load(path)?,
-                None => ExemplarSet::builtin(),
+                None => dataset.exemplars(),
             },
             paths,
             sampling: SamplingParams {
@@ -538,7 +546,7 @@ impl SamplingArgs {
             max_new_tokens: self.max_new_tokens,
             stop: (!self.stop.is_empty()).then(|| self.stop.clone()),
             max_batch: self.max_batch,
-            answer: self.answer,
+            answer: self.answer.unwrap_or(dataset.answer_kind()),
             early_stop: None,
         })
     }
@@ -548,7 +556,8 @@ impl SamplingArgs {
 pub struct GenerateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Questions (JSONL: {"id", "question", "answer"}; GSM8K files load unchanged).
+    /// Questions: lmsi's JSONL ({"id", "question", "answer"}; GSM8K files load unchanged) or a
+    /// benchmark dataset's file in its published format (JSONL, JSON or parquet; see --format).
     #[arg(long)]
     pub questions: PathBuf,
     /// Paths file (JSONL) to write.
@@ -575,9 +584,15 @@ pub struct GenerateArgs {
 pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Labelled questions (JSONL with answers; GSM8K files load unchanged).
-    #[arg(long)]
-    pub dataset: PathBuf,
+    /// Labelled questions: lmsi's JSONL with answers, or a benchmark dataset's file in its
+    /// published format (JSONL, JSON or parquet; see --format).
+    #[arg(long, required_unless_present = "suite", conflicts_with = "suite")]
+    pub dataset: Option<PathBuf>,
+    /// A suite of datasets (JSON: a list of {"path", "name", "format", "prompt", "paths"}, only
+    /// "path" required): each is evaluated greedy and by self-consistency, and --out gets one
+    /// table (JSON, and Markdown beside it).
+    #[arg(long, conflicts_with = "shard")]
+    pub suite: Option<PathBuf>,
     /// Report (JSON) to write.
     #[arg(long)]
     pub out: PathBuf,
@@ -612,6 +627,11 @@ pub struct InputArgs {
     /// Skip malformed input lines (and report how many) instead of stopping at the first one.
     #[arg(long)]
     pub skip_bad: bool,
+    /// The dataset the questions file holds: gsm8k, svamp, aqua-rat, drop, arc, openbookqa,
+    /// strategyqa, anli, mnli, rte or commonsenseqa (default: told by its fields). JSONL, JSON and
+    /// parquet files are read by their extension.
+    #[arg(long)]
+    pub format: Option<Dataset>,
 }
 
 impl InputArgs {

@@ -10,11 +10,12 @@ use lmsi::eval::{EvalMode, EvalReport, evaluate_with_samples};
 use lmsi::generate::generate_paths;
 use lmsi::outputs::{Named, check_output};
 use lmsi::shard::{self, Shard, ShardArg, ShardManifest};
+use lmsi::suite;
 use lmsi::train::{TrainData, TrainOptions, train_data};
 use lmsi::vote::vote_paths;
 use lmsi_data::{
-    BadLines, DataError, ExemplarSet, Loaded, parse_formats, read_jsonl, read_paths,
-    read_questions, read_votes, write_atomic, write_jsonl_atomic,
+    BadLines, DataError, DatasetFile, ExemplarSet, Loaded, parse_formats, read_dataset, read_jsonl,
+    read_paths, read_votes, write_atomic, write_jsonl_atomic,
 };
 use lmsi_transformer::{Backend, Model, Storage, Tokenizer};
 use lmsi_voter::{AnswerKind, Extractor};
@@ -31,6 +32,14 @@ fn load<T>(
     let Loaded { items, skipped } = read(path, input.bad_lines())?;
     report_skipped(path, &skipped);
     Ok(items)
+}
+
+/// Reads a questions file of lmsi's or of a benchmark dataset ([`read_dataset`]), reporting
+/// skipped records on stderr.
+fn load_dataset(path: &Path, input: &InputArgs) -> Result<DatasetFile> {
+    let file = read_dataset(path, input.format, input.bad_lines())?;
+    report_skipped(path, &file.questions.skipped);
+    Ok(file)
 }
 
 fn report_skipped(path: &std::path::Path, skipped: &[lmsi_data::SkippedLine]) {
@@ -79,8 +88,9 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
 fn generate_on<B: Backend>(args: &GenerateArgs, backend: B) -> Result<()> {
     let questions_file = Named::file("--questions", &args.questions);
     check_sampling_output(&args.out, questions_file, &args.model, &args.sampling)?;
-    let questions = load(&args.questions, &args.input, read_questions)?;
-    let mut options = args.sampling.options(args.paths)?;
+    let file = load_dataset(&args.questions, &args.input)?;
+    let mut options = args.sampling.options(args.paths, file.dataset)?;
+    let questions = file.questions.items;
     options.early_stop = args.early_stop;
     let sharding = Sharding::new("generate", args.shard, questions, &args.out, || {
         let fingerprinted = (&options, args.input.skip_bad);
@@ -311,15 +321,23 @@ pub fn eval(args: EvalArgs) -> Result<()> {
 }
 
 fn eval_on<B: Backend>(args: &EvalArgs, backend: B) -> Result<()> {
-    let dataset = Named::file("--dataset", &args.dataset);
+    let Some(dataset_path) = &args.dataset else {
+        let suite = args
+            .suite
+            .as_ref()
+            .expect("clap requires --dataset or --suite");
+        return eval_suite(args, suite, backend);
+    };
+    let dataset = Named::file("--dataset", dataset_path);
     check_sampling_output(&args.out, dataset, &args.model, &args.sampling)?;
-    let questions = load(&args.dataset, &args.input, read_questions)?;
-    let options = args.sampling.options(args.paths)?;
+    let file = load_dataset(dataset_path, &args.input)?;
+    let options = args.sampling.options(args.paths, file.dataset)?;
+    let questions = file.questions.items;
     let sharding = Sharding::new("eval", args.shard, questions, &args.out, || {
         let fingerprinted = (&options, args.mode, args.input.skip_bad);
         let inputs = [
             ("model", args.model.model.as_path()),
-            ("dataset", &args.dataset),
+            ("dataset", dataset_path.as_path()),
         ];
         shard::fingerprint("eval", &fingerprinted, &inputs)
     })?;
@@ -556,4 +574,82 @@ pub fn merge(args: MergeArgs) -> Result<()> {
             manifests[0].display()
         ),
     }
+}
+
+/// `lmsi eval --suite`: every dataset of the suite, greedy and by self-consistency, into one table.
+fn eval_suite<B: Backend>(args: &EvalArgs, suite_file: &Path, backend: B) -> Result<()> {
+    let entries = suite::read_suite(suite_file)?;
+    let markdown = args.out.with_extension("md");
+    let mut inputs: Vec<Named<'_>> = vec![Named::file("--suite", suite_file)];
+    inputs.extend(
+        entries
+            .iter()
+            .map(|e| Named::file("a suite dataset", &e.path)),
+    );
+    inputs.push(Named::dir("--model", &args.model.model));
+    for out in [&args.out, &markdown] {
+        check_output(Named::file("--out", out), &inputs)?;
+    }
+    let (model, tokenizer) = args.model.load(backend, Storage::Inference)?;
+    let rows = entries
+        .iter()
+        .map(|entry| suite_row(args, suite_file, entry, &model, &tokenizer))
+        .collect::<Result<Vec<_>>>()?;
+    let table = suite::SuiteTable { rows };
+    write_atomic(&args.out, serde_json::to_string_pretty(&table)?.as_bytes())?;
+    write_atomic(&markdown, table.markdown().as_bytes())?;
+    print!("{}", table.markdown());
+    println!("-> {} and {}", args.out.display(), markdown.display());
+    Ok(())
+}
+
+/// One suite dataset evaluated greedy and by self-consistency.
+fn suite_row<B: Backend>(
+    args: &EvalArgs,
+    suite_file: &Path,
+    entry: &suite::SuiteEntry,
+    model: &Model<B>,
+    tokenizer: &Tokenizer,
+) -> Result<suite::SuiteRow> {
+    let format = entry.format.as_deref().map(str::parse).transpose();
+    let input = InputArgs {
+        skip_bad: args.input.skip_bad,
+        format: format.map_err(anyhow::Error::msg).with_context(|| {
+            format!(
+                "{}: the \"format\" of {}",
+                suite_file.display(),
+                entry.path.display()
+            )
+        })?,
+    };
+    let file = load_dataset(&entry.path, &input)?;
+    let paths = entry.paths.unwrap_or(args.paths);
+    let mut options = args.sampling.options(paths, file.dataset)?;
+    options.prompt = entry.prompt.unwrap_or(options.prompt);
+    let questions = &file.questions.items;
+    let name = entry
+        .name
+        .clone()
+        .unwrap_or_else(|| file.dataset.to_string());
+    let mut reports = Vec::new();
+    for (mode, paths) in [(EvalMode::Greedy, 1), (EvalMode::Sc, options.paths)] {
+        let bar = progress_bar(questions.len() * paths, &format!("{name} paths"));
+        let (report, _) =
+            evaluate_with_samples(model, tokenizer, questions, mode, &options, &mut |_| {
+                bar.inc(1)
+            })?;
+        bar.finish_and_clear();
+        println!("{name}: {}", report.summary());
+        reports.push(report);
+    }
+    Ok(suite::SuiteRow {
+        name,
+        dataset: file.dataset.to_string(),
+        path: entry.path.clone(),
+        questions: questions.len(),
+        greedy: (&reports[0]).into(),
+        self_consistency: (&reports[1]).into(),
+        paths: options.paths,
+        temperature: options.sampling.temperature,
+    })
 }

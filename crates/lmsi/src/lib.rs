@@ -13,7 +13,8 @@
 //!   [`train::train_pairs`] trains on preference pairs with DPO; [`losses`] has the losses.
 //! - [`objective`]: what a round trains toward (`sft`, `weighted`, `scpo`, `ttrl`); [`ttrl`] is the
 //!   online loop; [`stop_rule`] stops a loop that goes wrong (a probe set, or a label-free rule).
-//! - [`eval::evaluate`] (`lmsi eval`): greedy or self-consistency accuracy on a labelled test set.
+//! - [`eval::evaluate`] (`lmsi eval`): greedy or self-consistency accuracy on a labelled test set;
+//!   [`suite`] (`lmsi eval --suite`) runs several datasets into one table.
 //! - [`shard`] (`--shard I/N`, `lmsi merge`): `generate` and `eval` split by question id across jobs,
 //!   and their outputs joined into exactly what one job writes.
 //! - [`run::run`] (`lmsi run`): the whole loop in a resumable run directory, with reports and plots;
@@ -51,6 +52,7 @@ pub mod self_exemplars;
 pub mod shard;
 pub mod signals;
 pub mod stop_rule;
+pub mod suite;
 pub mod train;
 pub mod ttrl;
 pub mod vote;

@@ -44,7 +44,7 @@ use std::time::Instant;
 
 use lmsi_data::{
     BadLines, ExemplarSet, PathRecord, PromptFormat, Question, VoteRecord, read_jsonl, read_paths,
-    read_questions, read_votes, write_atomic, write_jsonl_atomic,
+    read_votes, write_atomic, write_jsonl_atomic,
 };
 use lmsi_transformer::{Backend, Model, Storage, Tokenizer};
 use lmsi_voter::Extractor;
@@ -1281,7 +1281,7 @@ fn write_questions<B: Backend>(
 
 /// Questions a loop stage reads: no usable question is an error naming the file.
 fn load_questions(path: &Path) -> Result<Vec<Question>, Error> {
-    let loaded = read_questions(path, BadLines::Error)?;
+    let loaded = lmsi_data::read_dataset(path, None, BadLines::Error)?.questions;
     if loaded.items.is_empty() {
         return Err(Error::Input(format!(
             "{}: no usable question",

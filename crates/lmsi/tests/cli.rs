@@ -404,3 +404,134 @@ fn a_gguf_file_is_a_model_wherever_a_model_is_read() {
     assert!(stderr(&out).contains("truncated.gguf"), "{}", stderr(&out));
     assert!(!f.dir.join("bad.json").exists());
 }
+
+#[test]
+fn a_benchmark_dataset_is_read_in_its_published_format() {
+    let f = fixture();
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../lmsi-data/tests/fixtures/datasets"
+    );
+    let eval = |dataset: &str, extra: &[&str]| {
+        let mut args = vec![
+            "eval".to_string(),
+            "--model".into(),
+            f.path("model"),
+            "--dataset".into(),
+            format!("{fixtures}/{dataset}"),
+            "--out".into(),
+            f.path("report.json"),
+            "--max-new-tokens".into(),
+            "4".into(),
+            "--threads".into(),
+            "1".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        lmsi(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = eval("arc.parquet", &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.dir.join("report.json")).unwrap()).unwrap();
+    let golds: Vec<&str> = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["gold"].as_str().unwrap())
+        .collect();
+    // Letters (the choice answer kind), the second question relabelled from ARC's 1-4.
+    assert_eq!(golds, ["B", "C"]);
+    let out = eval("gsm8k.parquet", &["--format", "arc"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("gsm8k.parquet: row 1: arc:"),
+        "{}",
+        stderr(&out)
+    );
+    let out = eval("unknown.jsonl", &[]);
+    assert!(
+        stderr(&out).contains("match no dataset"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_suite_evaluates_each_dataset_into_one_table() {
+    let f = fixture();
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../lmsi-data/tests/fixtures/datasets"
+    );
+    let suite = serde_json::json!([
+        {"path": format!("{fixtures}/arc.parquet"), "name": "ARC-Challenge"},
+        {"path": format!("{fixtures}/strategyqa.json"), "paths": 3},
+        {"path": format!("{fixtures}/gsm8k.jsonl"), "prompt": "cot-zeroshot"},
+    ]);
+    std::fs::write(f.dir.join("suite.json"), suite.to_string()).unwrap();
+    let out = lmsi(&[
+        "eval",
+        "--model",
+        &f.path("model"),
+        "--suite",
+        &f.path("suite.json"),
+        "--out",
+        &f.path("table.json"),
+        "--paths",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--threads",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.dir.join("table.json")).unwrap()).unwrap();
+    let rows = table["rows"].as_array().unwrap();
+    let cells: Vec<(&str, &str, u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap(),
+                r["dataset"].as_str().unwrap(),
+                r["questions"].as_u64().unwrap(),
+                r["paths"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            ("ARC-Challenge", "arc", 2, 2),
+            ("strategyqa", "strategyqa", 2, 3),
+            ("gsm8k", "gsm8k", 2, 2)
+        ]
+    );
+    let markdown = std::fs::read_to_string(f.dir.join("table.md")).unwrap();
+    assert!(
+        markdown.starts_with("| dataset | format | questions | greedy | self-consistency |"),
+        "{markdown}"
+    );
+    assert_eq!(markdown.lines().count(), 5);
+
+    std::fs::write(
+        f.dir.join("bad.json"),
+        r#"[{"path": "x.jsonl", "shots": 3}]"#,
+    )
+    .unwrap();
+    let out = lmsi(&[
+        "eval",
+        "--model",
+        &f.path("model"),
+        "--suite",
+        &f.path("bad.json"),
+        "--out",
+        &f.path("t2.json"),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("bad.json") && stderr(&out).contains("shots"),
+        "{}",
+        stderr(&out)
+    );
+}
