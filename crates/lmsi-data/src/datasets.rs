@@ -22,6 +22,11 @@
 //! | `rte` | `sentence1`, `sentence2`, `label` (0 entailment, 1 not), `idx`; or SuperGLUE's `premise`, `hypothesis`, `label` (strings) | yes/no |
 //! | `commonsenseqa` | `id`, `question`, `question_concept`, `choices.{label,text}`, `answerKey`; or the original `question.{stem,choices}` | choice |
 //!
+//! Detection reads one record, so two layouts need `--format`: SuperGLUE's RTE as the hub publishes
+//! it (`premise`, `hypothesis`, integer `label`) has MNLI's fields and reads as `mnli` unless given
+//! `--format rte`; OpenBookQA's original release has ARC's layout and reads as `arc`, which asks the
+//! same question the same way.
+//!
 //! Parquet files are read with the `parquet` crate (snappy-compressed or uncompressed, as the hub
 //! writes them), each row turned into JSON and read like a JSONL line. Records are numbered from 1
 //! (lines of JSONL, elements of a JSON array, rows of parquet) in errors.
@@ -672,8 +677,21 @@ fn read_records(
     }
 }
 
-/// The rows of a parquet file as JSON objects.
+/// The rows of a parquet file as JSON objects. The `parquet` crate asserts (panics) on some
+/// malformed pages (fuzzing found one in its bit unpacking), so a panic while reading is caught and
+/// reported as an unreadable file.
 fn read_parquet(path: &Path) -> Result<Loaded<(usize, Value)>, DataError> {
+    std::panic::catch_unwind(|| read_parquet_rows(path)).unwrap_or_else(|_| {
+        Err(DataError::Record {
+            path: path.to_path_buf(),
+            record: "file",
+            number: 1,
+            message: "not a readable parquet file (its pages are malformed)".into(),
+        })
+    })
+}
+
+fn read_parquet_rows(path: &Path) -> Result<Loaded<(usize, Value)>, DataError> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let parquet_error = |e: parquet::errors::ParquetError| DataError::Record {
         path: path.to_path_buf(),

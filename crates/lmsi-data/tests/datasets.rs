@@ -221,3 +221,15 @@ fn bad_records_are_named_or_skipped() {
         "{error}"
     );
 }
+
+#[test]
+fn a_parquet_file_with_malformed_pages_is_an_error_not_a_panic() {
+    // Found by the `dataset` fuzz target: the parquet crate asserts while unpacking its pages.
+    let error = read_dataset(&fixture("malformed-pages.parquet"), None, BadLines::Error)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("malformed-pages.parquet") && error.contains("parquet"),
+        "{error}"
+    );
+}

@@ -162,7 +162,8 @@ impl RunConfig {
                 Err(Error::InvalidOption {
                     option: "--paths-from",
                     value: self.self_questions.to_string(),
-                    expected: "used without --self-questions (the pool would grow by questions the                            given paths cannot have)",
+                    expected: "used without --self-questions (the given paths cannot cover the questions \
+                           the model writes)",
                 })
             }
             _ => Ok(()),
