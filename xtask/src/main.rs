@@ -216,7 +216,7 @@ fn real_model_env() -> Result<Vec<(String, PathBuf)>> {
     }
     let model = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim().to_string());
     let models_root = model.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut env = smollm2_gguf_env();
+    let mut env = gguf_test_env();
     env.extend([
         ("LMSI_TEST_MODEL".into(), model.clone()),
         ("LMSI_BENCH_MODEL".into(), model),
@@ -232,27 +232,39 @@ fn real_model_env() -> Result<Vec<(String, PathBuf)>> {
     Ok(env)
 }
 
-/// `LMSI_TEST_GGUF`: SmolLM2-135M-Instruct's GGUF file, fetched (cached) by
-/// `scripts/fetch-smollm2-gguf.sh`. Empty, with a warning, when it cannot be fetched: the GGUF test
-/// of the real model then skips.
-fn smollm2_gguf_env() -> Vec<(String, PathBuf)> {
-    let script = workspace_root().join("scripts/fetch-smollm2-gguf.sh");
-    match Command::new("bash").arg(&script).output() {
+/// `LMSI_TEST_GGUF` (SmolLM2-135M-Instruct's GGUF file, `scripts/fetch-smollm2-gguf.sh`) and
+/// `LMSI_TEST_GGUF_VOCABS` (llama.cpp's tokenizer test vocabularies, `scripts/fetch-llama-vocabs.sh`),
+/// each fetched once and cached. One that cannot be fetched is left out with a warning: its tests
+/// then skip.
+fn gguf_test_env() -> Vec<(String, PathBuf)> {
+    [
+        ("LMSI_TEST_GGUF", "scripts/fetch-smollm2-gguf.sh"),
+        ("LMSI_TEST_GGUF_VOCABS", "scripts/fetch-llama-vocabs.sh"),
+    ]
+    .into_iter()
+    .filter_map(|(var, script)| fetched(var, &workspace_root().join(script)))
+    .collect()
+}
+
+/// Runs the fetch `script` and pairs `var` with the path it prints; `None`, with a warning, when it
+/// fails.
+fn fetched(var: &str, script: &Path) -> Option<(String, PathBuf)> {
+    match Command::new("bash").arg(script).output() {
         Ok(output) if output.status.success() => {
-            let file = String::from_utf8_lossy(&output.stdout).trim().to_string();
-            vec![("LMSI_TEST_GGUF".into(), PathBuf::from(file))]
+            let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            Some((var.into(), PathBuf::from(path)))
         }
         Ok(output) => {
             eprintln!(
-                "xtask: {} failed (the real-model GGUF test will skip):\n{}",
+                "xtask: {} failed (the tests that need {var} will skip):\n{}",
                 script.display(),
                 String::from_utf8_lossy(&output.stderr)
             );
-            Vec::new()
+            None
         }
         Err(e) => {
             eprintln!("xtask: could not run {}: {e}", script.display());
-            Vec::new()
+            None
         }
     }
 }

@@ -16,10 +16,11 @@
 //!   on load (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K … Q6_K). The q and k projections
 //!   of `llama` files are un-permuted: llama.cpp's converter interleaves the two RoPE halves of each
 //!   head for its kernels. Shapes are checked against the configuration before a tensor is read.
-//! - **Tokenizer**: `tokenizer.ggml.model = "gpt2"` (byte-level BPE) with the pre-tokenizer that
+//! - **Tokenizer**: byte-level BPE (`tokenizer.ggml.model = "gpt2"`) with the pre-tokenizer that
 //!   `tokenizer.ggml.pre` names (`smollm`, `qwen2`, `llama-bpe`/`llama3`/`smaug-bpe`, `gpt-2`/
-//!   `default`); control and user-defined tokens become added tokens. SentencePiece files
-//!   (`tokenizer.ggml.model = "llama"`) are refused with a message saying so.
+//!   `default`), or SentencePiece BPE (`llama`), with merges derived from the scored vocabulary as `transformers` derives them;
+//!   unknown, control and user-defined tokens become added tokens. BOS is added as llama.cpp adds
+//!   it: `tokenizer.ggml.add_bos_token`, else for SentencePiece and Llama 3 vocabularies.
 //!
 //! ```no_run
 //! use lmsi_transformer::gguf::GgufModel;
@@ -248,7 +249,10 @@ impl GgufModel {
         };
         let mut config = serde_json::json!({
             "tokenizer_class": "PreTrainedTokenizerFast",
-            "add_bos_token": self.optional_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false),
+            "add_bos_token": match self.optional_bool("tokenizer.ggml.add_bos_token")? {
+                Some(add) => add,
+                None => crate::gguf_tokenizer::adds_bos_by_default(self)?,
+            },
         });
         let object = config.as_object_mut().expect("a JSON object");
         for (gguf_key, hf_key) in [
@@ -316,6 +320,21 @@ impl GgufModel {
         }
     }
 
+    /// The floats of array `key`.
+    pub(crate) fn floats(&self, key: &str) -> Result<Vec<f32>, Error> {
+        match self.metadata().get(key) {
+            None => Err(self.error(format!("missing metadata `{key}`"))),
+            Some(Value::Array(values)) => values
+                .iter()
+                .map(|v| match v {
+                    Value::F32(x) => Ok(*x),
+                    other => Err(self.wrong_type(key, "an array of f32", other)),
+                })
+                .collect(),
+            Some(other) => Err(self.wrong_type(key, "an array of f32", other)),
+        }
+    }
+
     fn uint(&self, key: &str) -> Result<u64, Error> {
         self.optional_uint(key)?
             .ok_or_else(|| self.error(format!("missing metadata `{key}`")))
@@ -355,7 +374,7 @@ impl GgufModel {
         }
     }
 
-    fn optional_bool(&self, key: &str) -> Result<Option<bool>, Error> {
+    pub(crate) fn optional_bool(&self, key: &str) -> Result<Option<bool>, Error> {
         match self.metadata().get(key) {
             None => Ok(None),
             Some(Value::Bool(v)) => Ok(Some(*v)),

@@ -10,6 +10,10 @@ use crate::gguf::{GgufModel, is_model_file};
 /// A model's tokenizer.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// `inner` without SentencePiece's `▁` space prefix, for the later segments of a prompt: a
+    /// SentencePiece tokenizer puts it only at the start of a text (llama.cpp does the same), and a
+    /// segment continues the text before it. `None` when `inner` adds no prefix.
+    continuation: Option<tokenizers::Tokenizer>,
     path: PathBuf,
     /// Prepend BOS to the first segment of a prompt (`add_bos_token` in `tokenizer_config.json`).
     bos_to_add: Option<u32>,
@@ -79,6 +83,7 @@ impl Tokenizer {
             });
         }
         Ok(Self {
+            continuation: without_space_prefix(&inner),
             inner,
             path: path.to_path_buf(),
             bos_to_add: if add_bos { bos } else { None },
@@ -90,8 +95,11 @@ impl Tokenizer {
     /// later segments (a question after a shared few-shot prefix) get none, so that
     /// `encode(a, true) ++ encode(b, false)` is the prompt `a + b` split at a segment boundary.
     pub fn encode(&self, text: &str, first_segment: bool) -> Result<Vec<u32>, Error> {
-        let encoding = self
-            .inner
+        let tokenizer = match &self.continuation {
+            Some(continuation) if !first_segment => continuation,
+            _ => &self.inner,
+        };
+        let encoding = tokenizer
             .encode(text, first_segment)
             .map_err(|e| self.error(format!("cannot encode text: {e}")))?;
         let mut ids = encoding.get_ids().to_vec();
@@ -160,6 +168,45 @@ pub struct IncrementalDecoder {
     ids: Vec<u32>,
     prefix: String,
     prefix_index: usize,
+}
+
+/// `tokenizer` without the SentencePiece space prefix of its normaliser (`Prepend("▁")`, as in
+/// Llama 2's `tokenizer.json` and the tokenizers of GGUF SentencePiece files) or of its `Metaspace`
+/// pre-tokenizer; `None` when it has neither.
+fn without_space_prefix(tokenizer: &tokenizers::Tokenizer) -> Option<tokenizers::Tokenizer> {
+    use tokenizers::normalizers::Sequence;
+    use tokenizers::pre_tokenizers::metaspace::PrependScheme;
+    use tokenizers::{NormalizerWrapper, PreTokenizerWrapper};
+    let mut continuation = tokenizer.clone();
+    let mut changed = false;
+    match tokenizer.get_normalizer() {
+        Some(NormalizerWrapper::Prepend(_)) => {
+            continuation
+                .with_normalizer(None::<NormalizerWrapper>)
+                .ok()?;
+            changed = true;
+        }
+        Some(NormalizerWrapper::Sequence(sequence)) => {
+            let is_prepend = |n: &&NormalizerWrapper| matches!(n, NormalizerWrapper::Prepend(_));
+            if sequence.as_ref().iter().any(|n| is_prepend(&n)) {
+                let kept = sequence.as_ref().iter().filter(|n| !is_prepend(n)).cloned();
+                continuation
+                    .with_normalizer(Some(Sequence::new(kept.collect())))
+                    .ok()?;
+                changed = true;
+            }
+        }
+        _ => {}
+    }
+    if let Some(PreTokenizerWrapper::Metaspace(metaspace)) = tokenizer.get_pre_tokenizer()
+        && metaspace.get_prepend_scheme() != PrependScheme::Never
+    {
+        let mut metaspace = metaspace.clone();
+        metaspace.set_prepend_scheme(PrependScheme::Never);
+        continuation.with_pre_tokenizer(Some(metaspace));
+        changed = true;
+    }
+    changed.then_some(continuation)
 }
 
 fn read_tokenizer_config(path: &Path) -> Result<serde_json::Value, Error> {

