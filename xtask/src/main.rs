@@ -228,6 +228,8 @@ fn real_model_env() -> Result<Vec<(String, PathBuf)>> {
             "LMSI_NP_GENERATE".into(),
             shared.join("tools/realmodel/np_generate.py"),
         ),
+        // Its data (GSM8K train) for the test that reads a published dataset file whole.
+        ("LMSI_SHARED".into(), shared.clone()),
     ]);
     Ok(env)
 }

@@ -233,3 +233,33 @@ fn a_parquet_file_with_malformed_pages_is_an_error_not_a_panic() {
         "{error}"
     );
 }
+
+/// The real GSM8K training split (`shared/data/gsm8k/train.jsonl`, its published JSONL; never
+/// copied into the repository) where the machine has it: every record reads, and every gold (some
+/// written with thousands separators, "1,080") is a number as the answer extractor keys it.
+#[test]
+fn the_published_gsm8k_train_file_reads_whole() {
+    let shared = std::env::var_os("LMSI_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+    let path = shared.join("data/gsm8k/train.jsonl");
+    if !path.exists() {
+        eprintln!("skipping: {} is not on this machine", path.display());
+        return;
+    }
+    let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+    let file = read_dataset(&path, None, BadLines::Error).unwrap();
+    assert_eq!(file.dataset, Dataset::Gsm8k);
+    assert_eq!(file.questions.items.len(), lines);
+    assert!(file.questions.skipped.is_empty());
+    let numbers = lmsi_voter::Extractor::new(Dataset::Gsm8k.answer_kind());
+    for q in &file.questions.items {
+        let gold = q.gold().unwrap_or_else(|| panic!("{}: no gold", q.id));
+        let key = numbers.gold_key(gold);
+        assert!(
+            key.parse::<f64>().is_ok(),
+            "{}: gold {gold:?} keys as {key:?}",
+            q.id
+        );
+    }
+}

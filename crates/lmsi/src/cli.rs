@@ -69,6 +69,10 @@ pub struct RunArgs {
     /// Labelled test questions (default: the embedded test set).
     #[arg(long)]
     pub eval: Option<PathBuf>,
+    /// The dataset that --questions, --eval and --probe hold: gsm8k, svamp, aqua-rat, drop, arc,
+    /// openbookqa, strategyqa, anli, mnli, rte or commonsenseqa (default: told by the pool's fields).
+    #[arg(long)]
+    pub format: Option<Dataset>,
     /// Run directory; running again with the same options resumes it.
     #[arg(long, default_value = "runs/default")]
     pub work_dir: PathBuf,
@@ -231,7 +235,10 @@ impl RunArgs {
         let self_written = self.exemplars.as_deref() == Some(std::path::Path::new("self"));
         // The pool's dataset gives the answer kind and, for datasets other than arithmetic word
         // problems, the exemplars.
-        let dataset = lmsi_data::read_dataset(&questions, None, BadLines::Error)?.dataset;
+        let dataset = match self.format {
+            Some(dataset) => dataset,
+            None => lmsi_data::read_dataset(&questions, None, BadLines::Error)?.dataset,
+        };
         let exemplars = match &self.exemplars {
             Some(path) if !self_written => ExemplarSet::load(path)?,
             _ if dataset.answer_kind() != AnswerKind::Number => dataset.exemplars(),
@@ -302,6 +309,7 @@ impl RunArgs {
             probe: self.probe.clone(),
             self_exemplars: self_written.then_some(defaults.exemplars),
             paths_from: self.paths_from.clone(),
+            format: self.format,
         })
     }
 }

@@ -43,8 +43,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use lmsi_data::{
-    BadLines, ExemplarSet, PathRecord, PromptFormat, Question, VoteRecord, read_jsonl, read_paths,
-    read_votes, write_atomic, write_jsonl_atomic,
+    BadLines, Dataset, ExemplarSet, PathRecord, PromptFormat, Question, VoteRecord, read_jsonl,
+    read_paths, read_votes, write_atomic, write_jsonl_atomic,
 };
 use lmsi_transformer::{Backend, Model, Storage, Tokenizer};
 use lmsi_voter::Extractor;
@@ -108,6 +108,10 @@ pub struct RunConfig {
     /// generate stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paths_from: Option<PathBuf>,
+    /// The dataset that the question, test and probe files hold (`--format`); `None` tells it by
+    /// their fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Dataset>,
 }
 
 impl RunConfig {
@@ -488,8 +492,8 @@ impl<B: Backend> Runner<'_, B> {
 
     fn rounds(&mut self) -> Step<RunReport> {
         let c = self.config;
-        let pool = load_questions(&c.questions)?;
-        let test = load_labelled(&c.eval)?;
+        let pool = load_questions(&c.questions, c.format)?;
+        let test = load_labelled(&c.eval, c.format)?;
         let trainee = c.student.clone().unwrap_or_else(|| c.model.clone());
         self.round_dir(1)?;
         if let Some(count) = c.self_exemplars {
@@ -580,7 +584,7 @@ impl<B: Backend> Runner<'_, B> {
         trainee: &Path,
     ) -> Step<Rounds> {
         let probe = match &self.config.probe {
-            Some(path) => Some(load_labelled(path)?),
+            Some(path) => Some(load_labelled(path, self.config.format)?),
             None => None,
         };
         let probe_before = match &probe {
@@ -1280,9 +1284,10 @@ fn write_questions<B: Backend>(
         .collect())
 }
 
-/// Questions a loop stage reads: no usable question is an error naming the file.
-fn load_questions(path: &Path) -> Result<Vec<Question>, Error> {
-    let loaded = lmsi_data::read_dataset(path, None, BadLines::Error)?.questions;
+/// Questions a loop stage reads, of dataset `format` (`None`: told by the file's fields): no usable
+/// question is an error naming the file.
+fn load_questions(path: &Path, format: Option<Dataset>) -> Result<Vec<Question>, Error> {
+    let loaded = lmsi_data::read_dataset(path, format, BadLines::Error)?.questions;
     if loaded.items.is_empty() {
         return Err(Error::Input(format!(
             "{}: no usable question",
@@ -1293,8 +1298,8 @@ fn load_questions(path: &Path) -> Result<Vec<Question>, Error> {
 }
 
 /// Questions that must all carry a gold answer (a test or probe set).
-fn load_labelled(path: &Path) -> Result<Vec<Question>, Error> {
-    let questions = load_questions(path)?;
+fn load_labelled(path: &Path, format: Option<Dataset>) -> Result<Vec<Question>, Error> {
+    let questions = load_questions(path, format)?;
     if questions.iter().any(|q| q.gold().is_none()) {
         return Err(Error::Input(format!(
             "{}: every question needs a gold answer (it is a test or probe set)",

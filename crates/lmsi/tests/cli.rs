@@ -457,6 +457,61 @@ fn a_benchmark_dataset_is_read_in_its_published_format() {
 }
 
 #[test]
+fn a_run_reads_its_sets_as_the_dataset_format_names() {
+    let f = fixture();
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../lmsi-data/tests/fixtures/datasets"
+    );
+    let run = |dataset: &str, work: &str| {
+        let file = format!("{fixtures}/{dataset}");
+        let args = [
+            "run",
+            "--model",
+            &f.path("model"),
+            "--questions",
+            &file,
+            "--eval",
+            &file,
+            "--format",
+            "arc",
+            "--work-dir",
+            &f.path(work),
+            "--paths",
+            "2",
+            "--eval-paths",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--stop-after",
+            "round-1/generate",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ];
+        lmsi(&args)
+    };
+    let out = run("arc.parquet", "arc");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let manifest = std::fs::read_to_string(f.dir.join("arc/manifest.json")).unwrap();
+    assert!(manifest.contains(r#""format": "arc""#), "{manifest}");
+    let paths = std::fs::read_to_string(f.dir.join("arc/round-1/paths.jsonl")).unwrap();
+    assert_eq!(
+        paths.lines().count(),
+        2 * 2,
+        "two questions, two paths each"
+    );
+    let out = run("gsm8k.parquet", "gsm8k");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("gsm8k.parquet: row 1: arc:"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn a_suite_evaluates_each_dataset_into_one_table() {
     let f = fixture();
     let fixtures = concat!(
