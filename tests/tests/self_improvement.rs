@@ -71,6 +71,7 @@ fn setup() -> Setup {
         probe: None,
         self_exemplars: None,
         paths_from: None,
+        format: None,
     };
     Setup {
         _root: root_dir,
