@@ -1,6 +1,7 @@
 //! The commands: each reads its inputs, runs on the backend `--device` names and writes its
 //! output atomically.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -113,9 +114,13 @@ fn generate_on<B: Backend>(args: &GenerateArgs, backend: B) -> Result<()> {
         generate_paths(&model, &tokenizer, questions, &options, &mut |_| bar.inc(1))?;
     bar.finish_and_clear();
     write_jsonl_atomic(&args.out, &paths)?;
+    let mut per_question: HashMap<&str, usize> = HashMap::new();
+    for path in &paths {
+        *per_question.entry(path.id.as_str()).or_default() += 1;
+    }
     let lines = questions
         .iter()
-        .map(|q| paths.iter().filter(|p| p.id == q.id).count())
+        .map(|q| per_question.get(q.id.as_str()).copied().unwrap_or(0))
         .collect();
     sharding.finish(&args.out, lines, Vec::new())?;
     let mut line = format!(
@@ -342,11 +347,7 @@ fn eval_on<B: Backend>(args: &EvalArgs, backend: B) -> Result<()> {
         shard::fingerprint("eval", &fingerprinted, &inputs)
     })?;
     let questions = &sharding.questions;
-    let paths = if args.mode == EvalMode::Greedy {
-        1
-    } else {
-        args.paths
-    };
+    let paths = args.mode.paths(args.paths);
     let (report, samples) = if questions.is_empty() {
         let empty = EvalReport::from_items(args.mode, paths, 0.0, 0.0, Vec::new(), &[]);
         (empty, Vec::new())
@@ -632,8 +633,9 @@ fn suite_row<B: Backend>(
         .clone()
         .unwrap_or_else(|| file.dataset.to_string());
     let mut reports = Vec::new();
-    for (mode, paths) in [(EvalMode::Greedy, 1), (EvalMode::Sc, options.paths)] {
-        let bar = progress_bar(questions.len() * paths, &format!("{name} paths"));
+    for mode in [EvalMode::Greedy, EvalMode::Sc] {
+        let paths = questions.len() * mode.paths(options.paths);
+        let bar = progress_bar(paths, &format!("{name} paths"));
         let (report, _) =
             evaluate_with_samples(model, tokenizer, questions, mode, &options, &mut |_| {
                 bar.inc(1)

@@ -23,6 +23,22 @@ pub enum EvalMode {
     Sc,
 }
 
+impl EvalMode {
+    /// Paths sampled per question when self-consistency samples `sc_paths`: one for greedy.
+    ///
+    /// ```
+    /// use lmsi::eval::EvalMode;
+    /// assert_eq!(EvalMode::Greedy.paths(16), 1);
+    /// assert_eq!(EvalMode::Sc.paths(16), 16);
+    /// ```
+    pub fn paths(self, sc_paths: usize) -> usize {
+        match self {
+            EvalMode::Greedy => 1,
+            EvalMode::Sc => sc_paths,
+        }
+    }
+}
+
 impl FromStr for EvalMode {
     type Err = String;
 
@@ -118,8 +134,8 @@ pub fn evaluate_with_samples<B: Backend>(
         )));
     }
     let mut options = options.clone();
+    options.paths = mode.paths(options.paths);
     if mode == EvalMode::Greedy {
-        options.paths = 1;
         options.sampling = SamplingParams {
             seed: options.sampling.seed,
             ..SamplingParams::greedy()

@@ -900,11 +900,7 @@ impl<B: Backend> Runner<'_, B> {
         options.paths = paths;
         options.sampling.temperature = temperature;
         let load = self.load;
-        let units = if mode == EvalMode::Greedy {
-            test.len()
-        } else {
-            test.len() * options.paths
-        };
+        let units = test.len() * mode.paths(options.paths);
         self.stage(
             name,
             units,
