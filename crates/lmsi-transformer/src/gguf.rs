@@ -18,8 +18,8 @@
 //!   head for its kernels. Shapes are checked against the configuration before a tensor is read.
 //! - **Tokenizer**: byte-level BPE (`tokenizer.ggml.model = "gpt2"`) with the pre-tokenizer that
 //!   `tokenizer.ggml.pre` names (`smollm`, `qwen2`, `llama-bpe`/`llama3`/`smaug-bpe`, `gpt-2`/
-//!   `default`), or SentencePiece BPE (`llama`), with merges derived from the scored vocabulary as `transformers` derives them;
-//!   unknown, control and user-defined tokens become added tokens. BOS is added as llama.cpp adds
+//!   `default`), or SentencePiece BPE (`llama`), with merges derived from the scored vocabulary
+//!   as `transformers` derives them; unknown, control and user-defined tokens become added tokens. BOS is added as llama.cpp adds
 //!   it: `tokenizer.ggml.add_bos_token`, else for SentencePiece and Llama 3 vocabularies.
 //!
 //! ```no_run
@@ -307,31 +307,34 @@ impl GgufModel {
 
     /// The strings of array `key`.
     pub(crate) fn strings(&self, key: &str) -> Result<Vec<&str>, Error> {
-        match self.metadata().get(key) {
-            None => Err(self.error(format!("missing metadata `{key}`"))),
-            Some(Value::Array(values)) => values
-                .iter()
-                .map(|v| match v {
-                    Value::String(s) => Ok(s.as_str()),
-                    other => Err(self.wrong_type(key, "an array of strings", other)),
-                })
-                .collect(),
-            Some(other) => Err(self.wrong_type(key, "an array of strings", other)),
-        }
+        self.array(key, "an array of strings", |v| match v {
+            Value::String(s) => Some(s.as_str()),
+            _ => None,
+        })
     }
 
     /// The floats of array `key`.
     pub(crate) fn floats(&self, key: &str) -> Result<Vec<f32>, Error> {
+        self.array(key, "an array of f32", |v| match v {
+            Value::F32(x) => Some(*x),
+            _ => None,
+        })
+    }
+
+    /// The elements of array `key`, each read by `element` (`None`: not of the `expected` type).
+    fn array<'a, T>(
+        &'a self,
+        key: &str,
+        expected: &str,
+        element: impl Fn(&'a Value) -> Option<T>,
+    ) -> Result<Vec<T>, Error> {
         match self.metadata().get(key) {
             None => Err(self.error(format!("missing metadata `{key}`"))),
             Some(Value::Array(values)) => values
                 .iter()
-                .map(|v| match v {
-                    Value::F32(x) => Ok(*x),
-                    other => Err(self.wrong_type(key, "an array of f32", other)),
-                })
+                .map(|v| element(v).ok_or_else(|| self.wrong_type(key, expected, v)))
                 .collect(),
-            Some(other) => Err(self.wrong_type(key, "an array of f32", other)),
+            Some(other) => Err(self.wrong_type(key, expected, other)),
         }
     }
 

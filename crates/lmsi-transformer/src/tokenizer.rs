@@ -177,36 +177,37 @@ fn without_space_prefix(tokenizer: &tokenizers::Tokenizer) -> Option<tokenizers:
     use tokenizers::normalizers::Sequence;
     use tokenizers::pre_tokenizers::metaspace::PrependScheme;
     use tokenizers::{NormalizerWrapper, PreTokenizerWrapper};
+    let is_prepend = |n: &NormalizerWrapper| matches!(n, NormalizerWrapper::Prepend(_));
+    // `Some(normaliser)`: the normaliser to put in place of the tokenizer's.
+    let normalizer = match tokenizer.get_normalizer() {
+        Some(NormalizerWrapper::Prepend(_)) => Some(None),
+        Some(NormalizerWrapper::Sequence(sequence)) if sequence.as_ref().iter().any(is_prepend) => {
+            let kept = sequence.as_ref().iter().filter(|n| !is_prepend(n));
+            Some(Some(Sequence::new(kept.cloned().collect())))
+        }
+        _ => None,
+    };
+    let metaspace = match tokenizer.get_pre_tokenizer() {
+        Some(PreTokenizerWrapper::Metaspace(metaspace))
+            if metaspace.get_prepend_scheme() != PrependScheme::Never =>
+        {
+            let mut metaspace = metaspace.clone();
+            metaspace.set_prepend_scheme(PrependScheme::Never);
+            Some(metaspace)
+        }
+        _ => None,
+    };
+    if normalizer.is_none() && metaspace.is_none() {
+        return None;
+    }
     let mut continuation = tokenizer.clone();
-    let mut changed = false;
-    match tokenizer.get_normalizer() {
-        Some(NormalizerWrapper::Prepend(_)) => {
-            continuation
-                .with_normalizer(None::<NormalizerWrapper>)
-                .ok()?;
-            changed = true;
-        }
-        Some(NormalizerWrapper::Sequence(sequence)) => {
-            let is_prepend = |n: &&NormalizerWrapper| matches!(n, NormalizerWrapper::Prepend(_));
-            if sequence.as_ref().iter().any(|n| is_prepend(&n)) {
-                let kept = sequence.as_ref().iter().filter(|n| !is_prepend(n)).cloned();
-                continuation
-                    .with_normalizer(Some(Sequence::new(kept.collect())))
-                    .ok()?;
-                changed = true;
-            }
-        }
-        _ => {}
+    if let Some(normalizer) = normalizer {
+        continuation.with_normalizer(normalizer).ok()?;
     }
-    if let Some(PreTokenizerWrapper::Metaspace(metaspace)) = tokenizer.get_pre_tokenizer()
-        && metaspace.get_prepend_scheme() != PrependScheme::Never
-    {
-        let mut metaspace = metaspace.clone();
-        metaspace.set_prepend_scheme(PrependScheme::Never);
+    if let Some(metaspace) = metaspace {
         continuation.with_pre_tokenizer(Some(metaspace));
-        changed = true;
     }
-    changed.then_some(continuation)
+    Some(continuation)
 }
 
 fn read_tokenizer_config(path: &Path) -> Result<serde_json::Value, Error> {

@@ -8,6 +8,12 @@ use lmsi_transformer::testing::TinyModel;
 mod common;
 use common::{Scratch, lmsi, seed_model, stderr};
 
+/// lmsi-data's dataset fixtures, one small file per dataset in its published format.
+const DATASET_FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../lmsi-data/tests/fixtures/datasets"
+);
+
 /// A scratch directory with a tiny random model (`model/`) and two questions (`questions.jsonl`).
 type Fixture = Scratch;
 
@@ -408,10 +414,7 @@ fn a_gguf_file_is_a_model_wherever_a_model_is_read() {
 #[test]
 fn a_benchmark_dataset_is_read_in_its_published_format() {
     let f = fixture();
-    let fixtures = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../lmsi-data/tests/fixtures/datasets"
-    );
+    let fixtures = DATASET_FIXTURES;
     let eval = |dataset: &str, extra: &[&str]| {
         let mut args = vec![
             "eval".to_string(),
@@ -459,10 +462,7 @@ fn a_benchmark_dataset_is_read_in_its_published_format() {
 #[test]
 fn a_run_reads_its_sets_as_the_dataset_format_names() {
     let f = fixture();
-    let fixtures = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../lmsi-data/tests/fixtures/datasets"
-    );
+    let fixtures = DATASET_FIXTURES;
     let run = |dataset: &str, work: &str| {
         let file = format!("{fixtures}/{dataset}");
         let args = [
@@ -514,10 +514,7 @@ fn a_run_reads_its_sets_as_the_dataset_format_names() {
 #[test]
 fn a_suite_evaluates_each_dataset_into_one_table() {
     let f = fixture();
-    let fixtures = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../lmsi-data/tests/fixtures/datasets"
-    );
+    let fixtures = DATASET_FIXTURES;
     let suite = serde_json::json!([
         {"path": format!("{fixtures}/arc.parquet"), "name": "ARC-Challenge"},
         {"path": format!("{fixtures}/strategyqa.json"), "paths": 3},
