@@ -108,6 +108,7 @@ fn bench<B: Backend>(dir: &Path, backend: B) -> (Model<B>, usize) {
         stop_strings: Vec::new(),
         max_batch: PATHS,
         stop_at_eos: false,
+        wave: None,
         ..GenerateConfig::default()
     };
     let threads = rayon::current_num_threads();

@@ -15,6 +15,11 @@
 //! - Paths reach the caller's observer question by question in path order (a path that finishes
 //!   early waits for the ones before it), so an early-stopping rule sees the same sequence of answers
 //!   whatever the batching. When the observer says stop, the question's other paths are dropped.
+//! - Waves ([`GenerateConfig::wave`]): a question may be limited to `wave` paths started and not yet
+//!   observed, so that a stopping rule ends it before its later paths are sampled at all. Rows are
+//!   given to the earliest question that may start a path, then to the next question not yet
+//!   started. A path's tokens are the same with or without waves; only the tokens sampled for
+//!   paths that are then dropped, and the time, change.
 //!
 //! A path ends at an EOS token (not part of its text), at a stop string (its text is cut before the
 //! stop string) or after `max_new_tokens` tokens.
@@ -52,6 +57,12 @@ pub struct GenerateConfig {
     pub block_size: usize,
     /// End a path at an EOS token (benchmarks turn this off to sample a fixed number of tokens).
     pub stop_at_eos: bool,
+    /// At most this many paths of one question started and not yet handed to the observer
+    /// (`None`: no limit). With an early-stopping observer, a question's paths are then decoded
+    /// in waves that the observer can stop before the next starts, while other questions' paths
+    /// fill the batch; without a limit all of a question's paths start at once and are decoded
+    /// whether or not the observer would have stopped after the first few.
+    pub wave: Option<usize>,
 }
 
 impl Default for GenerateConfig {
@@ -63,6 +74,7 @@ impl Default for GenerateConfig {
             max_batch: 32,
             block_size: 16,
             stop_at_eos: true,
+            wave: None,
         }
     }
 }
@@ -172,9 +184,9 @@ pub fn generate<B: Backend>(
     observe: &mut dyn FnMut(&Path) -> Control,
 ) -> Result<GenerateStats, Error> {
     config.sampling.validate()?;
-    if config.max_new_tokens == 0 || config.max_batch == 0 {
+    if config.max_new_tokens == 0 || config.max_batch == 0 || config.wave == Some(0) {
         return Err(Error::Input(
-            "max_new_tokens and max_batch must be positive".into(),
+            "max_new_tokens, max_batch and wave must be positive".into(),
         ));
     }
     if let Some(r) = requests
@@ -225,9 +237,10 @@ struct Engine<'a, B: Backend> {
     cache: KvCache<B>,
     prefix: Option<(SeqId, B::Buf)>,
     states: Vec<RequestState<B::Buf>>,
-    /// The next path to start, `(request, path)`: a cursor over every request's paths in order,
-    /// so that nothing is allocated per path.
-    waiting: (usize, usize),
+    /// Requests with paths started and paths still to start, in request order.
+    open: Vec<usize>,
+    /// The first request none of whose paths has started.
+    unopened: usize,
     rows: Vec<Row>,
     max_stop_len: usize,
     stats: GenerateStats,
@@ -292,7 +305,8 @@ impl<'a, B: Backend> Engine<'a, B> {
                     stopped: false,
                 })
                 .collect(),
-            waiting: (0, 0),
+            open: Vec::new(),
+            unopened: 0,
             rows: Vec::new(),
             max_stop_len: config
                 .stop_strings
@@ -340,19 +354,20 @@ impl<'a, B: Backend> Engine<'a, B> {
         Ok(())
     }
 
-    /// Fills free rows with waiting paths, in order.
+    /// Fills free rows with waiting paths: of the earliest open request whose wave has room, else
+    /// of the next request.
     fn admit(&mut self) {
+        self.close_stopped();
         while self.rows.len() < self.config.max_batch {
-            let Some((request, path)) = self.next_waiting() else {
+            let Some(request) = self.next_waiting() else {
                 break;
             };
-            if self.states[request].stopped {
-                // Its paths not yet started are saved all at once, however many there are.
-                self.stats.paths_saved += self.requests[request].paths - path;
-                self.waiting = (request + 1, 0);
-                continue;
+            let state = &mut self.states[request];
+            let path = state.started;
+            state.started += 1;
+            if state.started == self.requests[request].paths {
+                self.open.retain(|&r| r != request);
             }
-            self.states[request].started += 1;
             self.rows.push(Row {
                 request,
                 path,
@@ -365,18 +380,38 @@ impl<'a, B: Backend> Engine<'a, B> {
         }
     }
 
-    /// The next path to start, in request order and path order within a request.
-    fn next_waiting(&mut self) -> Option<(usize, usize)> {
-        let (request, path) = &mut self.waiting;
-        while *request < self.requests.len() && *path >= self.requests[*request].paths {
-            *request += 1;
-            *path = 0;
+    /// Stopped requests leave the open list; their paths not yet started are saved all at once,
+    /// however many there are.
+    fn close_stopped(&mut self) {
+        let (states, requests, stats) = (&self.states, self.requests, &mut self.stats);
+        self.open.retain(|&r| {
+            let stopped = states[r].stopped;
+            if stopped {
+                stats.paths_saved += requests[r].paths - states[r].started;
+            }
+            !stopped
+        });
+    }
+
+    /// The request whose next path starts now: the earliest open one whose wave has room, else
+    /// the next request with paths to sample (which opens).
+    fn next_waiting(&mut self) -> Option<usize> {
+        let wave = self.config.wave.unwrap_or(usize::MAX);
+        let states = &self.states;
+        let has_room = |r: &&usize| states[**r].started - states[**r].next_to_emit < wave;
+        if let Some(&r) = self.open.iter().find(has_room) {
+            return Some(r);
         }
-        if *request == self.requests.len() {
+        while self.unopened < self.requests.len() && self.requests[self.unopened].paths == 0 {
+            self.unopened += 1;
+        }
+        let r = self.unopened;
+        if r == self.requests.len() {
             return None;
         }
-        *path += 1;
-        Some((*request, *path - 1))
+        self.unopened += 1;
+        self.open.push(r);
+        Some(r)
     }
 
     /// One forward step: the next token of every decoding row, and the prompts of questions whose
@@ -890,6 +925,85 @@ mod tests {
             assert_eq!(stats.paths_saved, 5);
             results.push(seen);
         }
+    }
+
+    /// Waves change which paths are decoded together, never a path's tokens; with a stopping
+    /// observer they sample fewer tokens, because the paths after the stop never start.
+    #[test]
+    fn waves_keep_every_path_and_save_the_tokens_of_stopped_paths() {
+        let (_dir, model, tok) = tiny(TinyModel::default());
+        let prefix = tok.encode("Q: 1 + 1?\nA: 2.\n\n", true).unwrap();
+        let mut requests = requests(&tok);
+        for r in &mut requests {
+            r.paths = 8;
+        }
+        let config = GenerateConfig {
+            sampling: SamplingParams {
+                temperature: 0.9,
+                top_k: 20,
+                top_p: 0.95,
+                seed: 3,
+            },
+            max_new_tokens: 10,
+            max_batch: 6,
+            block_size: 4,
+            ..GenerateConfig::default()
+        };
+        let expected = one_at_a_time(&model, &tok, &prefix, &requests, &config);
+        // Stop each question after its third path.
+        let stopped = |wave: Option<usize>| {
+            let mut seen = Vec::new();
+            let config = GenerateConfig {
+                wave,
+                ..config.clone()
+            };
+            let stats = generate(&model, &tok, &prefix, &requests, &config, &mut |p| {
+                seen.push((p.request, p.path, p.tokens.clone(), p.text.clone()));
+                if p.path == 2 {
+                    Control::StopRequest
+                } else {
+                    Control::Continue
+                }
+            })
+            .unwrap();
+            seen.sort_by_key(|o| (o.0, o.1));
+            (seen, stats)
+        };
+        let first_three: Out = expected.iter().filter(|o| o.1 < 3).cloned().collect();
+        let (all_at_once, unlimited) = stopped(None);
+        assert_eq!(all_at_once, first_three);
+        for wave in [1, 2, 3, 5] {
+            let (got, stats) = stopped(Some(wave));
+            assert_eq!(got, first_three, "wave {wave}");
+            assert_eq!(stats.paths, 9);
+            assert_eq!(stats.paths_saved, 15);
+            assert!(
+                stats.sampled_tokens < unlimited.sampled_tokens,
+                "wave {wave}: {} tokens against {} without waves",
+                stats.sampled_tokens,
+                unlimited.sampled_tokens
+            );
+        }
+        // Without a stop, waves give every path, exactly.
+        for wave in [1, 3] {
+            let config = GenerateConfig {
+                wave: Some(wave),
+                ..config.clone()
+            };
+            let (got, stats) = batched(&model, &tok, &prefix, &requests, &config);
+            assert_eq!(got, expected, "wave {wave}");
+            assert_eq!(stats.paths, 24);
+        }
+        let zero = GenerateConfig {
+            wave: Some(0),
+            ..config.clone()
+        };
+        assert!(
+            generate(&model, &tok, &prefix, &requests, &zero, &mut |_| {
+                Control::Continue
+            })
+            .is_err()
+        );
     }
 
     #[test]

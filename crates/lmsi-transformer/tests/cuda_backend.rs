@@ -745,6 +745,7 @@ fn generate_paths<B: Backend>(
         max_batch,
         block_size: 16,
         stop_at_eos: true,
+        wave: None,
     };
     let mut paths = Vec::new();
     generate(&model, &tokenizer, &prefix, &requests, &config, &mut |p| {

@@ -147,6 +147,7 @@ fn generate_paths<B: Backend>(backend: B, sampling: SamplingParams) -> Vec<Path>
         max_batch: 6,
         block_size: 16,
         stop_at_eos: true,
+        wave: None,
     };
     let mut paths = Vec::new();
     generate(&model, &tokenizer, &prefix, &requests, &config, &mut |p| {

@@ -49,6 +49,7 @@ fn generation(model: &Model<CudaBackend>, tokenizer: &Tokenizer) -> Result<Gener
         max_batch: 4,
         block_size: 16,
         stop_at_eos: false,
+        wave: None,
     };
     generate(model, tokenizer, &prefix, &requests, &config, &mut |_| {
         Control::Continue
