@@ -24,11 +24,14 @@
 //           are grouped by the physical block they map to; each distinct physical block is loaded
 //           into shared memory once and serves every row that maps to it, so a shared prefix is
 //           read once per item rather than once per row. paged_attention_bf16 reads bf16 caches
-//           (widened to f32 as they enter shared memory); everything else is the same.
+//           (widened to f32 as they enter shared memory) and writes its output in bf16 (rounded
+//           to nearest even); everything else is the same.
 // causal_attention_forward  Training: each token attends to the earlier tokens of its own
 //           sequence (contiguous in the packed batch). An item is a run of consecutive query
 //           tokens; also writes lse[t, h] = m + ln(l), which the backward pass uses.
-// causal_attention_backward_delta  delta[t, h] = dot(d_out[t, h], out[t, h]): one warp per head.
+//           causal_attention_forward_bf16 writes out in bf16 (lse stays f32).
+// causal_attention_backward_delta  delta[t, h] = dot(d_out[t, h], out[t, h]): one warp per head;
+//           causal_attention_backward_delta_bf16 reads a bf16 out.
 // causal_attention_backward_dq     Query items as in the forward; recomputes P = exp(s - lse) and
 //           dS = P * (dO.v - delta) * scale per key tile and accumulates dq = sum dS * k in
 //           registers.
@@ -105,12 +108,13 @@ __device__ __forceinline__ void online_update(Online& st, float s, const float* 
     }
 }
 
-__device__ __forceinline__ void online_write(const Online& st, float* out, uint32_t dim) {
+template <class O>
+__device__ __forceinline__ void online_write(const Online& st, O* out, uint32_t dim) {
     const uint32_t lane = lmsi_lane();
 #pragma unroll
     for (int i = 0; i < ITEMS; ++i) {
         const uint32_t d = lane + 32u * (uint32_t)i;
-        if (d < dim) out[d] = st.acc[i] / st.l;
+        if (d < dim) lmsi_put(out + d, st.acc[i] / st.l);
     }
 }
 
@@ -143,8 +147,8 @@ extern "C" __global__ void kv_store_bf16(LmsiKvStoreParams p, LmsiBf16* k_cache,
     kv_store_into(p, k_cache, v_cache, qkv, slots);
 }
 
-template <class C>
-__device__ __forceinline__ void paged_attention_over(const LmsiPagedAttentionParams& p, float* out, const float* qkv,
+template <class O, class C>
+__device__ __forceinline__ void paged_attention_over(const LmsiPagedAttentionParams& p, O* out, const float* qkv,
                                                      const C* k_cache, const C* v_cache, const uint32_t* positions,
                                                      const uint32_t* row_tables, const uint32_t* block_tables,
                                                      const uint32_t* item_offsets, const uint32_t* item_rows) {
@@ -268,7 +272,7 @@ extern "C" __global__ void __launch_bounds__(LMSI_ATTN_WARPS * 32, 2)
 }
 
 extern "C" __global__ void __launch_bounds__(LMSI_ATTN_WARPS * 32, 2)
-    paged_attention_bf16(LmsiPagedAttentionParams p, float* out, const float* qkv, const LmsiBf16* k_cache,
+    paged_attention_bf16(LmsiPagedAttentionParams p, LmsiBf16* out, const float* qkv, const LmsiBf16* k_cache,
                          const LmsiBf16* v_cache, const uint32_t* positions, const uint32_t* row_tables,
                          const uint32_t* block_tables, const uint32_t* item_offsets, const uint32_t* item_rows) {
     paged_attention_over(p, out, qkv, k_cache, v_cache, positions, row_tables, block_tables, item_offsets, item_rows);
@@ -283,9 +287,9 @@ __device__ __forceinline__ void load_keys_transposed(float* kt, const float* qkv
     }
 }
 
-extern "C" __global__ void __launch_bounds__(LMSI_ATTN_WARPS * 32)
-    causal_attention_forward(LmsiCausalAttentionParams p, float* out, float* lse, const float* qkv,
-                             const LmsiAttnItem* items) {
+template <class O>
+__device__ __forceinline__ void causal_attention_over(const LmsiCausalAttentionParams& p, O* out, float* lse,
+                                                      const float* qkv, const LmsiAttnItem* items) {
     const LmsiAttnShape s = p.shape;
     const LmsiAttnItem item = items[blockIdx.x];
     const uint32_t dim = s.head_dim, g = blockIdx.y;
@@ -342,17 +346,40 @@ extern "C" __global__ void __launch_bounds__(LMSI_ATTN_WARPS * 32)
     }
 }
 
-extern "C" __global__ void causal_attention_backward_delta(LmsiCausalAttentionParams p, float* delta,
-                                                           const float* d_out, const float* out) {
+extern "C" __global__ void __launch_bounds__(LMSI_ATTN_WARPS * 32)
+    causal_attention_forward(LmsiCausalAttentionParams p, float* out, float* lse, const float* qkv,
+                             const LmsiAttnItem* items) {
+    causal_attention_over(p, out, lse, qkv, items);
+}
+
+extern "C" __global__ void __launch_bounds__(LMSI_ATTN_WARPS * 32)
+    causal_attention_forward_bf16(LmsiCausalAttentionParams p, LmsiBf16* out, float* lse, const float* qkv,
+                                  const LmsiAttnItem* items) {
+    causal_attention_over(p, out, lse, qkv, items);
+}
+
+template <class O>
+__device__ __forceinline__ void backward_delta(const LmsiCausalAttentionParams& p, float* delta, const float* d_out,
+                                               const O* out) {
     const LmsiAttnShape s = p.shape;
     const uint32_t t = blockIdx.x;
     for (uint32_t h = lmsi_warp(); h < s.num_heads; h += blockDim.x >> 5) {
         const uint64_t base = ((uint64_t)t * s.num_heads + h) * s.head_dim;
         float acc = 0.0f;
-        for (uint32_t d = lmsi_lane(); d < s.head_dim; d += 32) acc += d_out[base + d] * out[base + d];
+        for (uint32_t d = lmsi_lane(); d < s.head_dim; d += 32) acc += d_out[base + d] * lmsi_float(out[base + d]);
         acc = lmsi_warp_reduce(acc, LmsiSum());
         if (lmsi_lane() == 0) delta[(uint64_t)t * s.num_heads + h] = acc;
     }
+}
+
+extern "C" __global__ void causal_attention_backward_delta(LmsiCausalAttentionParams p, float* delta,
+                                                           const float* d_out, const float* out) {
+    backward_delta(p, delta, d_out, out);
+}
+
+extern "C" __global__ void causal_attention_backward_delta_bf16(LmsiCausalAttentionParams p, float* delta,
+                                                                const float* d_out, const LmsiBf16* out) {
+    backward_delta(p, delta, d_out, out);
 }
 
 extern "C" __global__ void __launch_bounds__(LMSI_ATTN_WARPS * 32)

@@ -3,6 +3,7 @@
 // rmsnorm_forward          out[r, :] = x[r, :] * rstd(r) * weight, rstd = 1 / sqrt(mean(x[r, :]^2) + eps).
 //                          One block per row (grid.x = rows); the threads stride over the row and
 //                          the sum of squares is a block reduction.
+// rmsnorm_forward_bf16     The same, out rounded to bf16 (nearest even): the input of a bf16 product.
 // rmsnorm_backward         For the rows_per_block rows of block b (grid.x = ceil(rows / rows_per_block)):
 //                          d_x[r, :] += rstd*dy*w - c*x with c = rstd^3 * sum(dy*w*x) / dim, and
 //                          partial_dw[b, :] = the sum over those rows, in order, of dy*x*rstd.
@@ -14,14 +15,24 @@
 // No atomics: the weight gradient is reproducible bit for bit for a given rows_per_block.
 #include "lmsi_common.cuh"
 
-extern "C" __global__ void rmsnorm_forward(LmsiRmsnormParams p, float* out, const float* x, const float* weight) {
+template <class O>
+__device__ __forceinline__ void rmsnorm_rows(const LmsiRmsnormParams& p, O* out, const float* x, const float* weight) {
     const float* xr = x + (uint64_t)blockIdx.x * p.dim;
-    float* o = out + (uint64_t)blockIdx.x * p.dim;
+    O* o = out + (uint64_t)blockIdx.x * p.dim;
     float ss = 0.0f;
     for (uint32_t c = threadIdx.x; c < p.dim; c += blockDim.x) ss += xr[c] * xr[c];
     ss = lmsi_block_sum(ss);
     const float rstd = 1.0f / sqrtf(ss / (float)p.dim + p.eps);
-    for (uint32_t c = threadIdx.x; c < p.dim; c += blockDim.x) o[c] = xr[c] * rstd * weight[c];
+    for (uint32_t c = threadIdx.x; c < p.dim; c += blockDim.x) lmsi_put(o + c, xr[c] * rstd * weight[c]);
+}
+
+extern "C" __global__ void rmsnorm_forward(LmsiRmsnormParams p, float* out, const float* x, const float* weight) {
+    rmsnorm_rows(p, out, x, weight);
+}
+
+extern "C" __global__ void rmsnorm_forward_bf16(LmsiRmsnormParams p, LmsiBf16* out, const float* x,
+                                                const float* weight) {
+    rmsnorm_rows(p, out, x, weight);
 }
 
 extern "C" __global__ void rmsnorm_backward(LmsiRmsnormParams p, float* d_x, float* partial_dw, const float* d_out,

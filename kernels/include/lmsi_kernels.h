@@ -49,10 +49,16 @@
       (LmsiKvStoreParams p, LmsiBf16* k_cache, LmsiBf16* v_cache, const float* qkv, const uint32_t* slots),       \
       (p, k_cache, v_cache, qkv, slots))                                                                          \
     X(paged_attention_bf16,                                                                                       \
-      (LmsiPagedAttentionParams p, float* out, const float* qkv, const LmsiBf16* k_cache,                         \
+      (LmsiPagedAttentionParams p, LmsiBf16* out, const float* qkv, const LmsiBf16* k_cache,                      \
        const LmsiBf16* v_cache, const uint32_t* positions, const uint32_t* row_tables,                            \
        const uint32_t* block_tables, const uint32_t* item_offsets, const uint32_t* item_rows),                    \
       (p, out, qkv, k_cache, v_cache, positions, row_tables, block_tables, item_offsets, item_rows))              \
+    X(causal_attention_forward_bf16,                                                                              \
+      (LmsiCausalAttentionParams p, LmsiBf16* out, float* lse, const float* qkv, const LmsiAttnItem* items),      \
+      (p, out, lse, qkv, items))                                                                                  \
+    X(causal_attention_backward_delta_bf16,                                                                       \
+      (LmsiCausalAttentionParams p, float* delta, const float* d_out, const LmsiBf16* out),                       \
+      (p, delta, d_out, out))                                                                                     \
     /* convert.cu */                                                                                              \
     X(f32_to_bf16, (LmsiVecParams p, LmsiBf16* out, const float* x), (p, out, x))                                 \
     /* cross_entropy.cu */                                                                                        \
@@ -74,6 +80,8 @@
     /* rmsnorm.cu */                                                                                              \
     X(rmsnorm_forward, (LmsiRmsnormParams p, float* out, const float* x, const float* weight),                    \
       (p, out, x, weight))                                                                                        \
+    X(rmsnorm_forward_bf16, (LmsiRmsnormParams p, LmsiBf16* out, const float* x, const float* weight),            \
+      (p, out, x, weight))                                                                                        \
     X(rmsnorm_backward,                                                                                           \
       (LmsiRmsnormParams p, float* d_x, float* partial_dw, const float* d_out, const float* x,                    \
        const float* weight),                                                                                      \
@@ -90,6 +98,7 @@
       (p, tokens, logprobs, sampling_logprobs, status, logits, sequences, steps))                                 \
     /* swiglu.cu */                                                                                               \
     X(swiglu_forward, (LmsiSwigluParams p, float* out, const float* gate_up), (p, out, gate_up))                  \
+    X(swiglu_forward_bf16, (LmsiSwigluParams p, LmsiBf16* out, const float* gate_up), (p, out, gate_up))          \
     X(swiglu_backward, (LmsiSwigluParams p, float* d_gate_up, const float* d_out, const float* gate_up),          \
       (p, d_gate_up, d_out, gate_up))
 

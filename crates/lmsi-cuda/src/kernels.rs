@@ -21,7 +21,7 @@
 ///         [$($(stringify!($name)),*),*].len()
 ///     };
 /// }
-/// assert_eq!(lmsi_cuda::for_each_kernel!(count), 28);
+/// assert_eq!(lmsi_cuda::for_each_kernel!(count), 32);
 /// ```
 #[macro_export]
 macro_rules! for_each_kernel {
@@ -52,10 +52,10 @@ macro_rules! for_each_kernel {
                     qkv: f32, k_cache: f32, v_cache: f32, positions: u32, row_tables: u32,
                     block_tables: u32, item_offsets: u32, item_rows: u32
                 );
-                /// [`paged_attention`](Self::paged_attention) over bf16 caches.
+                /// [`paged_attention`](Self::paged_attention) over bf16 caches, writing bf16.
                 fn paged_attention_bf16(
                     LmsiPagedAttentionParams;
-                    out: f32;
+                    out: half::bf16;
                     qkv: f32, k_cache: half::bf16, v_cache: half::bf16, positions: u32,
                     row_tables: u32, block_tables: u32, item_offsets: u32, item_rows: u32
                 );
@@ -64,9 +64,19 @@ macro_rules! for_each_kernel {
                 fn causal_attention_forward(
                     LmsiCausalAttentionParams; out: f32, lse: f32; qkv: f32, items: LmsiAttnItem
                 );
+                /// [`causal_attention_forward`](Self::causal_attention_forward) writing `out` in
+                /// bf16.
+                fn causal_attention_forward_bf16(
+                    LmsiCausalAttentionParams; out: half::bf16, lse: f32; qkv: f32, items: LmsiAttnItem
+                );
                 /// `delta[t, h] = d_out[t, h] · out[t, h]`, the backward pass's first step.
                 fn causal_attention_backward_delta(
                     LmsiCausalAttentionParams; delta: f32; d_out: f32, out: f32
+                );
+                /// [`causal_attention_backward_delta`](Self::causal_attention_backward_delta)
+                /// of a bf16 `out`.
+                fn causal_attention_backward_delta_bf16(
+                    LmsiCausalAttentionParams; delta: f32; d_out: f32, out: half::bf16
                 );
                 /// The q part of `d_qkv` (`items`: [`query_items`](crate::plan::query_items)).
                 fn causal_attention_backward_dq(
@@ -115,6 +125,8 @@ macro_rules! for_each_kernel {
             "rmsnorm.cu" {
                 /// RMSNorm of each row.
                 fn rmsnorm_forward(LmsiRmsnormParams; out: f32; x: f32, weight: f32);
+                /// [`rmsnorm_forward`](Self::rmsnorm_forward) writing bf16.
+                fn rmsnorm_forward_bf16(LmsiRmsnormParams; out: half::bf16; x: f32, weight: f32);
                 /// RMSNorm backward, first pass: `d_x += ...` and the per-block partial weight
                 /// gradients ([`rmsnorm_partial_rows`](crate::launch::rmsnorm_partial_rows) rows
                 /// of `dim`).
@@ -140,6 +152,8 @@ macro_rules! for_each_kernel {
             "swiglu.cu" {
                 /// `out = silu(gate) * up`.
                 fn swiglu_forward(LmsiSwigluParams; out: f32; gate_up: f32);
+                /// [`swiglu_forward`](Self::swiglu_forward) writing bf16.
+                fn swiglu_forward_bf16(LmsiSwigluParams; out: half::bf16; gate_up: f32);
                 /// SwiGLU backward: overwrites `d_gate_up`.
                 fn swiglu_backward(LmsiSwigluParams; d_gate_up: f32; d_out: f32, gate_up: f32);
             }

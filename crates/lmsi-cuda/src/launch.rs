@@ -223,6 +223,29 @@ pub fn rmsnorm_forward(
     let c = Check {
         kernel: "rmsnorm_forward",
     };
+    norm(c, p, out, x, weight)
+}
+
+/// `rmsnorm_forward_bf16(p, out, x, weight)`: as [`rmsnorm_forward`].
+pub fn rmsnorm_forward_bf16(
+    p: &LmsiRmsnormParams,
+    out: usize,
+    x: usize,
+    weight: usize,
+) -> Result<Option<Launch>, Error> {
+    let c = Check {
+        kernel: "rmsnorm_forward_bf16",
+    };
+    norm(c, p, out, x, weight)
+}
+
+fn norm(
+    c: Check,
+    p: &LmsiRmsnormParams,
+    out: usize,
+    x: usize,
+    weight: usize,
+) -> Result<Option<Launch>, Error> {
     let n = u64::from(p.rows) * u64::from(p.dim);
     c.len("out", out, n)?;
     c.len("x", x, n)?;
@@ -315,6 +338,27 @@ pub fn swiglu_forward(
     let c = Check {
         kernel: "swiglu_forward",
     };
+    gate(c, p, out, gate_up)
+}
+
+/// `swiglu_forward_bf16(p, out, gate_up)`: as [`swiglu_forward`].
+pub fn swiglu_forward_bf16(
+    p: &LmsiSwigluParams,
+    out: usize,
+    gate_up: usize,
+) -> Result<Option<Launch>, Error> {
+    let c = Check {
+        kernel: "swiglu_forward_bf16",
+    };
+    gate(c, p, out, gate_up)
+}
+
+fn gate(
+    c: Check,
+    p: &LmsiSwigluParams,
+    out: usize,
+    gate_up: usize,
+) -> Result<Option<Launch>, Error> {
     let n = u64::from(p.rows) * u64::from(p.inter);
     c.len("out", out, n)?;
     c.len("gate_up", gate_up, 2 * n)?;
@@ -711,6 +755,31 @@ pub fn causal_attention_forward(
     let c = Check {
         kernel: "causal_attention_forward",
     };
+    causal_forward(c, p, out, lse, qkv, items)
+}
+
+/// `causal_attention_forward_bf16(p, out, lse, qkv, items)`: as [`causal_attention_forward`].
+pub fn causal_attention_forward_bf16(
+    p: &LmsiCausalAttentionParams,
+    out: usize,
+    lse: usize,
+    qkv: usize,
+    items: usize,
+) -> Result<Option<Launch>, Error> {
+    let c = Check {
+        kernel: "causal_attention_forward_bf16",
+    };
+    causal_forward(c, p, out, lse, qkv, items)
+}
+
+fn causal_forward(
+    c: Check,
+    p: &LmsiCausalAttentionParams,
+    out: usize,
+    lse: usize,
+    qkv: usize,
+    items: usize,
+) -> Result<Option<Launch>, Error> {
     causal_common(&c, p, qkv, items)?;
     let (t, h, dim) = (
         u64::from(p.tokens),
@@ -735,6 +804,30 @@ pub fn causal_attention_backward_delta(
     let c = Check {
         kernel: "causal_attention_backward_delta",
     };
+    delta_check(c, p, delta, d_out, out)
+}
+
+/// `causal_attention_backward_delta_bf16(p, delta, d_out, out)`: as
+/// [`causal_attention_backward_delta`].
+pub fn causal_attention_backward_delta_bf16(
+    p: &LmsiCausalAttentionParams,
+    delta: usize,
+    d_out: usize,
+    out: usize,
+) -> Result<Option<Launch>, Error> {
+    let c = Check {
+        kernel: "causal_attention_backward_delta_bf16",
+    };
+    delta_check(c, p, delta, d_out, out)
+}
+
+fn delta_check(
+    c: Check,
+    p: &LmsiCausalAttentionParams,
+    delta: usize,
+    d_out: usize,
+    out: usize,
+) -> Result<Option<Launch>, Error> {
     c.shape(&p.shape)?;
     let (t, h, dim) = (
         u64::from(p.tokens),

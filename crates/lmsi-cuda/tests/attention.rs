@@ -5,12 +5,15 @@
 //!
 //! Tolerances: kv_store is exact, and so is kv_store_bf16 (the CPU's values rounded to nearest
 //! even). Attention outputs and log-sum-exps differ from the CPU in the online softmax's order of
-//! operations and in `exp`: `2e-6 + 2e-5·|x|`, for paged_attention_bf16 too (against the CPU over
-//! the same rounded caches). Gradients sum over many keys and queries: `1e-5 + 1e-4·|x|`.
+//! operations and in `exp`: `2e-6 + 2e-5·|x|`, for paged attention over bf16 caches too (against
+//! the CPU over the same rounded caches). Gradients sum over many keys and queries:
+//! `1e-5 + 1e-4·|x|`. The kernels that write a bf16 output (paged_attention_bf16,
+//! causal_attention_forward_bf16) write their f32 twins' results rounded to nearest even, bit for
+//! bit, and causal_attention_backward_delta_bf16 is its f32 twin over the widened output, exactly.
 
 mod common;
 
-use common::{Rng, assert_bits, assert_close, poisoned, runners};
+use common::{Rng, assert_bits, assert_close, assert_rounded, poisoned, poisoned_bf16, runners};
 use half::bf16;
 use lmsi_cuda::params::*;
 use lmsi_cuda::plan::{self, PagedPlan};
@@ -187,7 +190,8 @@ fn check_paged(rng: &mut Rng, d: AttentionDims, prefix: usize, seqs: &[(usize, u
 }
 
 /// The bf16 caches: `kv_store_bf16` stores the CPU's f32 values rounded to nearest even, bit for
-/// bit, and `paged_attention_bf16` is the CPU's attention over those rounded values.
+/// bit; `paged_attention` over the widened caches is the CPU's attention over those rounded
+/// values, and `paged_attention_bf16` writes its result rounded.
 fn check_paged_bf16(step: &Step, d: &AttentionDims, plan: &PagedPlan, row_tables: &[u32]) {
     let round = |x: &[f32]| -> Vec<bf16> { x.iter().map(|&v| bf16::from_f32(v)).collect() };
     let widen = |x: &[bf16]| -> Vec<f32> { x.iter().map(|v| v.to_f32()).collect() };
@@ -229,7 +233,24 @@ fn check_paged_bf16(step: &Step, d: &AttentionDims, plan: &PagedPlan, row_tables
             .unwrap();
         assert_eq!(k, want_k, "bf16 key cache under {}", runner.name());
         assert_eq!(v, want_v, "bf16 value cache under {}", runner.name());
-        let mut out = poisoned(want.len());
+        let mut exact = poisoned(want.len());
+        runner
+            .paged_attention(
+                &p,
+                &mut exact,
+                &step.qkv,
+                &widen(&k),
+                &widen(&v),
+                &step.layout.positions,
+                row_tables,
+                &step.layout.block_tables,
+                &plan.item_offsets,
+                &plan.item_rows,
+            )
+            .unwrap();
+        let what = format!("paged_attention over bf16 caches {d:?}");
+        assert_close(&*runner, &what, &exact, &want, 2e-6, 2e-5);
+        let mut out = poisoned_bf16(want.len());
         runner
             .paged_attention_bf16(
                 &p,
@@ -245,7 +266,7 @@ fn check_paged_bf16(step: &Step, d: &AttentionDims, plan: &PagedPlan, row_tables
             )
             .unwrap();
         let what = format!("paged_attention_bf16 {d:?}");
-        assert_close(&*runner, &what, &out, &want, 2e-6, 2e-5);
+        assert_rounded(&*runner, &what, &out, &exact);
     }
 }
 
@@ -359,6 +380,7 @@ fn check_training(rng: &mut Rng, d: AttentionDims, lens: &[usize]) {
         runner
             .causal_attention_backward_delta(&p(&queries), &mut delta, &d_out, &out)
             .unwrap();
+        check_training_bf16(&*runner, &p(&queries), &queries, &qkv, &d_out, &out, &what);
         let mut grad = poisoned(want_grad.len());
         runner
             .causal_attention_backward_dq(
@@ -383,6 +405,37 @@ fn check_training(rng: &mut Rng, d: AttentionDims, lens: &[usize]) {
             1e-4,
         );
     }
+}
+
+/// The bf16 output of causal attention is the f32 one, `exact`, rounded, and the backward pass's
+/// delta over it is the f32 delta over its widened values.
+fn check_training_bf16(
+    runner: &dyn common::Kernels,
+    p: &LmsiCausalAttentionParams,
+    queries: &[LmsiAttnItem],
+    qkv: &[f32],
+    d_out: &[f32],
+    exact: &[f32],
+    what: &str,
+) {
+    let heads = p.tokens as usize * p.shape.num_heads as usize;
+    let mut out = poisoned_bf16(exact.len());
+    let mut lse = poisoned(heads);
+    runner
+        .causal_attention_forward_bf16(p, &mut out, &mut lse, qkv, queries)
+        .unwrap();
+    let name = format!("causal_attention_forward_bf16 out, {what}");
+    assert_rounded(runner, &name, &out, exact);
+    let widened: Vec<f32> = out.iter().map(|v| v.to_f32()).collect();
+    let (mut want, mut got) = (poisoned(heads), poisoned(heads));
+    runner
+        .causal_attention_backward_delta(p, &mut want, d_out, &widened)
+        .unwrap();
+    runner
+        .causal_attention_backward_delta_bf16(p, &mut got, d_out, &out)
+        .unwrap();
+    let name = format!("causal_attention_backward_delta_bf16, {what}");
+    assert_bits(runner, &name, &got, &want);
 }
 
 #[test]

@@ -4,11 +4,12 @@
 //! Tolerances: gathers, scatters, adds and biases are exact (bit for bit: same operations in the
 //! same order). The rest differ from the CPU reference in summation order and in `exp` (the CPU backend
 //! uses its own vectorised exp, the shim glibc's, a GPU its own): `1e-6 + 1e-5·|x|` for values,
-//! `1e-5 + 1e-5·|x|` for gradients summed over many rows.
+//! `1e-5 + 1e-5·|x|` for gradients summed over many rows. The bf16 forms of RMSNorm and SwiGLU write
+//! their f32 forms' results rounded to nearest even, bit for bit.
 
 mod common;
 
-use common::{Rng, assert_bits, assert_close, poisoned, runners};
+use common::{Rng, assert_bits, assert_close, assert_rounded, poisoned, poisoned_bf16, runners};
 use half::bf16;
 use lmsi_cuda::launch::{self, rmsnorm_params};
 use lmsi_cuda::params::*;
@@ -224,6 +225,11 @@ fn rmsnorm_forward_matches_the_cpu() {
             let mut got = poisoned(rows * dim);
             runner.rmsnorm_forward(&p, &mut got, &x, &weight).unwrap();
             assert_close(&*runner, "rmsnorm_forward", &got, &want, 1e-6, 1e-5);
+            let mut rounded = poisoned_bf16(rows * dim);
+            runner
+                .rmsnorm_forward_bf16(&p, &mut rounded, &x, &weight)
+                .unwrap();
+            assert_rounded(&*runner, "rmsnorm_forward_bf16", &rounded, &got);
         }
     }
 }
@@ -348,6 +354,11 @@ fn swiglu_and_its_backward_match_the_cpu() {
             let mut got = poisoned(rows * inter);
             runner.swiglu_forward(&p, &mut got, &gate_up).unwrap();
             assert_close(&*runner, "swiglu_forward", &got, &want, 1e-6, 1e-5);
+            let mut rounded = poisoned_bf16(rows * inter);
+            runner
+                .swiglu_forward_bf16(&p, &mut rounded, &gate_up)
+                .unwrap();
+            assert_rounded(&*runner, "swiglu_forward_bf16", &rounded, &got);
             let mut grad = poisoned(rows * 2 * inter);
             runner
                 .swiglu_backward(&p, &mut grad, &d_out, &gate_up)

@@ -34,7 +34,7 @@ pub(crate) struct LayerActivations<Buf> {
     pub x_mid: Buf,
     /// q|k|v after RoPE.
     pub qkv: Buf,
-    /// The attention output (input of the output projection).
+    /// The attention output (input of the output projection; [`Backend::operand_zeros`]).
     pub attn: Buf,
     /// The attention's log-sum-exp per token and head (written by [`Attention::Causal`] only).
     pub lse: Buf,
@@ -48,14 +48,15 @@ impl<Buf> LayerActivations<Buf> {
         Ok(Self {
             x_mid: be.zeros(t * c.hidden_size)?,
             qkv: be.zeros(t * c.qkv_dim())?,
-            attn: be.zeros(t * c.attn_dim())?,
+            attn: be.operand_zeros(t * c.attn_dim())?,
             lse: be.zeros(t * c.num_heads)?,
             gate_up: be.zeros(t * 2 * c.intermediate_size)?,
         })
     }
 }
 
-/// Working buffers every layer of a pass shares: a normalised residual and the MLP's activation.
+/// Working buffers every layer of a pass shares: a normalised residual and the MLP's activation,
+/// both inputs of matrix products ([`Backend::operand_zeros`]).
 pub(crate) struct Scratch<Buf> {
     h: Buf,
     act: Buf,
@@ -65,8 +66,8 @@ impl<Buf> Scratch<Buf> {
     /// Scratch buffers for `t` tokens.
     pub fn zeros<B: Backend<Buf = Buf>>(be: &B, c: &Config, t: usize) -> Result<Self, Error> {
         Ok(Self {
-            h: be.zeros(t * c.hidden_size)?,
-            act: be.zeros(t * c.intermediate_size)?,
+            h: be.operand_zeros(t * c.hidden_size)?,
+            act: be.operand_zeros(t * c.intermediate_size)?,
         })
     }
 }

@@ -168,7 +168,8 @@ impl MemoryPlan {
 }
 
 /// Bytes of one forward step over `t` tokens with `rows` logit rows ([`crate::Model::forward`]):
-/// the layer buffers, the output layer's rows and logits, and at bf16 the largest rounded operand.
+/// the layer buffers, the output layer's rows and logits. The products' input activations are
+/// stored at `dtype` ([`crate::Backend::operand_zeros`]), everything else in f32.
 fn forward_bytes(c: &Config, dtype: Dtype, t: usize, rows: usize) -> u64 {
     let (t, rows, d, i) = (
         t as u64,
@@ -176,14 +177,17 @@ fn forward_bytes(c: &Config, dtype: Dtype, t: usize, rows: usize) -> u64 {
         c.hidden_size as u64,
         c.intermediate_size as u64,
     );
-    // x, x_mid, h, q|k|v, the attention output and log-sum-exp, gate|up, SwiGLU's output.
-    let layer = t.saturating_mul(
-        3 * d + c.qkv_dim() as u64 + c.attn_dim() as u64 + c.num_heads as u64 + 3 * i,
-    );
-    let output = rows.saturating_mul(2 * d + c.vocab_size as u64);
-    F32.saturating_mul(layer.saturating_add(output))
+    // x, x_mid, q|k|v, the attention's log-sum-exp, gate|up; the picked rows and logits.
+    let f32_values = t
+        .saturating_mul(2 * d + c.qkv_dim() as u64 + c.num_heads as u64 + 2 * i)
+        .saturating_add(rows.saturating_mul(d + c.vocab_size as u64));
+    // h, the attention output, SwiGLU's output; the final norm's rows.
+    let operands = t
+        .saturating_mul(d + c.attn_dim() as u64 + i)
+        .saturating_add(rows.saturating_mul(d));
+    F32.saturating_mul(f32_values)
+        .saturating_add(dtype.bytes().saturating_mul(operands))
         .saturating_add(layout_bytes(t, rows))
-        .saturating_add(rounded_bytes(c, dtype, t.max(rows), false))
 }
 
 /// The product of `factors`, `u64::MAX` when it does not fit.
@@ -202,6 +206,7 @@ fn training_bytes(c: &Config, dtype: Dtype, t: usize, recompute: bool) -> u64 {
     );
     let (q, a) = (c.qkv_dim() as u64, c.attn_dim() as u64);
     let (t, layers) = (t as u64, c.num_layers as u64);
+    // Both in f32 (an upper bound at bf16, where a few of them are narrower).
     // x_in, x_mid, q|k|v, the attention output and its log-sum-exp, gate|up.
     let saved = 2 * d + q + a + h + 2 * i;
     let kept = layers * if recompute { d } else { saved };
@@ -212,7 +217,7 @@ fn training_bytes(c: &Config, dtype: Dtype, t: usize, recompute: bool) -> u64 {
     let rows = crate::train::LOGIT_CHUNK as u64;
     let output = rows * (4 * d + c.vocab_size as u64);
     let values = t * (kept + 2 * d + forward.max(backward)) + output;
-    F32 * values + layout_bytes(t, t) + rounded_bytes(c, dtype, t.max(rows), true)
+    F32 * values + layout_bytes(t, t) + rounded_bytes(c, dtype, t.max(rows))
 }
 
 /// The step's uploaded layout and attention work items (a few 32-bit indices per token and row).
@@ -221,24 +226,20 @@ fn layout_bytes(tokens: u64, rows: u64) -> u64 {
     F32.saturating_mul(indices.saturating_add(64))
 }
 
-/// At bf16, the f32 operands a product rounds first. Forward (`training` false): the activation
-/// input, `t` rows of a product's inner width. Training: also the output gradient (`t` rows of an
-/// output width) of a weight gradient, and the largest weight matrix, kept in f32.
-fn rounded_bytes(c: &Config, dtype: Dtype, t: u64, training: bool) -> u64 {
+/// At bf16, the f32 operands a training product rounds first: the output gradient (`t` rows of an
+/// output width) of a weight or input gradient, and the largest weight matrix, kept in f32. (The
+/// activations a product reads are stored in bf16 already.)
+fn rounded_bytes(c: &Config, dtype: Dtype, t: u64) -> u64 {
     if dtype == Dtype::F32 {
         return 0;
     }
-    let inner = [c.hidden_size, c.attn_dim(), c.intermediate_size];
     let outer = [
         c.hidden_size,
         c.qkv_dim(),
         2 * c.intermediate_size,
         c.vocab_size,
     ];
-    let widest = |w: &[usize]| w.iter().copied().max().unwrap_or(0) as u64;
-    if !training {
-        return product(&[dtype.bytes(), t, widest(&inner)]);
-    }
+    let widest = outer.iter().copied().max().unwrap_or(0) as u64;
     let largest_matrix = Params::layout(c)
         .tensors()
         .iter()
@@ -246,7 +247,7 @@ fn rounded_bytes(c: &Config, dtype: Dtype, t: u64, training: bool) -> u64 {
         .map(|s| s.numel() as u64)
         .max()
         .unwrap_or(0);
-    dtype.bytes() * (t * (widest(&inner) + widest(&outer)) + largest_matrix)
+    dtype.bytes() * (t * widest + largest_matrix)
 }
 
 impl fmt::Display for MemoryPlan {

@@ -259,7 +259,7 @@ impl<B: Backend> Model<B> {
         }
         let mut picked = be.zeros(rows * d)?;
         be.gather_logit_rows(&mut picked, &x, &prepared, 0..rows, d)?;
-        let mut normed = be.zeros(rows * d)?;
+        let mut normed = be.operand_zeros(rows * d)?;
         be.rmsnorm(
             &mut normed,
             &picked,

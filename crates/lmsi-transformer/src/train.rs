@@ -281,7 +281,7 @@ impl<B: Backend> Model<B> {
         let output = self.params().output_linear(c);
         let mut picked = be.zeros(n * d)?;
         be.gather_logit_rows(&mut picked, x, prepared, range.clone(), d)?;
-        let mut normed = be.zeros(n * d)?;
+        let mut normed = be.operand_zeros(n * d)?;
         be.rmsnorm(&mut normed, &picked, final_norm, n, eps)?;
         let mut logits = be.zeros(n * vocab)?;
         be.matmul(&mut logits, &normed, &output, n, false)?;

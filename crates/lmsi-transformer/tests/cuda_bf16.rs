@@ -10,6 +10,8 @@
 //!   log-probabilities, bit for bit, run after run), and greedy decoding agrees with the CPU's on
 //!   most leading tokens (at least 80% of the first 8 tokens of the paths, and every path's first
 //!   token);
+//! - activations: the products' inputs are stored in bf16, so a forward step's activation memory
+//!   falls by at least half of those buffers' f32 bytes;
 //! - eight lmsi-adamw trainer steps on the seed model loaded for training (f32 master weights, bf16 products):
 //!   each step's loss within 2% of the CPU's, and the loss falls as much.
 //!
@@ -133,6 +135,42 @@ fn bf16_stores_weight_matrices_and_caches_in_half_the_memory() {
     let ratio = bf16_bytes as f64 / f32_bytes as f64;
     println!("bf16 memory: {bf16_bytes} bytes against {f32_bytes} in f32 ({ratio:.3})");
     assert!((0.5..0.52).contains(&ratio), "{ratio}");
+}
+
+/// A forward step's activations: the products' inputs (normalised residual, attention output,
+/// SwiGLU output, final norm rows) are written in bf16 by their kernels, with no f32 copy and no
+/// separate rounding pass, so the step's peak falls by at least their f32 halves.
+#[test]
+fn bf16_stores_the_products_input_activations_in_bf16() {
+    let (_, config, params) = tiny_models().swap_remove(0);
+    let tokens = 40;
+    let step_peak = |be: CudaBackend| {
+        let model = Model::from_host(config.clone(), &params, be.clone()).unwrap();
+        let mut cache = model.new_cache(4, 64).unwrap();
+        let prompt: Vec<u32> = (0..tokens).map(|i| (i * 23 % 250) as u32).collect();
+        let seq = cache.create();
+        let chunk = Chunk {
+            seq,
+            tokens: &prompt,
+            logits: Logits::Last,
+        };
+        let device = be.device();
+        let held = device.memory().map(|(free, total)| total - free).unwrap();
+        device.reset_memory_peak();
+        model.forward(&mut cache, &[chunk]).unwrap();
+        device.memory_peak().unwrap() - held
+    };
+    let f32_peak = step_peak(CudaBackend::sim());
+    let bf16_peak = step_peak(CudaBackend::sim().with_dtype(Dtype::Bf16));
+    let operands =
+        tokens as u64 * (config.hidden_size + config.attn_dim() + config.intermediate_size) as u64;
+    println!(
+        "bf16 forward step of {tokens} tokens: activations {bf16_peak} bytes against {f32_peak} in f32"
+    );
+    assert!(
+        bf16_peak + 2 * operands <= f32_peak,
+        "{bf16_peak} vs {f32_peak}"
+    );
 }
 
 /// Every path of greedy or sampled generation for three questions of this project's own, two

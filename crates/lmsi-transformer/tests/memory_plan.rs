@@ -1,7 +1,7 @@
 //! Memory plans ([`lmsi_transformer::memory`]) against what the CUDA backend really allocates, on
 //! the simulated device, which counts every byte and its peak: loading is planned exactly, a
 //! generation or training run's plan is an upper bound of its peak (measured on the seed model:
-//! generation 1.46× the peak in f32 and 1.71× in bf16, training 1.07-1.13×), and a device too small
+//! generation 1.48× the peak in f32 and 1.64× in bf16, training 1.07-1.14×), and a device too small
 //! for a plan refuses before anything is allocated, naming the numbers.
 use lmsi_cuda::{Device, SimConfig};
 use lmsi_sampler::SamplingParams;

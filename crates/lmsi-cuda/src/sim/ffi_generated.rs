@@ -164,7 +164,7 @@ unsafe extern "C" {
     pub fn paged_attention_bf16(
         launch: *const LmsiSimLaunch,
         p: LmsiPagedAttentionParams,
-        out: *mut f32,
+        out: *mut LmsiBf16,
         qkv: *const f32,
         k_cache: *const LmsiBf16,
         v_cache: *const LmsiBf16,
@@ -173,6 +173,27 @@ unsafe extern "C" {
         block_tables: *const u32,
         item_offsets: *const u32,
         item_rows: *const u32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_causal_attention_forward_bf16"]
+    pub fn causal_attention_forward_bf16(
+        launch: *const LmsiSimLaunch,
+        p: LmsiCausalAttentionParams,
+        out: *mut LmsiBf16,
+        lse: *mut f32,
+        qkv: *const f32,
+        items: *const LmsiAttnItem,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_causal_attention_backward_delta_bf16"]
+    pub fn causal_attention_backward_delta_bf16(
+        launch: *const LmsiSimLaunch,
+        p: LmsiCausalAttentionParams,
+        delta: *mut f32,
+        d_out: *const f32,
+        out: *const LmsiBf16,
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
@@ -271,6 +292,16 @@ unsafe extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_rmsnorm_forward_bf16"]
+    pub fn rmsnorm_forward_bf16(
+        launch: *const LmsiSimLaunch,
+        p: LmsiRmsnormParams,
+        out: *mut LmsiBf16,
+        x: *const f32,
+        weight: *const f32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
     #[link_name = "\u{1}lmsi_sim_rmsnorm_backward"]
     pub fn rmsnorm_backward(
         launch: *const LmsiSimLaunch,
@@ -321,6 +352,15 @@ unsafe extern "C" {
         launch: *const LmsiSimLaunch,
         p: LmsiSwigluParams,
         out: *mut f32,
+        gate_up: *const f32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[link_name = "\u{1}lmsi_sim_swiglu_forward_bf16"]
+    pub fn swiglu_forward_bf16(
+        launch: *const LmsiSimLaunch,
+        p: LmsiSwigluParams,
+        out: *mut LmsiBf16,
         gate_up: *const f32,
     ) -> ::std::os::raw::c_int;
 }

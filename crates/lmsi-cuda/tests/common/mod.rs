@@ -172,6 +172,29 @@ pub fn poisoned(n: usize) -> Vec<f32> {
     vec![f32::NAN; n]
 }
 
+/// A bf16 buffer of `n` NaNs, as [`poisoned`].
+pub fn poisoned_bf16(n: usize) -> Vec<half::bf16> {
+    vec![half::bf16::NAN; n]
+}
+
+/// Asserts that a bf16 kernel's output is its f32 twin's, `exact`, rounded to nearest even, bit
+/// for bit, after [`print_max_error`] against `exact` (the rounding error): the first word of
+/// `what` names the kernel.
+#[track_caller]
+pub fn assert_rounded(on: &dyn Kernels, what: &str, got: &[half::bf16], exact: &[f32]) {
+    let widened: Vec<f32> = got.iter().map(|v| v.to_f32()).collect();
+    print_max_error(on, what, &widened, exact);
+    assert_eq!(got.len(), exact.len(), "{what}: lengths");
+    for (i, (g, &w)) in got.iter().zip(exact).enumerate() {
+        assert_eq!(
+            g.to_bits(),
+            half::bf16::from_f32(w).to_bits(),
+            "{what}[{i}] under {}: got {g}, want {w} rounded",
+            on.name()
+        );
+    }
+}
+
 /// Prints `max-error KERNEL WHERE VALUE` for a comparison on `on`: `KERNEL` is the first word of
 /// `what`, `VALUE` the largest `|got - want|` (NaN if any value is).
 pub fn print_max_error(on: &dyn Kernels, what: &str, got: &[f32], want: &[f32]) {

@@ -61,6 +61,15 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn kv_zeros(&self, len: usize) -> Result<Self::Buf, Error> {
         self.zeros(len)
     }
+    /// A zero-filled buffer of `len` values for an activation that is read only as a matrix
+    /// product's input (and, kept for training, by the backward pass): the normalised residual,
+    /// the attention output and the SwiGLU output. A backend may store it narrower than f32 (the
+    /// CUDA backend at bf16 does: its kernels write these already rounded for the product, so no
+    /// f32 copy is kept). Operations that write or read these take either. By default,
+    /// [`Backend::zeros`].
+    fn operand_zeros(&self, len: usize) -> Result<Self::Buf, Error> {
+        self.zeros(len)
+    }
     /// The element type weight matrices and KV caches are stored at (f32 unless the backend says
     /// otherwise).
     fn dtype(&self) -> Dtype {

@@ -21,12 +21,16 @@
 //! # bf16
 //!
 //! At [`Dtype::Bf16`] ([`CudaBackend::with_dtype`]) the backend stores the weight matrices of a
-//! model loaded for inference ([`Backend::upload_matrix`]) and the KV caches
-//! ([`Backend::kv_zeros`]) in bf16, halving the memory of both. Every matrix product takes bf16
-//! operands, sums in f32 (cuBLAS `GemmEx`, `CUBLAS_COMPUTE_32F`) and writes f32: an f32 operand
-//! (an activation, or a weight of a model loaded for training) is rounded to bf16 just before the
-//! product, as PyTorch's autocast does. The residual stream, norms, RoPE, softmax, attention
-//! scores, sampling and the loss stay in f32, and so do norm weights and biases. A model loaded
+//! model loaded for inference ([`Backend::upload_matrix`]), the KV caches
+//! ([`Backend::kv_zeros`]) and the activations that are a product's input
+//! ([`Backend::operand_zeros`]: the normalised residual, the attention output, the SwiGLU output)
+//! in bf16, halving the memory of each. The kernels that write those activations (RMSNorm,
+//! attention, SwiGLU) compute in f32 and round their result as they store it. Every matrix product
+//! takes bf16 operands, sums in f32 (cuBLAS `GemmEx`, `CUBLAS_COMPUTE_32F`) and writes f32; an f32
+//! operand (a weight of a model loaded for training, an output gradient) is rounded to bf16 just
+//! before the product, as PyTorch's autocast does. What products write (q|k|v, gate|up, the
+//! residual stream, logits), norms, RoPE, softmax, attention scores, sampling and the loss stay in
+//! f32, and so do norm weights and biases. A model loaded
 //! for training ([`crate::Storage::Training`]) keeps every parameter, gradient and AdamW moment in
 //! f32: the f32 master weights that mixed-precision training updates. Rounding is to nearest even
 //! everywhere, the same on the GPU and the simulated device, so bf16 runs are as deterministic as
@@ -190,6 +194,15 @@ impl CudaBackend {
         &self.device
     }
 
+    /// Zeros at the backend's dtype: what the KV caches and the products' input activations are
+    /// stored in.
+    fn zeros_at_dtype(&self, len: usize) -> Result<CudaBuf, Error> {
+        match self.dtype {
+            Dtype::F32 => self.alloc(len).map(CudaBuf::F32),
+            Dtype::Bf16 => self.device.zeros(len).map(CudaBuf::Bf16).map_err(cuda),
+        }
+    }
+
     fn alloc(&self, len: usize) -> Result<Buffer<f32>, Error> {
         self.device.zeros(len).map_err(cuda)
     }
@@ -292,10 +305,11 @@ impl Backend for CudaBackend {
     }
 
     fn kv_zeros(&self, len: usize) -> Result<CudaBuf, Error> {
-        match self.dtype {
-            Dtype::F32 => self.zeros(len),
-            Dtype::Bf16 => self.device.zeros(len).map(CudaBuf::Bf16).map_err(cuda),
-        }
+        self.zeros_at_dtype(len)
+    }
+
+    fn operand_zeros(&self, len: usize) -> Result<CudaBuf, Error> {
+        self.zeros_at_dtype(len)
     }
 
     fn dtype(&self) -> Dtype {
@@ -370,10 +384,12 @@ impl Backend for CudaBackend {
         need("rmsnorm input", x.len(), rows * dim)?;
         need("rmsnorm output", out.len(), rows * dim)?;
         let p = rmsnorm_params(count("rows", rows)?, count("width", dim)?, eps);
-        let (out, x) = (out.f32_mut("rmsnorm output")?, x.f32("rmsnorm input")?);
-        self.device
-            .rmsnorm_forward(&p, out, x, weight.f32("rmsnorm weight")?)
-            .map_err(cuda)
+        let (x, weight) = (x.f32("rmsnorm input")?, weight.f32("rmsnorm weight")?);
+        match out {
+            CudaBuf::F32(out) => self.device.rmsnorm_forward(&p, out, x, weight),
+            CudaBuf::Bf16(out) => self.device.rmsnorm_forward_bf16(&p, out, x, weight),
+        }
+        .map_err(cuda)
     }
 
     fn matmul(
@@ -500,21 +516,24 @@ impl Backend for CudaBackend {
                 k_cache.len().min(v_cache.len()) / dims.block_len().max(1),
             )?,
         };
-        let (out, qkv) = (
-            out.f32_mut("attention output")?,
-            qkv.f32("attention input")?,
-        );
+        let qkv = qkv.f32("attention input")?;
         let d = &self.device;
         let (positions, row_tables) = (layout.positions(), layout.row_tables());
         let (tables, offsets, rows) = (layout.block_tables(), items.offsets(), items.rows());
-        match (k_cache, v_cache) {
-            (CudaBuf::F32(k), CudaBuf::F32(v)) => d.paged_attention(
+        match (out, k_cache, v_cache) {
+            (CudaBuf::F32(out), CudaBuf::F32(k), CudaBuf::F32(v)) => d.paged_attention(
                 &p, out, qkv, k, v, positions, row_tables, tables, offsets, rows,
             ),
-            (CudaBuf::Bf16(k), CudaBuf::Bf16(v)) => d.paged_attention_bf16(
+            (CudaBuf::Bf16(out), CudaBuf::Bf16(k), CudaBuf::Bf16(v)) => d.paged_attention_bf16(
                 &p, out, qkv, k, v, positions, row_tables, tables, offsets, rows,
             ),
-            _ => return Err(mixed_caches()),
+            _ => {
+                return Err(Error::Backend(
+                    "paged attention: the output and the key and value caches differ in element \
+                     type (all f32, or all bf16)"
+                        .into(),
+                ));
+            }
         }
         .map_err(cuda)
     }
@@ -532,8 +551,12 @@ impl Backend for CudaBackend {
             rows: count("rows", rows)?,
             inter: count("intermediate size", inter)?,
         };
-        let (out, gate_up) = (out.f32_mut("swiglu output")?, gate_up.f32("swiglu input")?);
-        self.device.swiglu_forward(&p, out, gate_up).map_err(cuda)
+        let gate_up = gate_up.f32("swiglu input")?;
+        match out {
+            CudaBuf::F32(out) => self.device.swiglu_forward(&p, out, gate_up),
+            CudaBuf::Bf16(out) => self.device.swiglu_forward_bf16(&p, out, gate_up),
+        }
+        .map_err(cuda)
     }
 
     fn gather_logit_rows(
@@ -627,13 +650,13 @@ impl Backend for CudaBackend {
             tokens: count("tokens", t)?,
             num_items: count("work items", items.query.len())?,
         };
-        let (out, lse) = (
-            out.f32_mut("attention output")?,
-            lse.f32_mut("log-sum-exp")?,
-        );
-        self.device
-            .causal_attention_forward(&p, out, lse, qkv.f32("attention input")?, &items.query)
-            .map_err(cuda)
+        let (lse, qkv) = (lse.f32_mut("log-sum-exp")?, qkv.f32("attention input")?);
+        let d = &self.device;
+        match out {
+            CudaBuf::F32(out) => d.causal_attention_forward(&p, out, lse, qkv, &items.query),
+            CudaBuf::Bf16(out) => d.causal_attention_forward_bf16(&p, out, lse, qkv, &items.query),
+        }
+        .map_err(cuda)
     }
 
     fn causal_attention_backward(
@@ -656,14 +679,15 @@ impl Backend for CudaBackend {
         let mut delta = self.alloc(t * dims.num_heads)?;
         let device = &self.device;
         let d_qkv = d_qkv.f32_mut("attention input gradient")?;
-        let (d_out, out) = (
-            d_out.f32("attention output gradient")?,
-            out.f32("attention output")?,
-        );
+        let d_out = d_out.f32("attention output gradient")?;
         let (lse, qkv) = (lse.f32("log-sum-exp")?, qkv.f32("attention input")?);
-        device
-            .causal_attention_backward_delta(&p, &mut delta, d_out, out)
-            .map_err(cuda)?;
+        match out {
+            CudaBuf::F32(out) => device.causal_attention_backward_delta(&p, &mut delta, d_out, out),
+            CudaBuf::Bf16(out) => {
+                device.causal_attention_backward_delta_bf16(&p, &mut delta, d_out, out)
+            }
+        }
+        .map_err(cuda)?;
         device
             .causal_attention_backward_dq(&p, &mut *d_qkv, d_out, lse, &delta, qkv, &items.query)
             .map_err(cuda)?;

@@ -11,8 +11,8 @@ use lmsi_cuda::{Buffer, Device};
 use super::cuda;
 use crate::Error;
 
-/// The element type the CUDA backend stores a model's weight matrices (when loaded for inference)
-/// and its KV caches in; see [`super::CudaBackend::with_dtype`].
+/// The element type the CUDA backend stores a model's weight matrices (when loaded for inference),
+/// its KV caches and the products' input activations in; see [`super::CudaBackend::with_dtype`].
 ///
 /// ```
 /// use lmsi_transformer::Dtype;
@@ -26,8 +26,8 @@ pub enum Dtype {
     /// Everything in f32.
     #[default]
     F32,
-    /// Weight matrices and KV caches in bf16; every matrix product takes bf16 operands and sums in
-    /// f32; everything else in f32.
+    /// Weight matrices, KV caches and the products' input activations in bf16; every matrix
+    /// product takes bf16 operands and sums in f32; everything else in f32.
     Bf16,
 }
 
@@ -62,7 +62,8 @@ impl fmt::Display for Dtype {
     }
 }
 
-/// A buffer of the CUDA backend: f32, or bf16 (a weight matrix or KV cache at [`Dtype::Bf16`]).
+/// A buffer of the CUDA backend: f32, or bf16 (a weight matrix, KV cache or product input at
+/// [`Dtype::Bf16`]).
 /// Operations that have no bf16 form take only f32 buffers and say so when given bf16.
 #[derive(Debug)]
 pub enum CudaBuf {
