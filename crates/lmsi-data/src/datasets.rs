@@ -13,7 +13,7 @@
 //! | `gsm8k` (and lmsi's own questions) | `question`, `answer` (`… #### N` or bare), optional `id`, `choices` | number |
 //! | `svamp` | `ID`, `Body`, `Question`, `Answer` | number |
 //! | `aqua-rat` | `question`, `options` (`"A)…"`), `correct` | choice |
-//! | `drop` | `query_id`, `passage`, `question`, `answers_spans.spans` (the first span is the gold) | text |
+//! | `drop` | `query_id`, `passage`, `question`, `answers_spans.spans` (the most frequent span is the gold; see below) | text |
 //! | `arc` (ARC-Challenge and -Easy) | `id`, `question`, `choices.{text,label}`, `answerKey`; or the original `question.{stem,choices}` | choice |
 //! | `openbookqa` | `id`, `question_stem`, `choices.{text,label}`, `answerKey`; the original release reads as `arc` | choice |
 //! | `strategyqa` | `qid`, `question`, `answer` (true/false) | yes/no |
@@ -26,6 +26,14 @@
 //! it (`premise`, `hypothesis`, integer `label`) has MNLI's fields and reads as `mnli` unless given
 //! `--format rte`; OpenBookQA's original release has ARC's layout and reads as `arc`, which asks the
 //! same question the same way.
+//!
+//! DROP's gold: the hub's `answers_spans` flattens several answers into one list of spans. In the
+//! train split it is the one annotator's answer (a number, a date, or the spans of a multi-span
+//! answer); in the validation split it is every validated annotator's answer, one after another.
+//! Which spans belong together is not kept, so lmsi takes the span given most often (the
+//! annotators' consensus on validation; the first on a tie, which is the train split's one
+//! answer, or the first part of a multi-span one). An answer of several spans is therefore scored
+//! on its first span alone.
 //!
 //! Parquet files are read with the `parquet` crate (snappy-compressed or uncompressed, as the hub
 //! writes them), each row turned into JSON and read like a JSONL line. Records are numbered from 1
@@ -218,11 +226,7 @@ impl Dataset {
             }
             Dataset::Drop => {
                 let spans = r.at(&["answers_spans", "spans"])?;
-                let gold = spans
-                    .as_array()
-                    .and_then(|s| s.first())
-                    .and_then(Value::as_str)
-                    .ok_or("\"answers_spans.spans\" has no answer span")?;
+                let gold = drop_gold(spans).ok_or("\"answers_spans.spans\" has no answer span")?;
                 let text = format!(
                     "Passage: {}\nQuestion: {}",
                     r.text("passage")?,
@@ -456,6 +460,14 @@ fn letter(i: usize) -> String {
 }
 
 /// `"A)21"` or `"A) 21"` without its letter.
+/// The span `answers_spans.spans` gives most often, the first of those on a tie.
+fn drop_gold(spans: &Value) -> Option<&str> {
+    let spans: Vec<&str> = spans.as_array()?.iter().filter_map(Value::as_str).collect();
+    let count = |s: &str| spans.iter().filter(|&&t| t == s).count();
+    let most = spans.iter().map(|s| count(s)).max()?;
+    spans.iter().copied().find(|s| count(s) == most)
+}
+
 fn strip_option_letter(option: &str) -> String {
     let bytes = option.as_bytes();
     if bytes.len() >= 2 && bytes[0].is_ascii_uppercase() && bytes[1] == b')' {

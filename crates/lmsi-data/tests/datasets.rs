@@ -154,6 +154,21 @@ fn yes_no_and_span_datasets() {
     );
 }
 
+/// The hub's DROP layout as JSONL: validation's annotators' answers one after another (the most
+/// frequent is the gold), and a train multi-span answer (its first span).
+#[test]
+fn drop_takes_the_annotators_most_frequent_span() {
+    let file = read("drop.jsonl");
+    assert_eq!(file.dataset, Dataset::Drop);
+    let golds: Vec<_> = file
+        .questions
+        .items
+        .iter()
+        .map(|q| (q.id.as_str(), q.gold().unwrap()))
+        .collect();
+    assert_eq!(golds, [("v-1", "2"), ("t-1", "Oduya")]);
+}
+
 #[test]
 fn a_file_of_no_known_dataset_names_its_fields_and_the_expected_ones() {
     let error = read_dataset(&fixture("unknown.jsonl"), None, BadLines::Error)

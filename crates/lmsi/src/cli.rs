@@ -177,6 +177,11 @@ pub struct RunArgs {
     /// of generating them: every pool question must have its paths there, and no other question.
     #[arg(long)]
     pub paths_from: Option<PathBuf>,
+    /// Stop sampling a pool question early when more paths cannot change its vote (the generate
+    /// stages; evaluations keep every path): esc[:WINDOW] or adaptive[:THRESHOLD]. A question's
+    /// paths are decoded in waves the rule can stop.
+    #[arg(long)]
+    pub early_stop: Option<EarlyStop>,
     /// Distillation: train this (smaller) model, a directory or a GGUF file, on the paths of --model.
     #[arg(long)]
     pub student: Option<PathBuf>,
@@ -259,7 +264,7 @@ impl RunArgs {
             stop: None,
             max_batch: defaults.max_batch,
             answer: dataset.answer_kind(),
-            early_stop: None,
+            early_stop: self.early_stop,
         };
         let train = TrainOptions {
             lr: self.lr.unwrap_or(match self.objective {
@@ -597,8 +602,8 @@ pub struct EvalArgs {
     #[arg(long, required_unless_present = "suite", conflicts_with = "suite")]
     pub dataset: Option<PathBuf>,
     /// A suite of datasets (JSON: a list of {"path", "name", "format", "prompt", "paths"}, only
-    /// "path" required): each is evaluated greedy and by self-consistency, and --out gets one
-    /// table (JSON, and Markdown beside it).
+    /// "path" required; or a .toml file with a [[dataset]] table each): each is evaluated greedy
+    /// and by self-consistency, and --out gets one table (JSON, and Markdown beside it).
     #[arg(long, conflicts_with = "shard")]
     pub suite: Option<PathBuf>,
     /// Report (JSON) to write.
@@ -610,6 +615,10 @@ pub struct EvalArgs {
     /// Paths per question in sc mode.
     #[arg(long, default_value_t = 32, value_parser = at_least_one::<usize>, allow_negative_numbers = true)]
     pub paths: usize,
+    /// sc mode: stop sampling a question early when more paths cannot change its vote, the vote
+    /// taken over the paths sampled: esc[:WINDOW] or adaptive[:THRESHOLD].
+    #[arg(long, conflicts_with = "suite")]
+    pub early_stop: Option<EarlyStop>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Work on one shard of the questions: I/N (1-based; a split by question id), or auto (from a

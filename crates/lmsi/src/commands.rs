@@ -336,7 +336,11 @@ fn eval_on<B: Backend>(args: &EvalArgs, backend: B) -> Result<()> {
     let dataset = Named::file("--dataset", dataset_path);
     check_sampling_output(&args.out, dataset, &args.model, &args.sampling)?;
     let file = load_dataset(dataset_path, &args.input)?;
-    let options = args.sampling.options(args.paths, file.dataset)?;
+    let mut options = args.sampling.options(args.paths, file.dataset)?;
+    if args.early_stop.is_some() && args.mode != EvalMode::Sc {
+        bail!("--early-stop applies to --mode sc only");
+    }
+    options.early_stop = args.early_stop;
     let questions = file.questions.items;
     let sharding = Sharding::new("eval", args.shard, questions, &args.out, || {
         let fingerprinted = (&options, args.mode, args.input.skip_bad);

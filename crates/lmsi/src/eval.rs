@@ -140,8 +140,8 @@ pub fn evaluate_with_samples<B: Backend>(
             seed: options.sampling.seed,
             ..SamplingParams::greedy()
         };
+        options.early_stop = None;
     }
-    options.early_stop = None;
     let started = std::time::Instant::now();
     let (paths, _) = generate_paths(model, tokenizer, questions, &options, on_path)?;
     let mut items = Vec::with_capacity(questions.len());

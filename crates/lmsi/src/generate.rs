@@ -69,8 +69,21 @@ pub struct GenerateOptions {
     pub max_batch: usize,
     /// How answers are read from paths (for the `answer` field and early stopping).
     pub answer: AnswerKind,
-    /// Stop sampling a question once more paths cannot change its vote.
+    /// Stop sampling a question once more paths cannot change its vote. Its paths are then
+    /// decoded in waves ([`early_stop_wave`]) that the rule can stop before the next starts,
+    /// other questions' paths filling the batch meanwhile.
     pub early_stop: Option<EarlyStop>,
+}
+
+/// Paths of one question decoded at once under `rule`: ESC's window (it decides once per window),
+/// and 4 for Adaptive-Consistency, which decides after every path: small enough that a question
+/// rarely decodes more than 3 paths past its stop, while `max_batch / 4` questions share the
+/// batch.
+pub fn early_stop_wave(rule: &EarlyStop) -> usize {
+    match *rule {
+        EarlyStop::Esc { window } => window,
+        EarlyStop::Adaptive { .. } => 4,
+    }
 }
 
 impl Default for GenerateOptions {
@@ -188,6 +201,7 @@ pub fn generate_paths_by_question<B: Backend>(
         max_new_tokens: options.max_new_tokens,
         stop_strings: options.stop_strings(),
         max_batch: options.max_batch,
+        wave: options.early_stop.as_ref().map(early_stop_wave),
         ..GenerateConfig::default()
     };
     let extractors: Vec<Extractor> = questions

@@ -899,6 +899,8 @@ impl<B: Backend> Runner<'_, B> {
         let mut options = self.generate.clone();
         options.paths = paths;
         options.sampling.temperature = temperature;
+        // Evaluations vote over every path, comparable from round to round.
+        options.early_stop = None;
         let load = self.load;
         let units = test.len() * mode.paths(options.paths);
         self.stage(

@@ -105,6 +105,16 @@ fn generate_vote_build_and_eval_on_a_tiny_model() {
     assert!(chart.contains("maj@k"), "{chart}");
 }
 
+/// The first two built-in exemplars, written to the fixture, as the embedded default uses them: all
+/// eight do not fit the seed model's context.
+fn two_exemplars(f: &Fixture) -> String {
+    let exemplars = f.path("exemplars.jsonl");
+    let builtin = include_str!("../../lmsi-data/src/exemplars.jsonl");
+    let two: String = builtin.lines().take(2).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&exemplars, two).unwrap();
+    exemplars
+}
+
 /// Runs `generate` against a broken model or input; it must fail naming `expected` and write nothing.
 fn fails_cleanly(f: &Fixture, model: &str, questions: &str, expected: &str) -> String {
     let out_file = f.dir.join("out.jsonl");
@@ -242,12 +252,7 @@ fn a_run_stopped_after_a_stage_resumes_at_the_next() {
         // The seed model answers these questions, so its votes make training data.
         let model = seed_model();
         let (questions, work) = (f.path("questions.jsonl"), f.path("work"));
-        // The first two built-in exemplars, as the embedded default uses: all eight do not fit the
-        // seed model's context.
-        let exemplars = f.path("exemplars.jsonl");
-        let builtin = include_str!("../../lmsi-data/src/exemplars.jsonl");
-        let two: String = builtin.lines().take(2).map(|l| format!("{l}\n")).collect();
-        std::fs::write(&exemplars, two).unwrap();
+        let exemplars = two_exemplars(&f);
         let mut args: Vec<String> = [
             "run",
             "--exemplars",
@@ -585,5 +590,113 @@ fn a_suite_evaluates_each_dataset_into_one_table() {
         stderr(&out).contains("bad.json") && stderr(&out).contains("shots"),
         "{}",
         stderr(&out)
+    );
+}
+
+/// `eval --mode sc --early-stop` votes over the paths sampled until the rule stops a question, and
+/// the rule is refused in greedy mode.
+#[test]
+fn self_consistency_stops_early_when_asked() {
+    let f = fixture();
+    let seed = seed_model();
+    let exemplars = two_exemplars(&f);
+    let out = lmsi(&[
+        "eval",
+        "--model",
+        &seed,
+        "--exemplars",
+        &exemplars,
+        "--dataset",
+        &f.path("questions.jsonl"),
+        "--out",
+        &f.path("early.json"),
+        "--mode",
+        "sc",
+        "--paths",
+        "8",
+        "--early-stop",
+        "esc:2",
+        "--max-new-tokens",
+        "40",
+        "--threads",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.dir.join("early.json")).unwrap()).unwrap();
+    let sampled: Vec<usize> = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["texts"].as_array().unwrap().len())
+        .collect();
+    assert!(sampled.iter().all(|&n| (2..=8).contains(&n)), "{sampled:?}");
+    assert!(
+        sampled.iter().any(|&n| n < 8),
+        "nothing stopped early: {sampled:?}"
+    );
+
+    let out = lmsi(&[
+        "eval",
+        "--model",
+        &seed,
+        "--dataset",
+        &f.path("questions.jsonl"),
+        "--out",
+        &f.path("greedy.json"),
+        "--early-stop",
+        "adaptive",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--mode sc only"), "{}", stderr(&out));
+    assert!(!f.dir.join("greedy.json").exists());
+}
+
+/// `run --early-stop` samples a pool question's paths until the rule stops it.
+#[test]
+fn a_run_stops_sampling_pool_questions_early_when_asked() {
+    let f = fixture();
+    let (model, questions, work) = (seed_model(), f.path("questions.jsonl"), f.path("work"));
+    let exemplars = two_exemplars(&f);
+    let out = lmsi(&[
+        "run",
+        "--exemplars",
+        &exemplars,
+        "--model",
+        &model,
+        "--questions",
+        &questions,
+        "--eval",
+        &questions,
+        "--work-dir",
+        &work,
+        "--paths",
+        "8",
+        "--eval-paths",
+        "2",
+        "--max-new-tokens",
+        "40",
+        "--early-stop",
+        "esc:2",
+        "--stop-after",
+        "round-1/generate",
+        "--threads",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let paths = std::fs::read_to_string(f.dir.join("work/round-1/paths.jsonl")).unwrap();
+    let mut per_question = std::collections::HashMap::<String, usize>::new();
+    for line in paths.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        *per_question.entry(record["id"].to_string()).or_default() += 1;
+    }
+    assert_eq!(per_question.len(), 2, "{per_question:?}");
+    assert!(
+        per_question.values().all(|&n| (2..=8).contains(&n)),
+        "{per_question:?}"
+    );
+    assert!(
+        per_question.values().any(|&n| n < 8),
+        "nothing stopped: {per_question:?}"
     );
 }
