@@ -115,6 +115,55 @@ fn two_exemplars(f: &Fixture) -> String {
     exemplars
 }
 
+/// `lmsi run` of the seed model, which answers the fixture's questions (so its votes make training
+/// data), on them as pool and test set, in `work/`: two exemplars, short paths, one training step, one
+/// thread; `extra` gives the rest (`--paths` among them).
+fn run_seed_model(f: &Fixture, extra: &[&str]) -> std::process::Output {
+    let (model, questions, work) = (seed_model(), f.path("questions.jsonl"), f.path("work"));
+    let exemplars = two_exemplars(f);
+    let mut args = vec![
+        "run",
+        "--exemplars",
+        &exemplars,
+        "--model",
+        &model,
+        "--questions",
+        &questions,
+        "--eval",
+        &questions,
+        "--work-dir",
+        &work,
+        "--eval-paths",
+        "2",
+        "--max-new-tokens",
+        "40",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    lmsi(&args)
+}
+
+/// Asserts that every question sampled between `window` and `paths` paths, and some fewer than
+/// `paths`: the early-stopping rule ended them.
+#[track_caller]
+fn assert_stopped_early(sampled: &[usize], window: usize, paths: usize) {
+    assert!(
+        sampled.iter().all(|n| (window..=paths).contains(n)),
+        "{sampled:?}"
+    );
+    assert!(
+        sampled.iter().any(|&n| n < paths),
+        "nothing stopped early: {sampled:?}"
+    );
+}
+
 /// Runs `generate` against a broken model or input; it must fail naming `expected` and write nothing.
 fn fails_cleanly(f: &Fixture, model: &str, questions: &str, expected: &str) -> String {
     let out_file = f.dir.join("out.jsonl");
@@ -249,46 +298,12 @@ fn a_bad_line_is_named_and_skip_bad_skips_it() {
 fn a_run_stopped_after_a_stage_resumes_at_the_next() {
     let f = fixture();
     let run = |stop_after: Option<&str>, extra: &[&str]| {
-        // The seed model answers these questions, so its votes make training data.
-        let model = seed_model();
-        let (questions, work) = (f.path("questions.jsonl"), f.path("work"));
-        let exemplars = two_exemplars(&f);
-        let mut args: Vec<String> = [
-            "run",
-            "--exemplars",
-            &exemplars,
-            "--model",
-            &model,
-            "--questions",
-            &questions,
-            "--eval",
-            &questions,
-            "--work-dir",
-            &work,
-            "--paths",
-            "2",
-            "--eval-paths",
-            "2",
-            "--max-new-tokens",
-            "40",
-            "--steps",
-            "1",
-            "--batch-size",
-            "2",
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = vec!["--paths", "2"];
         if let Some(stage) = stop_after {
-            args.extend(["--stop-after".to_string(), stage.to_string()]);
+            args.extend(["--stop-after", stage]);
         }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        lmsi(&args)
+        args.extend_from_slice(extra);
+        run_seed_model(&f, &args)
     };
     let out = run(Some("round-1/vote"), &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -630,11 +645,7 @@ fn self_consistency_stops_early_when_asked() {
         .iter()
         .map(|i| i["texts"].as_array().unwrap().len())
         .collect();
-    assert!(sampled.iter().all(|&n| (2..=8).contains(&n)), "{sampled:?}");
-    assert!(
-        sampled.iter().any(|&n| n < 8),
-        "nothing stopped early: {sampled:?}"
-    );
+    assert_stopped_early(&sampled, 2, 8);
 
     let out = lmsi(&[
         "eval",
@@ -656,33 +667,17 @@ fn self_consistency_stops_early_when_asked() {
 #[test]
 fn a_run_stops_sampling_pool_questions_early_when_asked() {
     let f = fixture();
-    let (model, questions, work) = (seed_model(), f.path("questions.jsonl"), f.path("work"));
-    let exemplars = two_exemplars(&f);
-    let out = lmsi(&[
-        "run",
-        "--exemplars",
-        &exemplars,
-        "--model",
-        &model,
-        "--questions",
-        &questions,
-        "--eval",
-        &questions,
-        "--work-dir",
-        &work,
-        "--paths",
-        "8",
-        "--eval-paths",
-        "2",
-        "--max-new-tokens",
-        "40",
-        "--early-stop",
-        "esc:2",
-        "--stop-after",
-        "round-1/generate",
-        "--threads",
-        "1",
-    ]);
+    let out = run_seed_model(
+        &f,
+        &[
+            "--paths",
+            "8",
+            "--early-stop",
+            "esc:2",
+            "--stop-after",
+            "round-1/generate",
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let paths = std::fs::read_to_string(f.dir.join("work/round-1/paths.jsonl")).unwrap();
     let mut per_question = std::collections::HashMap::<String, usize>::new();
@@ -691,12 +686,6 @@ fn a_run_stops_sampling_pool_questions_early_when_asked() {
         *per_question.entry(record["id"].to_string()).or_default() += 1;
     }
     assert_eq!(per_question.len(), 2, "{per_question:?}");
-    assert!(
-        per_question.values().all(|&n| (2..=8).contains(&n)),
-        "{per_question:?}"
-    );
-    assert!(
-        per_question.values().any(|&n| n < 8),
-        "nothing stopped: {per_question:?}"
-    );
+    let sampled: Vec<usize> = per_question.into_values().collect();
+    assert_stopped_early(&sampled, 2, 8);
 }
