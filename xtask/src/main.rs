@@ -59,7 +59,7 @@ enum Task {
     /// Reproduce one of the paper's claims that needs more than one `lmsi run` (mixed-formats),
     /// under target/experiments/NAME.
     Experiment {
-        /// The experiment: mixed-formats.
+        /// The experiment: mixed-formats or smollm2.
         name: String,
     },
     /// Compile the CUDA kernels with nvcc (sm_80, sm_90), print their registers, shared memory and
