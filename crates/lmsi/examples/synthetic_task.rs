@@ -1,8 +1,9 @@
 //! Writes a task of synthetic word problems for a model other than the seed model: few-shot
 //! exemplars, an unlabelled pool and a labelled test set, all from one generator run, so no
 //! question appears in two of them (`cargo xtask experiment smollm2` runs this). The exemplars
-//! cover the four operations before any repeats one: a pretrained model copies the operation of
-//! its exemplars, so a set without a division makes it divide less often than the task asks.
+//! cover the four operations before any repeats one: a pretrained model leans on the operations
+//! its exemplars show (SmolLM2-135M-Instruct answers 61% of 100 one-step problems greedily with one
+//! exemplar per operation, 55% with two multiplications and two subtractions).
 //!
 //! ```text
 //! cargo run --release -p lmsi --example synthetic_task -- --out task --max-steps 1 --max-value 20
