@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use lmsi_transformer::testing::TinyModel;
 
 mod common;
-use common::{Scratch, lmsi, seed_model, stderr};
+use common::{Scratch, lmsi, run_args, seed_model, stderr};
 
 /// lmsi-data's dataset fixtures, one small file per dataset in its published format.
 const DATASET_FIXTURES: &str = concat!(
@@ -121,33 +121,18 @@ fn two_exemplars(f: &Fixture) -> String {
 fn run_seed_model(f: &Fixture, extra: &[&str]) -> std::process::Output {
     let (model, questions, work) = (seed_model(), f.path("questions.jsonl"), f.path("work"));
     let exemplars = two_exemplars(f);
-    let mut args = vec![
-        "run",
-        "--exemplars",
-        &exemplars,
-        "--model",
-        &model,
-        "--questions",
-        &questions,
-        "--eval",
-        &questions,
-        "--work-dir",
-        &work,
-        "--eval-paths",
-        "2",
-        "--max-new-tokens",
-        "40",
-        "--steps",
-        "1",
-        "--batch-size",
-        "2",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
+    let flags = [
+        ("--exemplars", exemplars.as_str()),
+        ("--model", &model),
+        ("--questions", &questions),
+        ("--eval", &questions),
+        ("--work-dir", &work),
+        ("--eval-paths", "2"),
+        ("--max-new-tokens", "40"),
+        ("--steps", "1"),
+        ("--batch-size", "2"),
     ];
-    args.extend_from_slice(extra);
-    lmsi(&args)
+    lmsi(&run_args(&flags, extra))
 }
 
 /// Asserts that every question sampled between `window` and `paths` paths, and some fewer than
@@ -485,32 +470,19 @@ fn a_run_reads_its_sets_as_the_dataset_format_names() {
     let fixtures = DATASET_FIXTURES;
     let run = |dataset: &str, work: &str| {
         let file = format!("{fixtures}/{dataset}");
-        let args = [
-            "run",
-            "--model",
-            &f.path("model"),
-            "--questions",
-            &file,
-            "--eval",
-            &file,
-            "--format",
-            "arc",
-            "--work-dir",
-            &f.path(work),
-            "--paths",
-            "2",
-            "--eval-paths",
-            "2",
-            "--max-new-tokens",
-            "4",
-            "--stop-after",
-            "round-1/generate",
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
+        let (model, work) = (f.path("model"), f.path(work));
+        let flags = [
+            ("--model", model.as_str()),
+            ("--questions", &file),
+            ("--eval", &file),
+            ("--format", "arc"),
+            ("--work-dir", &work),
+            ("--paths", "2"),
+            ("--eval-paths", "2"),
+            ("--max-new-tokens", "4"),
+            ("--stop-after", "round-1/generate"),
         ];
-        lmsi(&args)
+        lmsi(&run_args(&flags, &[]))
     };
     let out = run("arc.parquet", "arc");
     assert!(out.status.success(), "{}", stderr(&out));

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 mod common;
-use common::{Scratch, lmsi, seed_model, stderr};
+use common::{Scratch, lmsi, run_args, seed_model, stderr};
 
 /// A scratch directory with the first `pool` pool questions and `test` test questions of the
 /// embedded task, and the first two built-in exemplars (what the embedded default uses).
@@ -50,17 +50,8 @@ fn run(f: &Scratch, work: &str, extra: &[&str]) -> String {
         ("--steps", "2"),
         ("--batch-size", "4"),
         ("--lr", "1e-4"),
-        ("--device", "cpu"),
-        ("--threads", "1"),
     ];
-    let mut args = vec!["run"];
-    for (flag, value) in defaults {
-        if !extra.contains(&flag) {
-            args.extend([flag, value]);
-        }
-    }
-    args.extend_from_slice(extra);
-    let out = lmsi(&args);
+    let out = lmsi(&run_args(&defaults, extra));
     assert!(out.status.success(), "{:?}: {}", extra, stderr(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

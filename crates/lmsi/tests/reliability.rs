@@ -7,7 +7,7 @@ use std::path::Path;
 use lmsi_transformer::testing::TinyModel;
 
 mod common;
-use common::{Scratch, lmsi, seed_model, stderr};
+use common::{Scratch, lmsi, run_args, seed_model, stderr};
 
 /// Runs `args`, expects a failure whose message contains `expected`, and returns the message.
 fn refused<S: AsRef<str>>(args: &[S], expected: &str) -> String {
@@ -283,33 +283,18 @@ fn a_resumed_run_notices_a_changed_input() {
     let (model, questions, work) = (seed_model(), f.path("questions.jsonl"), f.path("work"));
     let exemplars = f.path("exemplars.jsonl");
     let run = |extra: &[&str]| {
-        let mut args = vec![
-            "run",
-            "--model",
-            &model,
-            "--questions",
-            &questions,
-            "--eval",
-            &questions,
-            "--exemplars",
-            &exemplars,
-            "--work-dir",
-            &work,
-            "--paths",
-            "2",
-            "--eval-paths",
-            "2",
-            "--max-new-tokens",
-            "6",
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--stop-after",
-            "round-1/generate",
+        let flags = [
+            ("--model", model.as_str()),
+            ("--questions", &questions),
+            ("--eval", &questions),
+            ("--exemplars", &exemplars),
+            ("--work-dir", &work),
+            ("--paths", "2"),
+            ("--eval-paths", "2"),
+            ("--max-new-tokens", "6"),
+            ("--stop-after", "round-1/generate"),
         ];
-        args.extend_from_slice(extra);
-        lmsi(&args)
+        lmsi(&run_args(&flags, extra))
     };
     let out = run(&[]);
     assert!(

@@ -7,7 +7,7 @@ use std::process::Command;
 use lmsi_transformer::testing::TinyModel;
 
 mod common;
-use common::{Scratch, lmsi, stderr};
+use common::{Scratch, lmsi, run_args, stderr};
 
 /// A tiny random model and eight labelled questions.
 fn fixture() -> Scratch {
@@ -237,33 +237,18 @@ fn a_merged_sharded_generation_feeds_lmsi_run() {
     assert!(out.status.success(), "{}", stderr(&out));
     let lmsi_run = |work: &str, extra: &[&str]| {
         let (model, questions, work) = (f.path("model"), f.path("questions.jsonl"), f.path(work));
-        let mut args = vec![
-            "run",
-            "--model",
-            &model,
-            "--questions",
-            &questions,
-            "--eval",
-            &questions,
-            "--work-dir",
-            &work,
-            "--paths",
-            "3",
-            "--eval-paths",
-            "2",
-            "--max-new-tokens",
-            "6",
-            "--steps",
-            "1",
-            "--batch-size",
-            "2",
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
+        let flags = [
+            ("--model", model.as_str()),
+            ("--questions", &questions),
+            ("--eval", &questions),
+            ("--work-dir", &work),
+            ("--paths", "3"),
+            ("--eval-paths", "2"),
+            ("--max-new-tokens", "6"),
+            ("--steps", "1"),
+            ("--batch-size", "2"),
         ];
-        args.extend(extra);
-        lmsi(&args)
+        lmsi(&run_args(&flags, extra))
     };
     let given = f.path("paths.jsonl");
     let out = lmsi_run("given", &["--paths-from", &given]);

@@ -42,3 +42,18 @@ pub fn seed_model() -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+/// `lmsi run` arguments: `flags` (flag, value pairs) on the CPU with one thread, each left out
+/// where `extra` gives the same flag, then `extra`.
+#[allow(dead_code)] // Not every test binary that shares this module uses it.
+pub fn run_args<'a>(flags: &[(&'a str, &'a str)], extra: &[&'a str]) -> Vec<&'a str> {
+    let on_one_cpu = [("--device", "cpu"), ("--threads", "1")];
+    let mut args = vec!["run"];
+    for &(flag, value) in flags.iter().chain(&on_one_cpu) {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
+    args.extend_from_slice(extra);
+    args
+}
