@@ -4,7 +4,10 @@
 //! 380 tokens, 32 paths of exactly 96 new tokens each (EOS and stop strings ignored), temperature 0.7,
 //! top-k 40, with the prompt computed once and shared by the 32 paths. Prints prompt tokens/s, sampled
 //! tokens/s (the prompt's time counted) and the achieved GFLOP/s against the machine's f32 GEMM peak,
-//! measured in the same run.
+//! measured in the same run. Then a profile of one decode step: its parts timed alone at the step's
+//! shapes (every layer's matrix products, the output projection, attention over all layers at the
+//! mean context, sampling), each as a share of the measured step, with the products' GFLOP/s
+//! against the peak; what they leave is the rest (norms, RoPE, SwiGLU, KV writes, scheduling).
 //!
 //! `LMSI_BENCH_DEVICE=cuda` (with the crate's `cuda` feature) runs it on GPU 0 instead, with weights
 //! and KV cache at `LMSI_BENCH_DTYPE` (`f32`, the default, or `bf16`), printing the same throughputs
@@ -27,9 +30,9 @@ use lmsi_benches::{Device, cpu_dtype_refused, device, dtype, gemm_peak_gflops, m
 use lmsi_cuda::plan::PagedPlan;
 use lmsi_data::{ExemplarSet, PromptFormat};
 use lmsi_sampler::{RowKey, SamplingParams};
-use lmsi_transformer::backend::{BatchLayout, SeqLayout};
+use lmsi_transformer::backend::{BatchLayout, Linear, SeqLayout};
 use lmsi_transformer::generate::{Control, GenerateConfig, Request, generate};
-use lmsi_transformer::{Backend, CpuBackend, CudaBackend, Model, Tokenizer};
+use lmsi_transformer::{Backend, CpuBackend, Model, Tokenizer};
 
 const PATHS: usize = 32;
 const NEW_TOKENS: usize = 96;
@@ -52,7 +55,7 @@ fn main() {
         Device::Cpu => match cpu_dtype_refused() {
             Some(why) => eprintln!("generate benchmark skipped: {why}"),
             None => {
-                bench(&dir, CpuBackend::new());
+                decode_step_parts(&bench(&dir, CpuBackend::new()));
             }
         },
         Device::Cuda => bench_gpu(&dir),
@@ -64,16 +67,26 @@ fn main() {
 fn bench_gpu(dir: &Path) {
     match lmsi_benches::gpu() {
         Ok(gpu) => {
-            let (model, prompt_tokens) = bench(dir, gpu);
-            decode_attention(&model, prompt_tokens + NEW_TOKENS);
-            sampling(&model);
+            let run = bench(dir, gpu);
+            decode_attention(&run.model, run.prompt_tokens + NEW_TOKENS, true);
+            sampling(&run.model);
         }
         Err(e) => eprintln!("generate benchmark skipped: no usable GPU: {e}"),
     }
 }
 
-/// The generation benchmark; returns the model and the prompt's length.
-fn bench<B: Backend>(dir: &Path, backend: B) -> (Model<B>, usize) {
+/// What the generation benchmark measured, for the step profiles after it.
+struct Measured<B: Backend> {
+    model: Model<B>,
+    prompt_tokens: usize,
+    /// The second run's time per decode step (the steps after the prompt's).
+    step_seconds: f64,
+    /// The CPU's f32 GEMM peak in GFLOP/s (on the CPU only).
+    peak: Option<f64>,
+}
+
+/// The generation benchmark.
+fn bench<B: Backend>(dir: &Path, backend: B) -> Measured<B> {
     let model = Model::load(dir, backend).expect("loading the benchmark model");
     let tokenizer = Tokenizer::load(dir, model.config()).expect("loading its tokenizer");
 
@@ -168,11 +181,14 @@ fn bench<B: Backend>(dir: &Path, backend: B) -> (Model<B>, usize) {
             stats.sampled_tokens_per_second(),
             stats.seconds,
         );
-        last = Some(stats);
+        last = Some((stats, gflops));
     }
     // The second run: kernels compiled and memory warm.
-    let stats = last.expect("two runs");
+    let (stats, gflops) = last.expect("two runs");
     let key = format!("generate.{}.{}", device().name(), dtype());
+    if let Some(peak) = peak {
+        result(&format!("{key}.gemm_peak_share"), gflops / peak);
+    }
     result(
         &format!("{key}.prompt_tokens_per_s"),
         stats.prompt_tokens_per_second(),
@@ -181,7 +197,109 @@ fn bench<B: Backend>(dir: &Path, backend: B) -> (Model<B>, usize) {
         &format!("{key}.sampled_tokens_per_s"),
         stats.sampled_tokens_per_second(),
     );
-    (model, prompt_tokens)
+    Measured {
+        model,
+        prompt_tokens,
+        step_seconds: (stats.seconds - stats.prompt_seconds) / (NEW_TOKENS - 1) as f64,
+        peak,
+    }
+}
+
+/// A profile of one decode step of the workload on the CPU: its parts timed alone at the step's
+/// shapes (the 32 paths' rows; attention at the mean context of the sampled tokens), each as a
+/// share of the step time the runs measured, and the matrix products' speed against the GEMM
+/// peak. What the parts leave is the rest of the step (norms, RoPE, SwiGLU, KV writes, the
+/// scheduler).
+fn decode_step_parts<B: Backend>(run: &Measured<B>) {
+    let (model, step) = (&run.model, run.step_seconds);
+    let c = model.config();
+    let peak = run.peak.unwrap_or_else(gemm_peak_gflops);
+    let (layer_products, head) = decode_products(model);
+    let context = run.prompt_tokens + NEW_TOKENS / 2;
+    let attention = c.num_layers as f64 * decode_attention(model, context, false);
+    let sampling = sampling(model);
+    let layer_flops: usize = model
+        .params()
+        .layers
+        .iter()
+        .map(|l| {
+            let l = l.linears(c);
+            [l.qkv, l.o, l.gate_up, l.down]
+                .iter()
+                .map(|x| 2 * PATHS * x.in_features * x.out_features)
+                .sum::<usize>()
+        })
+        .sum();
+    let head_flops = 2 * PATHS * c.hidden_size * c.vocab_size;
+    let rest = step - layer_products - head - attention - sampling;
+    println!(
+        "one decode step ({PATHS} paths): {:.1} ms measured; its parts timed alone:",
+        step * 1e3
+    );
+    for (part, key, seconds, flops) in [
+        (
+            "the layers' matrix products",
+            "layer_products",
+            layer_products,
+            Some(layer_flops),
+        ),
+        (
+            "the output projection",
+            "output_projection",
+            head,
+            Some(head_flops),
+        ),
+        ("attention, all layers", "attention", attention, None),
+        ("sampling", "sampling", sampling, None),
+        ("the rest", "rest", rest, None),
+    ] {
+        let speed = flops.map_or(String::new(), |f| {
+            let gflops = f as f64 / seconds / 1e9;
+            format!(
+                ", {gflops:.1} GFLOP/s ({:.0}% of the GEMM peak)",
+                100.0 * gflops / peak
+            )
+        });
+        println!(
+            "  {part}: {:.1} ms, {:.0}% of the step{speed}",
+            seconds * 1e3,
+            100.0 * seconds / step
+        );
+        result(&format!("decode_step.cpu.{key}_share"), seconds / step);
+    }
+}
+
+/// Times the matrix products of one decode step, every layer's weights in turn as the step reads
+/// them, and the output projection; returns the seconds of each per step.
+fn decode_products<B: Backend>(model: &Model<B>) -> (f64, f64) {
+    let (be, c) = (model.backend(), model.config());
+    let widest = c.intermediate_size.max(c.qkv_dim()).max(c.hidden_size);
+    let x = be.upload(&vec![0.01; PATHS * widest]).unwrap();
+    let out = std::cell::RefCell::new(be.zeros(PATHS * widest.max(c.vocab_size)).unwrap());
+    let product = |linear: &Linear<'_, B::Buf>| {
+        let mut out = out.borrow_mut();
+        be.matmul(&mut out, &x, linear, PATHS, false).unwrap();
+        finish(be, &out);
+    };
+    let layers = || {
+        for layer in &model.params().layers {
+            let l = layer.linears(c);
+            for linear in [l.qkv, l.o, l.gate_up, l.down] {
+                product(&linear);
+            }
+        }
+    };
+    let head = || product(&model.params().output_linear(c));
+    let timed = |f: &dyn Fn()| {
+        f();
+        let repeats = 5;
+        let start = Instant::now();
+        for _ in 0..repeats {
+            f();
+        }
+        start.elapsed().as_secs_f64() / repeats as f64
+    };
+    (timed(&layers), timed(&head))
 }
 
 /// Writes the workload as JSON: the shared prefix's and the question's token ids, and how it
@@ -195,12 +313,12 @@ fn write_workload(path: &Path, prefix: &[u32], question: &[u32]) {
     std::fs::write(path, json).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
-/// Times the paged attention of one layer for the last decode step of the workload: the 32 paths
-/// at context length `context`, sharing the prompt's full blocks (as forked paths do), the rest
-/// in blocks of their own. Prints the time per call and the bytes of keys and values the kernel
-/// reads per second: every position of every block once per work item that reads it (an item
-/// reads a block shared by several of its rows once).
-fn decode_attention(model: &Model<CudaBackend>, context: usize) {
+/// Times the paged attention of one layer for a decode step of the workload: the 32 paths at
+/// context length `context`, sharing the prompt's full blocks (as forked paths do), the rest in
+/// blocks of their own. Prints the time per call and returns its seconds; with `gpu_plan`, also
+/// the bytes of keys and values the CUDA kernel reads per second: every position of every block
+/// once per work item that reads it (an item reads a block shared by several of its rows once).
+fn decode_attention<B: Backend>(model: &Model<B>, context: usize, gpu_plan: bool) -> f64 {
     let be = model.backend();
     let bs = GenerateConfig::default().block_size;
     let dims = model.attention_dims(bs);
@@ -238,7 +356,6 @@ fn decode_attention(model: &Model<CudaBackend>, context: usize) {
     let qkv = be.upload(&qkv_values).unwrap();
     let mut out = be.zeros(PATHS * dims.num_heads * dims.head_dim).unwrap();
     let prepared = be.prepare(&layout).unwrap();
-    let sync = || be.device().synchronize().unwrap();
     let call = |out: &mut _| {
         be.paged_attention(out, &qkv, &k, &v, &prepared, &dims)
             .unwrap()
@@ -246,14 +363,21 @@ fn decode_attention(model: &Model<CudaBackend>, context: usize) {
     for _ in 0..10 {
         call(&mut out);
     }
-    sync();
+    finish(be, &out);
     let repeats = 500;
     let start = Instant::now();
     for _ in 0..repeats {
         call(&mut out);
     }
-    sync();
+    finish(be, &out);
     let seconds = start.elapsed().as_secs_f64() / repeats as f64;
+    if !gpu_plan {
+        println!(
+            "decode attention ({PATHS} paths at context {context}, one layer): {:.1} us per call",
+            seconds * 1e6
+        );
+        return seconds;
+    }
 
     // The positions each work item reads, as the backend plans the items.
     let group = (dims.num_heads / dims.num_kv_heads) as u32;
@@ -290,11 +414,17 @@ fn decode_attention(model: &Model<CudaBackend>, context: usize) {
         &format!("decode_attention.{}.gb_per_s", be.dtype()),
         gb_per_s,
     );
+    seconds
+}
+
+/// Waits for everything queued on `buf`'s device: reading one value back does.
+fn finish<B: Backend>(be: &B, buf: &B::Buf) {
+    be.download(&be.copy_range(buf, 0, 1).unwrap()).unwrap();
 }
 
 /// Times the sampling of one decode step: 32 rows of the vocabulary's logits (f32 at any dtype),
 /// temperature 0.7 and top-k 40, tokens back on the host.
-fn sampling(model: &Model<CudaBackend>) {
+fn sampling<B: Backend>(model: &Model<B>) -> f64 {
     let be = model.backend();
     let vocab = model.config().vocab_size;
     let values: Vec<f32> = (0..PATHS * vocab)
@@ -323,4 +453,5 @@ fn sampling(model: &Model<CudaBackend>) {
         per_row * PATHS as f64 * 1e6
     );
     result(&format!("sample.{}.us_per_row", be.dtype()), per_row * 1e6);
+    per_row * PATHS as f64
 }

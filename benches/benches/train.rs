@@ -132,4 +132,7 @@ fn bench<B: Backend>(name: &str, key: &str, mut model: Model<B>, peak: Option<f6
     let key = format!("train.{key}.{}.{}", device().name(), dtype());
     result(&format!("{key}.tokens_per_s"), tokens as f64 / seconds);
     result(&format!("{key}.tflops"), gflops / 1e3);
+    if let Some(peak) = peak {
+        result(&format!("{key}.gemm_peak_share"), gflops / peak);
+    }
 }
