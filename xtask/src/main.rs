@@ -14,9 +14,10 @@
 //!   [`fuzz`].
 //! - `cargo xtask seed-model`: trains the embedded seed model and writes it to `assets/seed-model`.
 //! - `cargo xtask experiment NAME`: reproduces one of the paper's claims that needs more than one
-//!   `lmsi run` (`mixed-formats`); see [`experiment`].
+//!   `lmsi run` (`mixed-formats`, `smollm2`, `model-size`); see [`experiment`].
 //! - `cargo xtask bench [NAME...]`: the benchmarks in `benches/` (all, or the named ones), with the
-//!   real model fetched the same way.
+//!   real model fetched the same way; `cargo xtask bench compare` runs lmsi beside llama.cpp and
+//!   PyTorch; see [`compare`].
 //! - `cargo xtask gpu-bundle [--out DIR] [--no-nvrtc]`: the `lmsi` program, the CUDA tests and the GPU
 //!   benchmarks, built here and packed (at most 64 MiB) with a `run.sh` for a GPU machine without
 //!   Rust; see [`gpu_bundle`].
@@ -27,6 +28,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod compare;
 mod experiment;
 mod fuzz;
 mod gpu_bundle;
@@ -49,9 +51,10 @@ enum Task {
         #[arg(default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
         seconds: u64,
     },
-    /// Run criterion benchmarks (all of them, or the ones named).
+    /// Run criterion benchmarks (all of them, or the ones named); `compare` runs lmsi beside
+    /// llama.cpp and PyTorch (installed into a cache the first time) and prints one table.
     Bench {
-        /// Benchmark names (files in benches/benches/ without `.rs`).
+        /// Benchmark names (files in benches/benches/ without `.rs`), or `compare` alone.
         names: Vec<String>,
     },
     /// Train the embedded seed model (deterministic) and write it to assets/seed-model.
@@ -59,7 +62,7 @@ enum Task {
     /// Reproduce one of the paper's claims that needs more than one `lmsi run` (mixed-formats),
     /// under target/experiments/NAME.
     Experiment {
-        /// The experiment: mixed-formats or smollm2.
+        /// The experiment: mixed-formats, smollm2 or model-size.
         name: String,
     },
     /// Compile the CUDA kernels with nvcc (sm_80, sm_90), print their registers, shared memory and
@@ -131,6 +134,12 @@ fn cuda_library_path() -> Result<(String, PathBuf)> {
 }
 
 fn bench(names: &[String]) -> Result<()> {
+    if names.iter().any(|n| n == "compare") {
+        if names.len() > 1 {
+            bail!("`compare` runs alone: its own benchmarks are generate and train");
+        }
+        return compare::run(&workspace_root(), &real_model_env()?);
+    }
     let mut args = vec!["bench", "-p", "lmsi-benches"];
     for name in names {
         args.extend(["--bench", name]);
