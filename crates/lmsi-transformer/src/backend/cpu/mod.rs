@@ -671,9 +671,11 @@ pub fn rotate_half(head: &mut [f32], cos: &[f32], sin: &[f32]) {
 
 /// One token's attention, all query heads, over its sequence's cache.
 ///
-/// Scores of a block's keys are computed a dimension at a time across the block's positions (the
-/// keys are stored transposed), which vectorises without horizontal sums; the weighted sum of values
-/// keeps the head's output in registers while it runs over a block's positions.
+/// The query heads that share a key-value head run together through each block (their sums are
+/// independent chains for the FMA units; each is the same chain it would be alone). Scores of a
+/// block's keys are computed a dimension at a time across the block's positions (the keys are
+/// stored transposed), which vectorises without horizontal sums; the weighted sum of values keeps
+/// the heads' outputs in registers while it runs over a block's positions.
 fn attend(
     out_row: &mut [f32],
     q_row: &[f32],
@@ -688,23 +690,26 @@ fn attend(
     let group = dims.num_heads / dims.num_kv_heads;
     let first = dims.first_visible(position);
     let (first_block, last_block) = (first / bs, position / bs);
-    // Scores for whole blocks; only positions first..=position are used.
-    let mut scores = vec![0.0f32; (last_block + 1 - first_block) * bs];
+    // Each of a group's heads has a row of scores for whole blocks; only positions
+    // first..=position are used.
+    let width = (last_block + 1 - first_block) * bs;
+    let mut scores = vec![0.0f32; group * width];
     let (lo, hi) = (first - first_block * bs, position + 1 - first_block * bs);
-    for h in 0..dims.num_heads {
-        let g = h / group;
-        let q = &q_row[h * hd..(h + 1) * hd];
-        for (b, block_scores) in (first_block..=last_block).zip(scores.chunks_exact_mut(bs)) {
+    for g in 0..dims.num_kv_heads {
+        let qs = &q_row[g * group * hd..(g + 1) * group * hd];
+        for (b, column) in (first_block..=last_block).zip((0..width).step_by(bs)) {
             let block = block_table[b] as usize;
             let keys = &k_cache[block * dims.block_len() + g * hd * bs..][..hd * bs];
-            key_scores(block_scores, q, keys, dims.scale);
+            key_scores(&mut scores[column..], width, group, qs, keys, dims.scale);
         }
-        let visible = &mut scores[lo..hi];
-        let max = visible.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum = exp_sub_sum(visible, max);
-        visible.iter_mut().for_each(|w| *w /= sum);
-        let o = &mut out_row[h * hd..(h + 1) * hd];
-        o.fill(0.0);
+        for head_scores in scores.chunks_exact_mut(width) {
+            let visible = &mut head_scores[lo..hi];
+            let max = visible.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum = exp_sub_sum(visible, max);
+            visible.iter_mut().for_each(|w| *w /= sum);
+        }
+        let out = &mut out_row[g * group * hd..(g + 1) * group * hd];
+        out.fill(0.0);
         for (b, &block) in block_table
             .iter()
             .enumerate()
@@ -713,9 +718,17 @@ fn attend(
         {
             let from = (b * bs).max(first);
             let to = ((b + 1) * bs).min(position + 1);
-            let weights = &scores[from - first_block * bs..to - first_block * bs];
+            let weights = &scores[from - first_block * bs..];
             let start = (block as usize * bs + from % bs) * kv_dim + g * hd;
-            weighted_rows(o, weights, &v_cache[start..], kv_dim);
+            weighted_rows(
+                out,
+                group,
+                weights,
+                width,
+                to - from,
+                &v_cache[start..],
+                kv_dim,
+            );
         }
     }
 }
