@@ -56,14 +56,10 @@ fn mixed_formats(root: &Path) -> Result<()> {
     build_seed_model(root, &seed, &["--other-formats", OTHER_FORMATS])?;
     let mut rows = Vec::new();
     for formats in ["cot-fewshot", "all"] {
-        let work = dir.join(formats);
-        let mut lmsi = Command::new(root.join("target/release/lmsi"));
-        lmsi.args(["run", "--settings", "embedded", "--formats", formats])
-            .arg("--model")
-            .arg(&seed)
-            .arg("--work-dir")
-            .arg(&work);
-        run_logged(&mut lmsi, &dir.join(format!("{formats}.log")))?;
+        let args = ["--settings", "embedded", "--formats", formats, "--model"];
+        let work = lmsi_run(root, &dir, formats, |run| {
+            run.args(args).arg(&seed);
+        })?;
         rows.push((formats, report_row(&work.join("report.json"))?));
     }
     println!("\nseed model trained with {OTHER_FORMATS} of its documents in the other formats");
@@ -84,37 +80,15 @@ fn model_size(root: &Path) -> Result<()> {
     let large = dir.join("seed-model-9x");
     build_seed_model(root, &large, &LARGE_SEED)?;
     let small = root.join("assets/seed-model");
-    let lmsi = root.join("target/release/lmsi");
-    let run = |name: &str, args: &[&std::ffi::OsStr]| -> Result<PathBuf> {
-        let work = dir.join(name);
-        let mut command = Command::new(&lmsi);
-        command.arg("run").args(args).arg("--work-dir").arg(&work);
-        run_logged(&mut command, &dir.join(format!("{name}.log")))?;
-        Ok(work)
-    };
-    let embedded = run("small", &[])?;
-    let large_before = run(
-        "large",
-        &[
-            "--settings".as_ref(),
-            "embedded".as_ref(),
-            "--model".as_ref(),
-            large.as_os_str(),
-            "--stop-after".as_ref(),
-            "round-1/eval-before-sc".as_ref(),
-        ],
-    )?;
-    let distilled = run(
-        "distilled",
-        &[
-            "--settings".as_ref(),
-            "embedded".as_ref(),
-            "--model".as_ref(),
-            large.as_os_str(),
-            "--student".as_ref(),
-            small.as_os_str(),
-        ],
-    )?;
+    let embedded = lmsi_run(root, &dir, "small", |_| {})?;
+    let large_before = lmsi_run(root, &dir, "large", |run| {
+        run.args(["--settings", "embedded", "--model"]).arg(&large);
+        run.args(["--stop-after", "round-1/eval-before-sc"]);
+    })?;
+    let distilled = lmsi_run(root, &dir, "distilled", |run| {
+        run.args(["--settings", "embedded", "--model"]).arg(&large);
+        run.arg("--student").arg(&small);
+    })?;
     let report = |work: &Path, side: &str| -> Result<String> {
         let report = read_json(&work.join("report.json"))?;
         Ok(format!(
@@ -124,10 +98,8 @@ fn model_size(root: &Path) -> Result<()> {
         ))
     };
     let before = |work: &Path| -> Result<String> {
-        let cell = |mode: &str| -> Result<String> {
-            let eval = read_json(&work.join(format!("round-1/eval-before-{mode}.json")))?;
-            accuracy(&eval, "accuracy", "ci95")
-        };
+        let cell =
+            |mode: &str| eval_accuracy(&work.join(format!("round-1/eval-before-{mode}.json")));
         Ok(format!("{} | {}", cell("greedy")?, cell("sc")?))
     };
     println!("\nembedded pool and test set, embedded settings");
@@ -228,12 +200,10 @@ fn smollm2(root: &Path) -> Result<()> {
     ] {
         arms.train_and_evaluate(&data, &out)?;
         let cell = |mode: &str| -> Result<String> {
-            let before = read_json(&round.join(format!("eval-before-{mode}.json")))?;
-            let after = read_json(&out.join(format!("eval-after-{mode}.json")))?;
             Ok(format!(
                 "{} -> {}",
-                accuracy(&before, "accuracy", "ci95")?,
-                accuracy(&after, "accuracy", "ci95")?
+                eval_accuracy(&round.join(format!("eval-before-{mode}.json")))?,
+                eval_accuracy(&out.join(format!("eval-after-{mode}.json")))?
             ))
         };
         rows.push(format!("| {arm} | {} | {} |", cell("greedy")?, cell("sc")?));
@@ -356,6 +326,28 @@ fn accuracy(value: &serde_json::Value, key: &str, ci: &str) -> Result<String> {
         pct(&value[ci][0])?,
         pct(&value[ci][1])?
     ))
+}
+
+/// Runs `lmsi run` with the arguments `args` adds, its work directory `dir/name` and its log
+/// `dir/name.log`; returns the work directory.
+fn lmsi_run(
+    root: &Path,
+    dir: &Path,
+    name: &str,
+    args: impl FnOnce(&mut Command),
+) -> Result<PathBuf> {
+    let work = dir.join(name);
+    let mut run = Command::new(root.join("target/release/lmsi"));
+    run.arg("run");
+    args(&mut run);
+    run.arg("--work-dir").arg(&work);
+    run_logged(&mut run, &dir.join(format!("{name}.log")))?;
+    Ok(work)
+}
+
+/// "54.0% [47.1%, 60.8%]" from an `lmsi eval` output file.
+fn eval_accuracy(path: &Path) -> Result<String> {
+    accuracy(&read_json(path)?, "accuracy", "ci95")
 }
 
 /// Runs `command`, its output appended to `log`, failing when it fails.
