@@ -45,6 +45,8 @@ const SAMPLING: SamplingParams = SamplingParams {
 };
 
 fn main() {
+    // As the `lmsi` program does, so that these numbers are what it gets.
+    lmsi::allocator::keep_freed_memory();
     let Some(dir) = model_dir() else {
         eprintln!(
             "generate benchmark skipped: no model (set LMSI_BENCH_MODEL or run shared/tools/fetch-smollm2.sh)"

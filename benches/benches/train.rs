@@ -22,6 +22,8 @@ const BATCH: usize = 8;
 const SEQ_LEN: usize = 256;
 
 fn main() {
+    // As the `lmsi` program does, so that these numbers are what it gets.
+    lmsi::allocator::keep_freed_memory();
     match device() {
         Device::Cpu => {
             if let Some(why) = cpu_dtype_refused() {

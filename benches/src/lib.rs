@@ -97,7 +97,8 @@ pub fn seed_model_dir() -> Option<PathBuf> {
 }
 
 /// The machine's f32 matrix-product speed in GFLOP/s: the `gemm` crate on 1024 x 1024 x 1024, on all of
-/// rayon's threads, best of several runs.
+/// rayon's threads, best of several runs. The workspace enables `gemm`'s AVX-512 kernels, so on a
+/// processor with AVX-512 this is the peak of its full vector width.
 pub fn gemm_peak_gflops() -> f64 {
     let n = 1024;
     let a: Vec<f32> = (0..n * n).map(|i| (i % 13) as f32 * 0.01).collect();

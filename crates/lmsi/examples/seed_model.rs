@@ -55,6 +55,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    lmsi::allocator::keep_freed_memory();
     let args = Args::parse();
     let mut recipe = SeedRecipe::default();
     if let Some(v) = args.problems {

@@ -8,6 +8,10 @@
 //! from 17.4-18.0 to 20.6-21.7 thousand tokens/s on the 2-core build machine, the same losses. What
 //! lmsi computes does not change; its resident memory stays near its peak instead of falling
 //! between steps.
+//!
+//! ```
+//! lmsi::allocator::keep_freed_memory();
+//! ```
 
 /// Raises glibc's mmap threshold to its maximum (32 MiB on 64-bit systems) and stops it trimming
 /// the heap. Call first thing in `main`, before other threads start.

@@ -19,6 +19,8 @@
 //!   and their outputs joined into exactly what one job writes.
 //! - [`run::run`] (`lmsi run`): the whole loop in a resumable run directory, with reports and plots;
 //!   [`embedded`] holds its default (the seed model built by [`seed`] and the task's data).
+//! - [`allocator::keep_freed_memory`]: the C allocator's settings that the `lmsi` program, its
+//!   examples and the benchmarks start with.
 //!
 //! ```
 //! use lmsi::vote::{vote_paths, VoteOptions};
@@ -36,6 +38,7 @@
 //! assert_eq!(summary.accuracy(), Some(1.0));
 //! ```
 
+pub mod allocator;
 pub mod build_data;
 pub mod embedded;
 pub mod eval;

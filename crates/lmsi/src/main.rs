@@ -1,8 +1,8 @@
-//! The `lmsi` command line program: parses the command line and dispatches to the command. The
-//! allocator's settings are in `allocator`, the arguments in `cli`, the commands in `commands`, opening the device in `device`, the parsers of numeric options in `numbers`. See
-//! `lmsi --help` and the README.
+//! The `lmsi` command line program: sets the allocator (`lmsi::allocator`), parses the command line
+//! and dispatches to the command. The arguments are in `cli`, the commands in `commands`, opening
+//! the device in `device`, the parsers of numeric options in `numbers`. See `lmsi --help` and the
+//! README.
 
-mod allocator;
 mod cli;
 mod commands;
 mod device;
@@ -13,7 +13,7 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 fn main() {
-    allocator::keep_freed_memory();
+    lmsi::allocator::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LMSI_LOG")
