@@ -27,10 +27,11 @@
 //!   (`--stop-after round-1/eval-before-sc`), and a run where the large model writes the paths and
 //!   the small one trains on them (`--student`). Prints the four models' accuracy with 95%
 //!   intervals. Measured on two cores: the large model's training took 54 minutes, shared with other
-//!   work for most of it (about 5,200 tokens/s when alone, 2,000 when not); the three runs 6 more. With the embedded learning rate (3e-3)
-//!   the wider model stalled at a held-out loss of 0.616 (greedy 4.0%); with 1e-3 it reaches 0.173
-//!   (the small model 0.181) and 56.5% greedy, 77.5% self-consistency, below the small model's
-//!   63.5% and 85.0% before LMSI.
+//!   work for most of it (about 5,200 tokens/s when alone, 2,000 when not); then the large model's
+//!   evaluation 36 s, the `--student` run 167 s and the embedded run about 2 minutes. With the
+//!   embedded learning rate (3e-3) the wider model stalled at a held-out loss of 0.616 (greedy
+//!   4.0%); with 1e-3 it reaches 0.173 (the small model 0.181) and 56.5% greedy, 77.5%
+//!   self-consistency, below the small model's 63.5% and 85.0% before LMSI.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
