@@ -1,6 +1,7 @@
 //! `cargo xtask experiment NAME`: the paper's claims that need more than one `lmsi run`, each
 //! reproduced by one command. Everything goes under `target/experiments/NAME/`; a second run
-//! reuses what the first finished (the seed model, and every run's finished stages).
+//! reuses what the first finished (the seed model, if built with the same recipe knobs, and every
+//! run's finished stages).
 //!
 //! - `mixed-formats` (the paper's claim that training on its four prompt formats beats chain of
 //!   thought alone): builds a seed model with the embedded recipe except that a quarter of its
@@ -123,14 +124,27 @@ fn model_size(root: &Path) -> Result<()> {
 }
 
 /// Builds the release binaries, then a seed model into `out` with the embedded recipe changed by
-/// `knobs`, unless one is there (its log beside it).
+/// `knobs` (its log beside it), unless one built with the same knobs is there. The knobs are
+/// recorded beside it too (`out` with the extension `knobs`; inside, they would change the model's
+/// fingerprint) once the model is written, so that a model built with other knobs (an earlier
+/// version of an experiment) is never taken for this one.
 fn build_seed_model(root: &Path, out: &Path, knobs: &[&str]) -> Result<()> {
     crate::cargo(
         &["build", "--release", "-p", "lmsi", "--bins", "--examples"],
         &[],
     )?;
+    let stamp = out.with_extension("knobs");
+    let wanted = knobs.join(" ");
     if out.join("model.safetensors").exists() {
-        return Ok(());
+        let built = std::fs::read_to_string(&stamp).ok();
+        if built.as_deref() == Some(wanted.as_str()) {
+            return Ok(());
+        }
+        bail!(
+            "{} holds a seed model built with {}, not with {wanted:?}; delete it to build this one",
+            out.display(),
+            built.map_or("knobs that were not recorded".into(), |k| format!("{k:?}")),
+        );
     }
     run_logged(
         Command::new(root.join("target/release/examples/seed_model"))
@@ -138,7 +152,8 @@ fn build_seed_model(root: &Path, out: &Path, knobs: &[&str]) -> Result<()> {
             .arg(out)
             .args(knobs),
         &out.with_extension("log"),
-    )
+    )?;
+    std::fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))
 }
 
 /// The `synthetic_task` arguments of the SmolLM2 task.
