@@ -20,13 +20,14 @@
 //! assert_eq!(s.mean_token_logprob, -0.5);
 //! ```
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use lmsi_data::PathRecord;
 use lmsi_voter::Extractor;
 use serde::{Deserialize, Serialize};
 
-/// Per-question means over a set of paths (questions without any answered path count only in
+/// Per-question means over a set of paths, summed in the order of question ids and answers, so
+/// that the same paths give the same bits in every run and in any order (questions without any answered path count only in
 /// `answered`, path length and log-probability).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Signals {
@@ -47,7 +48,7 @@ pub struct Signals {
 impl Signals {
     /// The signals of `paths`, answers read with `extractor`.
     pub fn of(paths: &[PathRecord], extractor: &Extractor) -> Self {
-        let mut counts: HashMap<&str, HashMap<String, usize>> = HashMap::new();
+        let mut counts: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
         let mut answered = 0usize;
         for p in paths {
             let question = counts.entry(&p.id).or_default();
@@ -56,9 +57,9 @@ impl Signals {
                 answered += 1;
             }
         }
-        let voted: Vec<&HashMap<String, usize>> =
+        let voted: Vec<&BTreeMap<String, usize>> =
             counts.values().filter(|c| !c.is_empty()).collect();
-        let mean = |f: &dyn Fn(&HashMap<String, usize>) -> f64| {
+        let mean = |f: &dyn Fn(&BTreeMap<String, usize>) -> f64| {
             voted.iter().map(|c| f(c)).sum::<f64>() / voted.len().max(1) as f64
         };
         let tokens: usize = paths.iter().map(|p| p.tokens).sum();
@@ -75,7 +76,7 @@ impl Signals {
     }
 }
 
-fn entropy_bits(counts: &HashMap<String, usize>) -> f64 {
+fn entropy_bits(counts: &BTreeMap<String, usize>) -> f64 {
     let n = counts.values().sum::<usize>() as f64;
     let sum = counts
         .values()
@@ -94,7 +95,7 @@ mod tests {
 
     #[test]
     fn entropy_is_zero_for_agreement_and_one_bit_for_an_even_split() {
-        let counts = |pairs: &[(&str, usize)]| -> HashMap<String, usize> {
+        let counts = |pairs: &[(&str, usize)]| -> BTreeMap<String, usize> {
             pairs.iter().map(|(a, k)| (a.to_string(), *k)).collect()
         };
         assert_eq!(
@@ -102,6 +103,34 @@ mod tests {
             0.0f64.to_bits()
         );
         assert!((entropy_bits(&counts(&[("5", 2), ("6", 2)])) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_same_paths_in_another_order_give_the_same_bits() {
+        let paths: Vec<PathRecord> = (0..600)
+            .map(|k| PathRecord {
+                id: format!("q{}", k % 50),
+                question: "How many?".into(),
+                path: k,
+                text: format!("The answer is {}.", (k * k) % (3 + k % 7)),
+                answer: None,
+                logprob: -1.0,
+                tokens: 4,
+                gold: None,
+            })
+            .collect();
+        let extractor = Extractor::new(lmsi_voter::AnswerKind::Number);
+        let forward = Signals::of(&paths, &extractor);
+        let reversed: Vec<PathRecord> = paths.into_iter().rev().collect();
+        let backward = Signals::of(&reversed, &extractor);
+        assert_eq!(
+            forward.answer_entropy.to_bits(),
+            backward.answer_entropy.to_bits()
+        );
+        assert_eq!(
+            forward.majority_share.to_bits(),
+            backward.majority_share.to_bits()
+        );
     }
 
     #[test]
