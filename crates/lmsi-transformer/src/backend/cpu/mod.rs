@@ -1,9 +1,11 @@
 //! The CPU reference backend: f32; the forward pass's matrix products through [`linear`] (whose rows
 //! are independent of each other, so batching never changes a result), the backward pass's through
 //! the `gemm` crate; everything else as
-//! plain loops parallelised over rows with rayon.
+//! plain loops parallelised over rows with rayon. Uploaded buffers (the weights) and KV caches
+//! are put in huge pages when large ([`huge_pages`]).
 
 mod gemm;
+mod huge_pages;
 mod linear;
 mod math;
 mod train_attention;
@@ -104,7 +106,11 @@ impl Backend for CpuBackend {
     }
 
     fn upload(&self, data: &[f32]) -> Result<Vec<f32>, Error> {
-        Ok(data.to_vec())
+        Ok(huge_pages::copy(data))
+    }
+
+    fn kv_zeros(&self, len: usize) -> Result<Vec<f32>, Error> {
+        Ok(huge_pages::zeros(len))
     }
 
     fn download(&self, buf: &Vec<f32>) -> Result<Vec<f32>, Error> {
