@@ -26,9 +26,9 @@ use lmsi_data::PathRecord;
 use lmsi_voter::Extractor;
 use serde::{Deserialize, Serialize};
 
-/// Per-question means over a set of paths, summed in the order of question ids and answers, so
-/// that the same paths give the same bits in every run and in any order (questions without any answered path count only in
-/// `answered`, path length and log-probability).
+/// Per-question means over a set of paths (questions without any answered path count only in
+/// `answered`, path length and log-probability). Sums run in the order of question ids and
+/// answers, so that the same paths give the same bits in every run and in any order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Signals {
     /// The most common answer's share of a question's answered paths, averaged over questions.

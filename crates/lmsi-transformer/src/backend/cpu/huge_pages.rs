@@ -63,7 +63,7 @@ fn advise(values: *const f32, len: usize, advice: Advice) {
         Advice::Fresh => libc::MADV_HUGEPAGE,
         Advice::Written => libc::MADV_COLLAPSE,
     };
-    // SAFETY: the range is mapped (it holds `buf`'s allocation, widened to its pages), and both
+    // SAFETY: the range is mapped (it holds the values' allocation, widened to its pages), and both
     // advices change the size of its pages, never their contents or permissions. Refused advice
     // (a kernel without transparent huge pages, or too old for MADV_COLLAPSE) leaves the pages
     // as they were, which is only slower.

@@ -8,6 +8,12 @@
 //! accumulator is summed across its lanes once, at the end of `k`. Work is split over threads by blocks
 //! of weight rows (output columns), so each thread streams its own part of `W` once per call.
 //!
+//! Each output is a sum in a fixed order that depends only on `k` and the processor's vector width,
+//! never on `m`, `n` or the thread count: a row's result does not depend on the other rows. That is
+//! why every matrix product of the forward pass goes through here, prompts included: a path's tokens
+//! must not depend on which other rows share its steps. (Large prompts are blocked in chunks of
+//! input rows so that the inputs stay in cache.)
+//!
 //! A decode step reads every weight from memory once, and left to the hardware prefetchers the
 //! tiles waited on those reads (`perf` put the kernel's samples on its weight loads). So while a
 //! weight tile is multiplied by the input rows, the next tile is prefetched, a part before each
