@@ -82,7 +82,7 @@ fn staging_prefix(name: &str) -> String {
 }
 
 /// Replaces directory `dir` by one holding exactly `files`, in one step, after removing what
-/// killed writes of `dir` left behind ([`remove_stale_staging`]).
+/// killed writes of `dir` left behind (`remove_stale_staging`).
 pub fn write_dir_atomic(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), Error> {
     let io = |path: &Path| {
         let path = path.to_path_buf();

@@ -23,7 +23,7 @@ use crate::launch::{DEFAULT_SHARED_BYTES, Launch};
 use crate::sources::{self, KernelFile};
 
 /// Whether libcuda (the NVIDIA driver) can be opened. Creating a CUDA context without it panics
-/// inside cudarc, so [`Gpu::new`] checks this first.
+/// inside cudarc, so `Gpu::new` checks this first.
 pub fn driver_available() -> bool {
     // SAFETY: only tries to open the library by its candidate names.
     unsafe { cudarc::driver::sys::is_culib_present() }

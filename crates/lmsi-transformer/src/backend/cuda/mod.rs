@@ -171,8 +171,8 @@ impl CudaBackend {
         }
     }
 
-    /// The backend storing weight matrices and KV caches at `dtype` (see the [module
-    /// docs](self#bf16)); a handle on the same device.
+    /// The backend storing weight matrices and KV caches at `dtype` (see the module
+    /// docs, "bf16"); a handle on the same device.
     ///
     /// ```
     /// use lmsi_transformer::{CudaBackend, Dtype};
