@@ -19,8 +19,9 @@
 //! weight tile is multiplied by the input rows, the next tile is prefetched, a part before each
 //! input tile. In a throwaway program with a copy of this kernel, SmolLM2-135M's 30 layers of
 //! weights in huge pages ([`super::huge_pages`]) and 32 rows, this (with blocks of 32 weight rows
-//! instead of 64) took the layer products from 34.4 to 26.6–28.6 ms and the output projection
-//! from 7.8 to 5.5 ms on the 2-core build machine; the results are the same bits.
+//! instead of 64) took the layer products from 33.8–34.8 to 25.8–28.1 ms and the output
+//! projection from 7.5–7.8 to 5.5–5.9 ms on the 2-core build machine; the results are the same
+//! bits.
 
 use rayon::prelude::*;
 
