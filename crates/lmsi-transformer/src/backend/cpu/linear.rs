@@ -129,8 +129,9 @@ mod x86 {
                     let mut fetched = next.start;
                     let mut i = chunk;
                     while i < chunk_end {
-                        prefetch($w, fetched, (fetched + part).min(next.end));
-                        fetched = (fetched + part).min(next.end);
+                        let upto = (fetched + part).min(next.end);
+                        prefetch($w, fetched, upto);
+                        fetched = upto;
                         let rx = (chunk_end - i).min(4);
                         match (rw, rx) {
                             (4, 4) => $tile::<4, 4>($out, $x, $w, $n, $k, i, j, $acc),
